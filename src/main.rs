@@ -1,0 +1,11 @@
+//! `switchboard`: parse the command line, initialise tracing, dispatch to a subcommand.
+
+mod cmd;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = cmd::Cli::parse();
+    cmd::init_tracing();
+    cmd::run(cli)
+}
