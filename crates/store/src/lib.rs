@@ -1,1 +1,12 @@
-//! Storage backends that implement the engine's traits (SQLite now; PostgreSQL and Redis later).
+//! Storage backends that implement the engine's traits: SQLite (the embedded default) here;
+//! PostgreSQL and Redis follow. Migrations live in `migrations/` and are embedded in the binary.
+//!
+//! This crate knows tables and transactions, not what a graph means: it stores opaque checkpoint
+//! payloads keyed by conversation and id.
+
+pub mod conformance;
+mod migrate;
+mod sqlite;
+
+pub use sqlite::{SqliteConfig, SqliteStore};
+pub use switchboard_engine::MemoryStore;

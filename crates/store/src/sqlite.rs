@@ -1,0 +1,453 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! All writes go through one writer task that owns one connection and commits whatever writes are
+//! waiting in a single transaction (group commit): with `synchronous=FULL`, a thousand concurrent
+//! conversations share one fsync instead of queueing for a thousand. Reads use a small pool of
+//! reader connections, which WAL lets run beside the writer. If a batch fails, its writes are retried
+//! one transaction each, so one bad write never takes the others down with it.
+
+use crate::migrate;
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use switchboard_engine::{CheckpointRecord, CheckpointStore, ContextStore, PendingWrite, Scope, StoreError, WriteAck};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// How the SQLite file is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    /// fsync every commit (`synchronous=FULL`); `false` uses `NORMAL` (WAL: durable up to the last
+    /// checkpoint of the WAL on power loss, never corrupt).
+    pub fsync: bool,
+    /// Reader connections.
+    pub readers: u32,
+    /// How long a statement waits for a lock.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self { fsync: true, readers: 4, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+enum Op {
+    Put(CheckpointRecord),
+    Writes { conversation: String, checkpoint: u64, writes: Vec<PendingWrite> },
+    Context { scope: Scope, owner: String, values: Map<String, Value> },
+    DeleteOwner { scope: Scope, owner: String },
+    Delete { conversation: String },
+}
+
+struct Job {
+    op: Op,
+    ack: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// Checkpoints and scoped context in a SQLite file.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    tx: mpsc::UnboundedSender<Job>,
+    path: PathBuf,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn scope_name(s: Scope) -> &'static str {
+    match s {
+        Scope::Conversation => "conversation",
+        Scope::Customer => "customer",
+        Scope::Assistant => "assistant",
+        Scope::Temporary => "temporary",
+    }
+}
+
+const COLUMNS: &str = "c.id, c.parent, c.run_id, c.step, c.created_at, c.schema_version, c.snapshot, c.payload";
+
+fn record(conversation: &str, r: &SqliteRow) -> Result<CheckpointRecord, StoreError> {
+    let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    Ok(CheckpointRecord {
+        conversation_id: conversation.to_string(),
+        id: r.try_get::<i64, _>(0).map_err(corrupt)? as u64,
+        parent: r.try_get::<Option<i64>, _>(1).map_err(corrupt)?.map(|p| p as u64),
+        run_id: r.try_get(2).map_err(corrupt)?,
+        step: r.try_get(3).map_err(corrupt)?,
+        created_at_ms: r.try_get(4).map_err(corrupt)?,
+        schema_version: r.try_get::<i64, _>(5).map_err(corrupt)? as u32,
+        snapshot: r.try_get::<i64, _>(6).map_err(corrupt)? != 0,
+        payload: r.try_get(7).map_err(corrupt)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the file cannot be opened or migrated.
+    pub async fn open(path: impl AsRef<Path>, config: SqliteConfig) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(unavailable)?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if config.fsync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .foreign_keys(true)
+            .busy_timeout(config.busy_timeout);
+        let mut writer = SqliteConnection::connect_with(&opts).await.map_err(unavailable)?;
+        let migrator = migrate::migrator(migrate::SQLITE).await.map_err(unavailable)?;
+        migrator.run(&mut writer).await.map_err(unavailable)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.readers.max(1))
+            .acquire_timeout(config.busy_timeout)
+            .connect_with(opts.read_only(true))
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer_loop(writer, rx));
+        Ok(Self { pool, tx, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Folds the WAL into the main file (so its size reflects what is stored).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite:").map_err(unavailable)?.filename(&self.path);
+        let mut c = SqliteConnection::connect_with(&opts).await.map_err(unavailable)?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut c).await.map_err(unavailable)?;
+        c.close().await.map_err(unavailable)
+    }
+
+    fn submit(&self, op: Op) -> oneshot::Receiver<Result<u64, StoreError>> {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { op, ack }) {
+            let _ = job.ack.send(Err(unavailable("sqlite writer has stopped")));
+        }
+        rx
+    }
+
+    fn submit_ack(&self, op: Op) -> WriteAck {
+        let rx = self.submit(op);
+        Box::pin(async move { rx.await.map_err(|_| unavailable("sqlite writer has stopped"))?.map(|_| ()) })
+    }
+
+    async fn submit_wait(&self, op: Op) -> Result<u64, StoreError> {
+        self.submit(op).await.map_err(|_| unavailable("sqlite writer has stopped"))?
+    }
+}
+
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut ids: HashMap<String, i64> = HashMap::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
+        match apply(&mut conn, &mut ids, &ops).await {
+            Ok(results) => {
+                for (job, r) in batch.drain(..).zip(results) {
+                    let _ = job.ack.send(Ok(r));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(job) = batch.pop() {
+                    let _ = job.ack.send(Err(e));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, writes = batch.len(), "sqlite batch failed; retrying its writes one by one");
+                for job in batch.drain(..) {
+                    let r = apply(&mut conn, &mut ids, &[&job.op]).await.map(|mut v| v.pop().unwrap_or(0));
+                    let _ = job.ack.send(r);
+                }
+            }
+        }
+    }
+}
+
+/// Applies writes in one transaction; returns a count per write.
+async fn apply(
+    conn: &mut SqliteConnection,
+    ids: &mut HashMap<String, i64>,
+    ops: &[&Op],
+) -> Result<Vec<u64>, StoreError> {
+    let mut new_ids = Vec::new();
+    let mut tx = conn.begin().await.map_err(unavailable)?;
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let n = match op {
+            Op::Put(r) => {
+                let conv = conv_id(&mut tx, ids, &mut new_ids, &r.conversation_id).await?;
+                sqlx::query(
+                    "INSERT INTO checkpoints (conv, id, parent, run_id, step, created_at, schema_version, snapshot, payload) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .bind(conv)
+                .bind(r.id as i64)
+                .bind(r.parent.map(|p| p as i64))
+                .bind(&r.run_id)
+                .bind(r.step)
+                .bind(r.created_at_ms)
+                .bind(i64::from(r.schema_version))
+                .bind(i64::from(r.snapshot))
+                .bind(&r.payload)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        StoreError::Conflict { conversation: r.conversation_id.clone(), id: r.id }
+                    }
+                    sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::Unavailable(format!(
+                        "parent checkpoint {:?} of {} does not exist",
+                        r.parent, r.id
+                    )),
+                    _ => unavailable(e),
+                })?;
+                1
+            }
+            Op::Writes { conversation, checkpoint, writes } => {
+                let conv = conv_id(&mut tx, ids, &mut new_ids, conversation).await?;
+                for w in writes {
+                    sqlx::query(
+                        "INSERT INTO pending_writes (conv, checkpoint, task, payload) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (conv, checkpoint, task) DO UPDATE SET payload = excluded.payload",
+                    )
+                    .bind(conv)
+                    .bind(*checkpoint as i64)
+                    .bind(&w.task_id)
+                    .bind(&w.payload)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
+                writes.len() as u64
+            }
+            Op::Context { scope, owner, values } => {
+                for (k, v) in values {
+                    sqlx::query(
+                        "INSERT INTO scoped_context (scope, owner, field, value) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (scope, owner, field) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(scope_name(*scope))
+                    .bind(owner)
+                    .bind(k)
+                    .bind(v.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                }
+                values.len() as u64
+            }
+            Op::DeleteOwner { scope, owner } => {
+                sqlx::query("DELETE FROM scoped_context WHERE scope = ?1 AND owner = ?2")
+                    .bind(scope_name(*scope))
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected()
+            }
+            Op::Delete { conversation } => {
+                let id: Option<i64> = sqlx::query_scalar("SELECT id FROM conversations WHERE key = ?1")
+                    .bind(conversation)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?;
+                let mut n = 0;
+                if let Some(id) = id {
+                    // One statement per table: the parent foreign key is checked at the statement's end.
+                    for sql in ["DELETE FROM pending_writes WHERE conv = ?1", "DELETE FROM checkpoints WHERE conv = ?1"]
+                    {
+                        n += sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(unavailable)?.rows_affected();
+                    }
+                    sqlx::query("DELETE FROM conversations WHERE id = ?1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                ids.remove(conversation);
+                n
+            }
+        };
+        out.push(n);
+    }
+    tx.commit().await.map_err(unavailable)?;
+    ids.extend(new_ids);
+    Ok(out)
+}
+
+async fn conv_id(
+    tx: &mut SqliteConnection,
+    ids: &HashMap<String, i64>,
+    new_ids: &mut Vec<(String, i64)>,
+    key: &str,
+) -> Result<i64, StoreError> {
+    if let Some(id) = ids.get(key) {
+        return Ok(*id);
+    }
+    if let Some((_, id)) = new_ids.iter().find(|(k, _)| k == key) {
+        return Ok(*id);
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO conversations (key, created_at) VALUES (?1, unixepoch()) \
+         ON CONFLICT (key) DO UPDATE SET key = excluded.key RETURNING id",
+    )
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    new_ids.push((key.to_string(), id));
+    Ok(id)
+}
+
+#[async_trait]
+impl CheckpointStore for SqliteStore {
+    fn put(&self, record: CheckpointRecord) -> WriteAck {
+        self.submit_ack(Op::Put(record))
+    }
+
+    async fn latest(&self, conversation: &str) -> Result<Option<CheckpointRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM checkpoints c JOIN conversations v ON c.conv = v.id \
+             WHERE v.key = ?1 ORDER BY c.id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql).bind(conversation).fetch_optional(&self.pool).await.map_err(unavailable)?;
+        row.map(|r| record(conversation, &r)).transpose()
+    }
+
+    async fn get(&self, conversation: &str, id: u64) -> Result<Option<CheckpointRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM checkpoints c JOIN conversations v ON c.conv = v.id WHERE v.key = ?1 AND c.id = ?2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(conversation)
+            .bind(id as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| record(conversation, &r)).transpose()
+    }
+
+    async fn chain(&self, conversation: &str, id: u64) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let sql = format!(
+            "WITH RECURSIVE cv(id) AS (SELECT id FROM conversations WHERE key = ?1), \
+             chain(id, parent, snapshot, depth) AS ( \
+               SELECT c.id, c.parent, c.snapshot, 0 FROM checkpoints c, cv WHERE c.conv = cv.id AND c.id = ?2 \
+               UNION ALL \
+               SELECT c.id, c.parent, c.snapshot, chain.depth + 1 FROM checkpoints c, cv, chain \
+               WHERE c.conv = cv.id AND c.id = chain.parent AND chain.snapshot = 0) \
+             SELECT {COLUMNS} FROM checkpoints c, cv, chain WHERE c.conv = cv.id AND c.id = chain.id \
+             ORDER BY chain.depth DESC"
+        );
+        let rows =
+            sqlx::query(&sql).bind(conversation).bind(id as i64).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let out = rows.iter().map(|r| record(conversation, r)).collect::<Result<Vec<_>, _>>()?;
+        match out.first() {
+            Some(first) if first.snapshot => Ok(out),
+            Some(_) => Err(StoreError::Corrupt(format!("{conversation}: checkpoint {id} has no snapshot ancestor"))),
+            None => Err(StoreError::Corrupt(format!("{conversation}: checkpoint {id} is missing"))),
+        }
+    }
+
+    async fn history(
+        &self,
+        conversation: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM checkpoints c JOIN conversations v ON c.conv = v.id \
+             WHERE v.key = ?1 AND c.id < ?2 ORDER BY c.id DESC LIMIT ?3"
+        );
+        let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+        let rows = sqlx::query(&sql)
+            .bind(conversation)
+            .bind(before)
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(|r| record(conversation, r)).collect()
+    }
+
+    fn put_writes(&self, conversation: &str, checkpoint: u64, writes: Vec<PendingWrite>) -> WriteAck {
+        self.submit_ack(Op::Writes { conversation: conversation.to_string(), checkpoint, writes })
+    }
+
+    async fn pending_writes(&self, conversation: &str, checkpoint: u64) -> Result<Vec<PendingWrite>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.task, p.payload FROM pending_writes p JOIN conversations v ON p.conv = v.id \
+             WHERE v.key = ?1 AND p.checkpoint = ?2 ORDER BY p.task",
+        )
+        .bind(conversation)
+        .bind(checkpoint as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingWrite {
+                    task_id: r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    payload: r.try_get(1).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_conversation(&self, conversation: &str) -> Result<u64, StoreError> {
+        self.submit_wait(Op::Delete { conversation: conversation.to_string() }).await
+    }
+}
+
+#[async_trait]
+impl ContextStore for SqliteStore {
+    async fn load(&self, scope: Scope, owner: &str) -> Result<Map<String, Value>, StoreError> {
+        let rows = sqlx::query("SELECT field, value FROM scoped_context WHERE scope = ?1 AND owner = ?2")
+            .bind(scope_name(scope))
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let mut m = Map::new();
+        for r in rows {
+            let k: String = r.try_get(0).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let v: String = r.try_get(1).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            m.insert(k, serde_json::from_str(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        Ok(m)
+    }
+
+    async fn save(&self, scope: Scope, owner: &str, values: Map<String, Value>) -> Result<(), StoreError> {
+        self.submit_wait(Op::Context { scope, owner: owner.to_string(), values }).await.map(|_| ())
+    }
+
+    async fn delete_owner(&self, scope: Scope, owner: &str) -> Result<u64, StoreError> {
+        self.submit_wait(Op::DeleteOwner { scope, owner: owner.to_string() }).await
+    }
+}
