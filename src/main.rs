@@ -1,6 +1,7 @@
 //! `switchboard`: parse the command line, initialise tracing, dispatch to a subcommand.
 
 mod cmd;
+mod support;
 
 use clap::Parser;
 

@@ -1,5 +1,8 @@
 //! Subcommands of the `switchboard` binary, one module each.
 
+mod bench_engine;
+mod demo;
+
 use clap::{Parser, Subcommand};
 
 /// Switchboard: the orchestration layer of a customer-support AI assistant.
@@ -11,7 +14,20 @@ pub(crate) struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a support conversation on the embedded store: routing, guard flags, a human handoff
+    /// (interrupt and resume) and time travel.
+    Demo(demo::DemoArgs),
+    /// Benchmarks that print figures (JSON lines with --json), to compare side by side with peers.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// The peer harness's support graph on our engine (compare with shared/bench/peers).
+    Engine(bench_engine::EngineBenchArgs),
+}
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
 pub(crate) fn init_tracing() {
@@ -21,5 +37,8 @@ pub(crate) fn init_tracing() {
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
+    }
 }

@@ -80,7 +80,7 @@ impl Default for EngineConfig {
             max_state_bytes: DEFAULT_MAX_STATE_BYTES,
             durability: Durability::Async,
             double_text: DoubleText::Enqueue,
-            event_capacity: 1024,
+            event_capacity: 256,
             assistant_id: "default".into(),
             max_cached_conversations: 100_000,
         }

@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 /// One event of a run.
@@ -94,7 +94,9 @@ pub struct EventSink {
 
 struct SinkInner {
     run_id: Arc<str>,
-    tx: broadcast::Sender<Event>,
+    capacity: usize,
+    // Created by the first subscriber: an unobserved run allocates no channel at all.
+    tx: OnceLock<broadcast::Sender<Event>>,
     seq: AtomicU64,
 }
 
@@ -104,26 +106,32 @@ impl EventSink {
         Self { inner: None }
     }
     pub(crate) fn new(run_id: Arc<str>, capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(16));
-        Self { inner: Some(Arc::new(SinkInner { run_id, tx, seq: AtomicU64::new(0) })) }
+        Self {
+            inner: Some(Arc::new(SinkInner {
+                run_id,
+                capacity: capacity.max(16),
+                tx: OnceLock::new(),
+                seq: AtomicU64::new(0),
+            })),
+        }
     }
     /// Whether anyone listens.
     pub fn active(&self) -> bool {
-        self.inner.as_ref().is_some_and(|i| i.tx.receiver_count() > 0)
+        self.inner.as_ref().and_then(|i| i.tx.get()).is_some_and(|tx| tx.receiver_count() > 0)
     }
     /// A new subscriber, seeing events from now on.
     pub fn subscribe(&self) -> Option<broadcast::Receiver<Event>> {
-        self.inner.as_ref().map(|i| i.tx.subscribe())
+        self.inner.as_ref().map(|i| i.tx.get_or_init(|| broadcast::channel(i.capacity).0).subscribe())
     }
     /// Sends an event to current subscribers.
     pub fn emit(&self, kind: EventKind) {
-        if let Some(i) = &self.inner {
-            if i.tx.receiver_count() == 0 {
-                return;
-            }
-            let seq = i.seq.fetch_add(1, Ordering::Relaxed) + 1;
-            // No subscriber left is not an error: events are best-effort for live listeners.
-            let _ = i.tx.send(Event { run_id: i.run_id.clone(), seq, kind });
+        let Some(i) = &self.inner else { return };
+        let Some(tx) = i.tx.get() else { return };
+        if tx.receiver_count() == 0 {
+            return;
         }
+        let seq = i.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        // No subscriber left is not an error: events are best-effort for live listeners.
+        let _ = tx.send(Event { run_id: i.run_id.clone(), seq, kind });
     }
 }

@@ -21,6 +21,8 @@ use tracing::warn;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// Times the writer yields to other tasks while it gathers a batch.
+const LINGER_YIELDS: usize = 3;
 
 /// How the SQLite file is opened.
 #[derive(Debug, Clone)]
@@ -161,11 +163,19 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
+        // Let runs that are mid-step add their next checkpoint to this commit: a few yields cost
+        // microseconds, a commit costs an fsync.
+        for _ in 0..LINGER_YIELDS {
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
             }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
         let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
         match apply(&mut conn, &mut ids, &ops).await {
@@ -199,37 +209,20 @@ async fn apply(
     let mut new_ids = Vec::new();
     let mut tx = conn.begin().await.map_err(unavailable)?;
     let mut out = Vec::with_capacity(ops.len());
+    // Checkpoints of the whole batch go in one multi-row INSERT: one statement, not one per row.
+    let puts: Vec<&CheckpointRecord> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if !puts.is_empty() {
+        insert_checkpoints(&mut tx, ids, &mut new_ids, &puts).await?;
+    }
     for op in ops {
         let n = match op {
-            Op::Put(r) => {
-                let conv = conv_id(&mut tx, ids, &mut new_ids, &r.conversation_id).await?;
-                sqlx::query(
-                    "INSERT INTO checkpoints (conv, id, parent, run_id, step, created_at, schema_version, snapshot, payload) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .bind(conv)
-                .bind(r.id as i64)
-                .bind(r.parent.map(|p| p as i64))
-                .bind(&r.run_id)
-                .bind(r.step)
-                .bind(r.created_at_ms)
-                .bind(i64::from(r.schema_version))
-                .bind(i64::from(r.snapshot))
-                .bind(&r.payload)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => {
-                        StoreError::Conflict { conversation: r.conversation_id.clone(), id: r.id }
-                    }
-                    sqlx::Error::Database(d) if d.is_foreign_key_violation() => StoreError::Unavailable(format!(
-                        "parent checkpoint {:?} of {} does not exist",
-                        r.parent, r.id
-                    )),
-                    _ => unavailable(e),
-                })?;
-                1
-            }
+            Op::Put(_) => 1,
             Op::Writes { conversation, checkpoint, writes } => {
                 let conv = conv_id(&mut tx, ids, &mut new_ids, conversation).await?;
                 for w in writes {
@@ -300,6 +293,55 @@ async fn apply(
     tx.commit().await.map_err(unavailable)?;
     ids.extend(new_ids);
     Ok(out)
+}
+
+/// Rows per INSERT statement (9 parameters each, well under SQLite's parameter limit).
+const ROWS_PER_INSERT: usize = 256;
+
+async fn insert_checkpoints(
+    tx: &mut SqliteConnection,
+    ids: &HashMap<String, i64>,
+    new_ids: &mut Vec<(String, i64)>,
+    puts: &[&CheckpointRecord],
+) -> Result<(), StoreError> {
+    let mut convs = Vec::with_capacity(puts.len());
+    for r in puts {
+        convs.push(conv_id(tx, ids, new_ids, &r.conversation_id).await?);
+    }
+    for (chunk, conv_chunk) in puts.chunks(ROWS_PER_INSERT).zip(convs.chunks(ROWS_PER_INSERT)) {
+        let mut sql = String::from(
+            "INSERT INTO checkpoints (conv, id, parent, run_id, step, created_at, schema_version, snapshot, payload) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?,?,?,?,?)");
+        }
+        let mut q = sqlx::query(&sql);
+        for (r, conv) in chunk.iter().zip(conv_chunk) {
+            q = q
+                .bind(*conv)
+                .bind(r.id as i64)
+                .bind(r.parent.map(|p| p as i64))
+                .bind(&r.run_id)
+                .bind(r.step)
+                .bind(r.created_at_ms)
+                .bind(i64::from(r.schema_version))
+                .bind(i64::from(r.snapshot))
+                .bind(&r.payload);
+        }
+        q.execute(&mut *tx).await.map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() && chunk.len() == 1 => {
+                StoreError::Conflict { conversation: chunk[0].conversation_id.clone(), id: chunk[0].id }
+            }
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() && chunk.len() == 1 => StoreError::Unavailable(
+                format!("parent checkpoint {:?} of {} does not exist", chunk[0].parent, chunk[0].id),
+            ),
+            _ => unavailable(e),
+        })?;
+    }
+    Ok(())
 }
 
 async fn conv_id(

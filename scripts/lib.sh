@@ -1,0 +1,49 @@
+# Shared by the scripts in this folder: paths and the cargo target directory.
+# shellcheck shell=bash
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+SWITCHBOARD_BIN="$CARGO_TARGET_DIR/release/switchboard"
+export SWITCHBOARD_BIN
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# The local PostgreSQL and Redis the tests use; started if they are installed but not running.
+ensure_services() {
+  export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+  export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+  if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    if command -v pg_ctlcluster >/dev/null 2>&1; then
+      say "starting PostgreSQL"
+      for v in /etc/postgresql/*; do
+        pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
+      done
+      for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+    fi
+  fi
+  if command -v redis-cli >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    if command -v redis-server >/dev/null 2>&1; then
+      say "starting Redis"
+      redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
+      for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
+    fi
+  fi
+}
+
+# The Python venv for tests that drive Switchboard with official client libraries.
+ensure_venv() {
+  local venv="${SWITCHBOARD_VENV:-$ROOT/.venv}"
+  local reqs=()
+  while IFS= read -r f; do reqs+=(-r "$f"); done < <(find "$ROOT/tests/python" -name requirements.txt 2>/dev/null | sort)
+  [ ${#reqs[@]} -gt 0 ] || return 0
+  local stamp="$venv/.requirements.sha256"
+  local want
+  want="$(cat "$ROOT"/tests/python/*/requirements.txt | sha256sum | cut -d' ' -f1)"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "creating the Python test environment in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip
+    "$venv/bin/pip" install -q pytest==8.3.4 "${reqs[@]}"
+    echo "$want" > "$stamp"
+  fi
+  export SWITCHBOARD_VENV="$venv"
+}
