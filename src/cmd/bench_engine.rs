@@ -151,6 +151,10 @@ pub(crate) fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", serde_json::to_string_pretty(&result)?);
     }
+    let mismatches = result["routing_mismatches"].as_u64().unwrap_or(0);
+    if mismatches > 0 {
+        bail!("{mismatches} turns were routed differently from LangGraph");
+    }
     Ok(())
 }
 
