@@ -55,7 +55,12 @@ fn demo_reads_a_script_from_stdin() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"I want to talk to a human agent\nhello from a person\n/history\n/quit\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"I want to talk to a human agent\nhello from a person\n/history\n/quit\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
@@ -87,13 +92,18 @@ fn bench_engine_routes_every_exported_turn_as_langgraph_does() {
     let dir = tempfile::tempdir().unwrap();
     let Some(workload) = exported_workload(dir.path()) else { return };
     let out = run_ok(
-        bin().args(["bench", "engine", "--case", "seq", "--store", "sqlite", "--json", "--workload"]).arg(&workload).arg("--dir").arg(dir.path()),
+        bin()
+            .args(["bench", "engine", "--case", "seq", "--store", "sqlite", "--json", "--workload"])
+            .arg(&workload)
+            .arg("--dir")
+            .arg(dir.path()),
     );
     let r = &json_lines(&out)[0];
     assert_eq!(r["case"], "engine_seq_sqlite");
     assert_eq!(r["routing_checked"], 2000);
     assert_eq!(r["routing_mismatches"], 0);
-    for k in ["turns_per_s", "cpu_us_per_turn", "p50_ms", "p99_ms", "peak_rss_mib", "checkpoint_bytes_per_conversation"] {
+    for k in ["turns_per_s", "cpu_us_per_turn", "p50_ms", "p99_ms", "peak_rss_mib", "checkpoint_bytes_per_conversation"]
+    {
         assert!(r[k].as_f64().unwrap() > 0.0, "{k} in {r}");
     }
     // 20-turn conversations stay far below LangGraph's 868 KB of SQLite file each.
@@ -103,8 +113,23 @@ fn bench_engine_routes_every_exported_turn_as_langgraph_does() {
 #[test]
 fn bench_engine_concurrency_case_loses_no_turn() {
     let out = run_ok(bin().args([
-        "bench", "engine", "--case", "all", "--store", "memory", "--json", "--conversations", "10", "--turns", "4",
-        "--conc-conversations", "200", "--conc-turns", "3", "--llm-ms", "20",
+        "bench",
+        "engine",
+        "--case",
+        "all",
+        "--store",
+        "memory",
+        "--json",
+        "--conversations",
+        "10",
+        "--turns",
+        "4",
+        "--conc-conversations",
+        "200",
+        "--conc-turns",
+        "3",
+        "--llm-ms",
+        "20",
     ]));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 2, "{out}");

@@ -219,6 +219,7 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
         Some(s) => file_bytes(s).await?,
         None => 0,
     };
+    let commits_before = b.sqlite.as_ref().map_or(0, |s| s.writer_stats().0);
     let per_conv = turns.iter().map(|t| t.turn + 1).max().unwrap_or(0);
     let mut lat = Vec::with_capacity(turns.len());
     let (mut first, mut last) = (Vec::new(), Vec::new());
@@ -243,6 +244,7 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     }
     let wall = t0.elapsed();
     let u1 = usage();
+    let commits = b.sqlite.as_ref().map_or(0, |s| s.writer_stats().0) - commits_before;
     let n_conv = turns.iter().map(|t| &t.thread_id).collect::<std::collections::HashSet<_>>().len().max(1);
     // Every conversation ends with two messages per turn.
     let sample = &turns[turns.len() - 1].thread_id;
@@ -285,6 +287,7 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
         "peak_rss_mib": round(u1.max_rss_kib as f64 / 1024.0, 1),
         "checkpoint_bytes_per_conversation": storage.round(),
         "checkpoints_per_turn": 4,
+        "commits_per_turn": round(commits as f64 / turns.len() as f64, 2),
         "workload": if exported { "exported" } else { "generated" },
         "routing_checked": if exported { turns.len() } else { 0 },
         "routing_mismatches": mismatches,
@@ -299,6 +302,7 @@ async fn conc(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     for i in 0..5 {
         engine.invoke(&format!("warm-{i}"), support::user_message("hello there")).await?;
     }
+    let commits_before = b.sqlite.as_ref().map_or(0, |s| s.writer_stats().0);
     let u0 = usage();
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(args.conc_conversations);
@@ -331,6 +335,7 @@ async fn conc(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     }
     let wall = t0.elapsed();
     let u1 = usage();
+    let commits = b.sqlite.as_ref().map_or(0, |s| s.writer_stats().0) - commits_before;
     let n = args.conc_conversations * args.conc_turns;
     lat.sort_by(f64::total_cmp);
     Ok(json!({
@@ -348,5 +353,6 @@ async fn conc(args: &EngineBenchArgs) -> anyhow::Result<Value> {
         "p99_ms": round(pct(&lat, 99.0), 3),
         "peak_rss_mib": round(u1.max_rss_kib as f64 / 1024.0, 1),
         "failed_turns": failed,
+        "commits": commits,
     }))
 }

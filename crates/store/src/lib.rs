@@ -8,5 +8,5 @@ pub mod conformance;
 mod migrate;
 mod sqlite;
 
-pub use sqlite::{SqliteConfig, SqliteStore};
+pub use sqlite::{SqliteConfig, SqliteStore, WriterStats};
 pub use switchboard_engine::MemoryStore;

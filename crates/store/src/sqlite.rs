@@ -14,6 +14,8 @@ use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use switchboard_engine::{CheckpointRecord, CheckpointStore, ContextStore, PendingWrite, Scope, StoreError, WriteAck};
 use tokio::sync::{mpsc, oneshot};
@@ -60,6 +62,16 @@ pub struct SqliteStore {
     pool: SqlitePool,
     tx: mpsc::UnboundedSender<Job>,
     path: PathBuf,
+    stats: Arc<WriterStats>,
+}
+
+/// What the writer did so far.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Committed transactions.
+    pub commits: AtomicU64,
+    /// Writes in them.
+    pub writes: AtomicU64,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -120,8 +132,14 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer_loop(writer, rx));
-        Ok(Self { pool, tx, path })
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(writer_loop(writer, rx, stats.clone()));
+        Ok(Self { pool, tx, path, stats })
+    }
+
+    /// Commits and writes of the writer so far.
+    pub fn writer_stats(&self) -> (u64, u64) {
+        (self.stats.commits.load(Ordering::Relaxed), self.stats.writes.load(Ordering::Relaxed))
     }
 
     /// The database file.
@@ -158,7 +176,7 @@ impl SqliteStore {
     }
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<WriterStats>) {
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -178,8 +196,11 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver
             tokio::task::yield_now().await;
         }
         let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
+        let n = ops.len() as u64;
         match apply(&mut conn, &mut ids, &ops).await {
             Ok(results) => {
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats.writes.fetch_add(n, Ordering::Relaxed);
                 for (job, r) in batch.drain(..).zip(results) {
                     let _ = job.ack.send(Ok(r));
                 }
