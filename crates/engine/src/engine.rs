@@ -316,11 +316,30 @@ fn now_ms() -> i64 {
 impl Engine {
     /// An engine over a graph and a checkpoint store.
     pub fn new(graph: Graph, store: Arc<dyn CheckpointStore>, config: EngineConfig) -> Self {
+        Self::build(graph, store, None, config)
+    }
+
+    /// An engine that also keeps customer- and assistant-scoped fields in a context store.
+    pub fn with_context(
+        graph: Graph,
+        store: Arc<dyn CheckpointStore>,
+        context: Arc<dyn ContextStore>,
+        config: EngineConfig,
+    ) -> Self {
+        Self::build(graph, store, Some(context), config)
+    }
+
+    fn build(
+        graph: Graph,
+        store: Arc<dyn CheckpointStore>,
+        context: Option<Arc<dyn ContextStore>>,
+        config: EngineConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 graph: Arc::new(graph),
                 store,
-                context: None,
+                context,
                 config,
                 convs: Mutex::new(HashMap::new()),
                 runs: Mutex::new(HashMap::new()),
@@ -328,12 +347,6 @@ impl Engine {
                 refusing: AtomicBool::new(false),
             }),
         }
-    }
-
-    /// Adds the store of customer- and assistant-scoped fields (must be called before any run).
-    pub fn with_context_store(self, context: Arc<dyn ContextStore>) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_context_store after clone"));
-        Self { inner: Arc::new(Inner { context: Some(context), ..inner }) }
     }
 
     /// The graph.

@@ -743,7 +743,7 @@ async fn scoped_context_is_shared_per_customer_and_temporary_is_not_kept() {
         .build()
         .unwrap();
     let store = Arc::new(MemoryStore::new());
-    let e = Engine::new(g, store.clone(), EngineConfig::default()).with_context_store(store.clone());
+    let e = Engine::with_context(g, store.clone(), store.clone(), EngineConfig::default());
     let opts = || RunOptions { customer_id: Some("cust_001".into()), ..Default::default() };
     let o = e.start("c1", Input::Message(user("hi")), opts()).await.unwrap().wait().await.unwrap();
     assert_eq!(last_text(&o.state), "lang=unknown seen=0");
