@@ -109,3 +109,65 @@ async fn one_bad_write_in_a_batch_does_not_fail_the_others() {
     assert!(store.get("a", 1).await.unwrap().is_some());
     assert!(store.get("b", 1).await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_step_resumes_from_sqlite_without_redoing_finished_nodes() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sb.sqlite");
+    let done = Arc::new(AtomicUsize::new(0));
+    let hang = Arc::new(AtomicBool::new(true));
+    let build = |done: Arc<AtomicUsize>, hang: Arc<AtomicBool>| {
+        let schema = Arc::new(
+            Schema::builder()
+                .field(Field::new("messages").reducer(Reducer::Messages))
+                .field(Field::new("log").reducer(Reducer::Append))
+                .build()
+                .unwrap(),
+        );
+        GraphBuilder::new(schema)
+            .node("lookup", move |_i: NodeInput| {
+                let done = done.clone();
+                async move {
+                    done.fetch_add(1, Ordering::SeqCst);
+                    Ok(Update::new().set("log", "looked up").into())
+                }
+            })
+            .node("llm", move |_i: NodeInput| {
+                let hang = hang.clone();
+                async move {
+                    if hang.load(Ordering::SeqCst) {
+                        futures::future::pending::<()>().await;
+                    }
+                    Ok(Update::new().set("messages", json!({"role": "assistant", "text": "done"})).into())
+                }
+            })
+            .edge(START, "lookup")
+            .edge(START, "llm")
+            .edge("lookup", END)
+            .edge("llm", END)
+            .build()
+            .unwrap()
+    };
+    {
+        let store = Arc::new(SqliteStore::open(&path, SqliteConfig::default()).await.unwrap());
+        let e = Engine::new(build(done.clone(), hang.clone()), store, EngineConfig::default());
+        let h = e.start("c", Input::Message(user("hi")), RunOptions::default()).await.unwrap();
+        while done.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        // Give the finished task's pending write time to commit, then die.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        h.abort();
+    }
+    hang.store(false, Ordering::SeqCst);
+    let store = Arc::new(SqliteStore::open(&path, SqliteConfig::default()).await.unwrap());
+    let e = Engine::new(build(done.clone(), hang), store, EngineConfig::default());
+    // The next message first finishes the interrupted turn, then runs.
+    let out = e.invoke("c", user("again")).await.unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), 2, "lookup ran once per turn, not again for the crashed turn");
+    let texts: Vec<_> =
+        out.state.get_array("messages").iter().map(|m| m["text"].as_str().unwrap().to_string()).collect();
+    assert_eq!(texts, ["hi", "done", "again", "done"]);
+    assert_eq!(out.state.get("log"), Some(&json!(["looked up", "looked up"])));
+}
