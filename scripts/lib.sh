@@ -29,20 +29,25 @@ ensure_services() {
   fi
 }
 
-# The Python venv for tests that drive Switchboard with official client libraries.
+# The Python venv for tests that drive Switchboard with official client libraries: one venv with the
+# pinned requirements of every folder under tests/python that has tests.
 ensure_venv() {
   local venv="${SWITCHBOARD_VENV:-$ROOT/.venv}"
-  local reqs=()
-  while IFS= read -r f; do reqs+=(-r "$f"); done < <(find "$ROOT/tests/python" -name requirements.txt 2>/dev/null | sort)
-  [ ${#reqs[@]} -gt 0 ] || return 0
+  local files=()
+  while IFS= read -r f; do
+    if find "$(dirname "$f")" -maxdepth 1 -name 'test_*.py' | grep -q .; then files+=("$f"); fi
+  done < <(find "$ROOT/tests/python" -name requirements.txt 2>/dev/null | sort)
+  [ ${#files[@]} -gt 0 ] || return 0
   local stamp="$venv/.requirements.sha256"
   local want
-  want="$(cat "$ROOT"/tests/python/*/requirements.txt | sha256sum | cut -d' ' -f1)"
+  want="$(cat "${files[@]}" | sort -u | sha256sum | cut -d' ' -f1)"
   if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "creating the Python test environment in $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --upgrade pip
-    "$venv/bin/pip" install -q pytest==8.3.4 "${reqs[@]}"
+    # One pin per package across the folders: the same line may appear in several files.
+    cat "${files[@]}" | grep -v '^\s*#' | sort -u > "$venv/requirements.txt"
+    "$venv/bin/pip" install -q -r "$venv/requirements.txt"
     echo "$want" > "$stamp"
   fi
   export SWITCHBOARD_VENV="$venv"
