@@ -47,6 +47,7 @@ ensure_venv() {
     "$venv/bin/pip" install -q --upgrade pip
     # One pin per package across the folders: the same line may appear in several files.
     cat "${files[@]}" | grep -v '^\s*#' | sort -u > "$venv/requirements.txt"
+    grep -qi '^pytest==' "$venv/requirements.txt" || echo 'pytest==9.2.0' >> "$venv/requirements.txt"
     "$venv/bin/pip" install -q -r "$venv/requirements.txt"
     echo "$want" > "$stamp"
   fi
