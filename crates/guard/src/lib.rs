@@ -9,6 +9,10 @@
 pub mod detect;
 pub mod entity;
 pub mod eval;
+pub mod redact;
+pub mod secret;
+pub mod vault;
 
 pub use detect::{Detector, DetectorConfig, detect};
 pub use entity::{Detection, EntityType, Tier};
+pub use secret::Secret;
