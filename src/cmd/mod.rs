@@ -1,5 +1,7 @@
 //! Subcommands of the `switchboard` binary, one module each.
 
+mod guard;
+
 use clap::{Parser, Subcommand};
 
 /// Switchboard: the orchestration layer of a customer-support AI assistant.
@@ -11,7 +13,10 @@ pub(crate) struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Guardrails: PII / secret detection, injection scoring, model training.
+    Guard(guard::GuardArgs),
+}
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
 pub(crate) fn init_tracing() {
@@ -24,5 +29,7 @@ pub(crate) fn init_tracing() {
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Guard(a) => guard::run(a),
+    }
 }

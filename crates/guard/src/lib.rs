@@ -9,6 +9,7 @@
 pub mod detect;
 pub mod entity;
 pub mod eval;
+pub mod injection;
 pub mod redact;
 pub mod secret;
 pub mod vault;
