@@ -18,13 +18,14 @@ enum Command {
     Guard(guard::GuardArgs),
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`), with PII and secrets masked.
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .fmt_fields(switchboard_guard::logging::RedactingFields)
+        .with_writer(switchboard_guard::logging::RedactingMakeWriter::new(std::io::stderr))
         .init();
 }
 
