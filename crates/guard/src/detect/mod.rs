@@ -136,9 +136,7 @@ fn re(p: &str) -> Regex {
 }
 
 static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
-    card: re(
-        r"(?-u:\b)(?:\d{4}(?: \d{4}){2,3}(?: \d{1,3})?|\d{4}(?:-\d{4}){2,3}(?:-\d{1,3})?|\d{4} \d{6} \d{4,5}|\d{4}-\d{6}-\d{4,5}|\d{12,19})(?-u:\b)",
-    ),
+    card: re(r"(?-u:\b)(?:\d{3,7}(?:[ -]\d{3,7})+|\d{12,19})(?-u:\b)"),
     cvv: re(
         r"(?i)(?-u:\b)(?:cvv2?|cvc2?|cvn|cid|c[oó]digo de seguran[cç]a|security code|card verification(?: code| value)?)(?-u:\b)[^0-9\n]{0,24}?(\d{3,4})(?-u:\b)",
     ),
@@ -256,16 +254,17 @@ impl Detector {
     fn cards(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
         let p = &*PATTERNS;
         for m in p.card.find_iter(text) {
-            let d = v::digits(m.as_str());
-            let grouped = m.as_str().len() != d.len();
-            let near = ctx.near(Ctx::Card, &m.range());
-            match v::card_issuer(&d) {
-                Some(_) if v::luhn(&d) => {
-                    let c = if near { 0.99 } else if grouped { 0.9 } else { 0.8 };
-                    push(EntityType::CreditCard, m.range(), true, c);
+            for (range, grouped) in card_windows(m.as_str(), m.start()) {
+                let d = v::digits(&text[range.clone()]);
+                let near = ctx.near(Ctx::Card, &range);
+                match v::card_issuer(&d) {
+                    Some(_) if v::luhn(&d) => {
+                        let c = if near { 0.99 } else if grouped { 0.9 } else { 0.8 };
+                        push(EntityType::CreditCard, range, true, c);
+                    }
+                    Some(_) if near || grouped => push(EntityType::CreditCard, range, false, 0.6),
+                    _ => {}
                 }
-                Some(_) if near || grouped => push(EntityType::CreditCard, m.range(), false, 0.6),
-                _ => {}
             }
         }
         for c in p.cvv.captures_iter(text) {
@@ -477,6 +476,45 @@ impl Detector {
             }
         }
     }
+}
+
+/// Card candidates inside a run of digit groups: every contiguous sequence of groups with one
+/// delimiter style and 12–19 digits (so digits typed next to a card do not hide it). Plain
+/// digit runs are their own single window. Returns (byte range, grouped).
+fn card_windows(run: &str, offset: usize) -> Vec<(Range<usize>, bool)> {
+    // (start, end, delimiter before the group)
+    let mut groups: Vec<(usize, usize, u8)> = Vec::new();
+    let b = run.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let delim = if i > 0 { b[i - 1] } else { 0 };
+        let s = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        groups.push((s, i, delim));
+        i += 1; // skip the delimiter
+    }
+    if groups.len() == 1 {
+        return vec![(offset..offset + run.len(), false)];
+    }
+    let mut out = Vec::new();
+    for a in 0..groups.len() {
+        let mut digits = 0;
+        for z in a..groups.len().min(a + 7) {
+            if z > a + 1 && groups[z].2 != groups[a + 1].2 {
+                break;
+            }
+            digits += groups[z].1 - groups[z].0;
+            if digits > 19 {
+                break;
+            }
+            if digits >= 12 {
+                out.push((offset + groups[a].0..offset + groups[z].1, z > a));
+            }
+        }
+    }
+    out
 }
 
 /// Brazilian area codes (DDD) in use, from the Anatel numbering plan.
