@@ -254,17 +254,31 @@ impl Detector {
     fn cards(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
         let p = &*PATTERNS;
         for m in p.card.find_iter(text) {
+            // Flagged windows of one run that overlap are merged: when digits typed next to a
+            // card also form a valid number, masking only one of the two would leak the other.
+            let mut flagged: Vec<(Range<usize>, bool, f32)> = Vec::new();
             for (range, grouped) in card_windows(m.as_str(), m.start()) {
                 let d = v::digits(&text[range.clone()]);
                 let near = ctx.near(Ctx::Card, &range);
-                match v::card_issuer(&d) {
+                let hit = match v::card_issuer(&d) {
                     Some(_) if v::luhn(&d) => {
-                        let c = if near { 0.99 } else if grouped { 0.9 } else { 0.8 };
-                        push(EntityType::CreditCard, range, true, c);
+                        Some((true, if near { 0.99 } else if grouped { 0.9 } else { 0.8 }))
                     }
-                    Some(_) if near || grouped => push(EntityType::CreditCard, range, false, 0.6),
-                    _ => {}
+                    Some(_) if near || grouped => Some((false, 0.6)),
+                    _ => None,
+                };
+                let Some((valid, conf)) = hit else { continue };
+                match flagged.iter_mut().find(|f| f.0.start < range.end && range.start < f.0.end) {
+                    Some(f) => {
+                        f.0 = f.0.start.min(range.start)..f.0.end.max(range.end);
+                        f.1 |= valid;
+                        f.2 = f.2.max(conf);
+                    }
+                    None => flagged.push((range, valid, conf)),
                 }
+            }
+            for (range, valid, conf) in flagged {
+                push(EntityType::CreditCard, range, valid, conf);
             }
         }
         for c in p.cvv.captures_iter(text) {
