@@ -122,7 +122,7 @@ impl InjectionScorer {
                 weights.push(r.weight);
             }
         }
-        if direct.is_empty() {
+        if direct.is_empty() && normalize::maybe_encoded(&n.text) {
             for r in rules::matching(&n.rot13) {
                 reasons.push(format!("rot13:{}", r.name));
                 weights.push(r.weight);

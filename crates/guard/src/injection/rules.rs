@@ -146,10 +146,16 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     ]
 });
 
+/// Normalised text is lower-case ASCII with single spaces (diacritics stripped), so the rules
+/// use ASCII word boundaries and classes: a small DFA and one fast pass for the whole set.
+fn ascii_pattern(p: &str) -> String {
+    p.replace(r"\b", r"(?-u:\b)")
+        .replace(r"\w", "[0-9a-z_']")
+        .replace(r"\s", "[ ]")
+}
+
 static SET: LazyLock<RegexSet> = LazyLock::new(|| {
-    // ASCII word boundaries keep the lazy DFA usable on any haystack.
-    RegexSet::new(RULES.iter().map(|r| r.pattern.replace(r"\b", r"(?-u:\b)")))
-        .expect("injection rules compile")
+    RegexSet::new(RULES.iter().map(|r| ascii_pattern(r.pattern))).expect("injection rules compile")
 });
 
 /// Rules that only apply to tool / document output: instructions aimed at whoever writes the
@@ -163,7 +169,7 @@ pub static TOOL_OUTPUT_RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 });
 
 static TOOL_SET: LazyLock<RegexSet> = LazyLock::new(|| {
-    RegexSet::new(TOOL_OUTPUT_RULES.iter().map(|r| r.pattern.replace(r"\b", r"(?-u:\b)")))
+    RegexSet::new(TOOL_OUTPUT_RULES.iter().map(|r| ascii_pattern(r.pattern)))
         .expect("tool-output rules compile")
 });
 

@@ -148,9 +148,8 @@ pub fn train_injection(rows: &[Row], opts: &TrainOptions) -> (LexicalModel, Trai
         .iter()
         .map(|r| (normalize(&r.text).combined(), r.is_injection()))
         .collect();
-    let trained = LexicalModel::train(&examples, opts.bits, &opts.logreg);
-    // choose the threshold on the weights that will ship (quantised)
-    let mut model = LexicalModel::from_bytes(&trained.to_bytes()).expect("own serialisation reads back");
+    // the model holds quantised weights: the threshold is chosen on exactly what ships
+    let mut model = LexicalModel::train(&examples, opts.bits, &opts.logreg);
     let probe = InjectionScorer::new(Some(Arc::new(model.clone())), 0.5);
     let benign: Vec<f32> = dev
         .iter()
