@@ -44,7 +44,10 @@ struct ScanArgs {
 #[derive(Debug, Args)]
 struct TrainArgs {
     /// Labelled corpus (JSONL with `text` and `label`).
-    #[arg(long, default_value = "../shared/data/attacks/prompt_attacks_visible.jsonl")]
+    #[arg(
+        long,
+        default_value = "../shared/data/attacks/prompt_attacks_visible.jsonl"
+    )]
     data: PathBuf,
     /// Where to write the model.
     #[arg(long, default_value = "crates/guard/data/injection/lexical.bin")]
@@ -189,7 +192,8 @@ fn lines(r: impl BufRead) -> impl Iterator<Item = anyhow::Result<Input>> {
 }
 
 fn train_injection(a: TrainArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.data).with_context(|| format!("read {}", a.data.display()))?;
+    let text =
+        std::fs::read_to_string(&a.data).with_context(|| format!("read {}", a.data.display()))?;
     let rows = train::parse_rows(&text)?;
     let opts = TrainOptions {
         dev_percent: a.dev_percent,
@@ -200,7 +204,8 @@ fn train_injection(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = a.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&a.out, model.to_bytes()).with_context(|| format!("write {}", a.out.display()))?;
+    std::fs::write(&a.out, model.to_bytes())
+        .with_context(|| format!("write {}", a.out.display()))?;
     let summary = serde_json::json!({
         "model": a.out.display().to_string(),
         "n_train": report.n_train,

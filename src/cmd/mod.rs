@@ -25,7 +25,9 @@ pub(crate) fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .fmt_fields(switchboard_guard::logging::RedactingFields)
-        .with_writer(switchboard_guard::logging::RedactingMakeWriter::new(std::io::stderr))
+        .with_writer(switchboard_guard::logging::RedactingMakeWriter::new(
+            std::io::stderr,
+        ))
         .init();
 }
 

@@ -145,7 +145,10 @@ impl PiiScore {
         if gold.is_empty() {
             for n in near_miss {
                 self.near_miss_total += 1;
-                if got.iter().any(|d| overlaps((d.start, d.end), (n.start, n.end))) {
+                if got
+                    .iter()
+                    .any(|d| overlaps((d.start, d.end), (n.start, n.end)))
+                {
                     self.near_miss_flagged += 1;
                 }
             }
@@ -281,11 +284,17 @@ impl InjectionScore {
         }
         if let Some(c) = &labels.category {
             let c = c.split(':').next().unwrap_or(c);
-            self.by_category.entry(c.to_owned()).or_default().add(inj, flagged);
+            self.by_category
+                .entry(c.to_owned())
+                .or_default()
+                .add(inj, flagged);
         }
         if let Some(s) = &labels.source {
             let s = s.split([' ', '@', '[']).next().unwrap_or(s);
-            self.by_source.entry(s.to_owned()).or_default().add(inj, flagged);
+            self.by_source
+                .entry(s.to_owned())
+                .or_default()
+                .add(inj, flagged);
         }
     }
 

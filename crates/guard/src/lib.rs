@@ -55,7 +55,10 @@ pub struct Guard {
 impl Guard {
     /// A guard from its parts.
     pub fn new(detector: Detector, injection: InjectionScorer) -> Self {
-        Self { detector, injection }
+        Self {
+            detector,
+            injection,
+        }
     }
 
     /// The detector.

@@ -172,11 +172,20 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("turn", customer_email = "ana@example.com");
             let _g = span.enter();
-            tracing::warn!(card = "4111 1111 1111 1111", "customer pasted 723.910.967-47");
+            tracing::warn!(
+                card = "4111 1111 1111 1111",
+                "customer pasted 723.910.967-47"
+            );
         });
         let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert!(out.contains("[CARD]") && out.contains("[CPF]") && out.contains("[EMAIL]"), "{out}");
-        assert!(!out.contains("4111") && !out.contains("723.910") && !out.contains("ana@"), "{out}");
+        assert!(
+            out.contains("[CARD]") && out.contains("[CPF]") && out.contains("[EMAIL]"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("4111") && !out.contains("723.910") && !out.contains("ana@"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -187,10 +196,16 @@ mod tests {
             .with_writer(RedactingMakeWriter::new(sink.clone()))
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            tracing::error!(seed = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about", "oops");
+            tracing::error!(
+                seed = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
+                "oops"
+            );
         });
         let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert!(out.contains("[RECOVERY_PHRASE]") && !out.contains("abandon"), "{out}");
+        assert!(
+            out.contains("[RECOVERY_PHRASE]") && !out.contains("abandon"),
+            "{out}"
+        );
         assert_eq!(redact_for_log("nothing here"), "nothing here");
     }
 }

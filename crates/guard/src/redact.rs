@@ -88,7 +88,11 @@ pub fn parse_placeholder(p: &str) -> Option<(&str, u32)> {
 
 /// Replace each detection's span with `name(detection)`. Detections must not overlap (as
 /// returned by the detector).
-pub fn apply(text: &str, detections: &[Detection], mut name: impl FnMut(&Detection) -> String) -> String {
+pub fn apply(
+    text: &str,
+    detections: &[Detection],
+    mut name: impl FnMut(&Detection) -> String,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pos = 0;
     let mut sorted: Vec<&Detection> = detections.iter().collect();
@@ -107,7 +111,9 @@ pub fn apply(text: &str, detections: &[Detection], mut name: impl FnMut(&Detecti
 
 /// Typed masks without numbering (`[CARD]`): for logs and traces.
 pub fn mask(text: &str, detections: &[Detection]) -> String {
-    apply(text, detections, |d| format!("[{}]", d.kind.placeholder_stem()))
+    apply(text, detections, |d| {
+        format!("[{}]", d.kind.placeholder_stem())
+    })
 }
 
 /// Number placeholders within one text (a one-off conversation, e.g. the CLI).
@@ -138,9 +144,18 @@ mod tests {
     fn book_resumes_numbering() {
         let mut b = PlaceholderBook::new();
         b.record(b"a".to_vec(), "[CPF_3]");
-        assert_eq!(b.placeholder_for(EntityType::BrCpf, b"b"), ("[CPF_4]".to_owned(), true));
-        assert_eq!(b.placeholder_for(EntityType::BrCpf, b"a"), ("[CPF_3]".to_owned(), false));
-        assert_eq!(parse_placeholder("[RECOVERY_PHRASE_2]"), Some(("RECOVERY_PHRASE", 2)));
+        assert_eq!(
+            b.placeholder_for(EntityType::BrCpf, b"b"),
+            ("[CPF_4]".to_owned(), true)
+        );
+        assert_eq!(
+            b.placeholder_for(EntityType::BrCpf, b"a"),
+            ("[CPF_3]".to_owned(), false)
+        );
+        assert_eq!(
+            parse_placeholder("[RECOVERY_PHRASE_2]"),
+            Some(("RECOVERY_PHRASE", 2))
+        );
     }
 
     #[test]

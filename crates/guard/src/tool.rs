@@ -162,7 +162,11 @@ impl ToolPolicy {
     }
 
     /// Let `agent` call `tools`.
-    pub fn allow(&mut self, agent: impl Into<String>, tools: impl IntoIterator<Item = impl Into<String>>) {
+    pub fn allow(
+        &mut self,
+        agent: impl Into<String>,
+        tools: impl IntoIterator<Item = impl Into<String>>,
+    ) {
         self.agents
             .entry(agent.into())
             .or_default()
@@ -174,7 +178,12 @@ impl ToolPolicy {
         let mut v: Vec<&str> = self
             .agents
             .get(agent)
-            .map(|s| s.iter().map(String::as_str).filter(|t| self.tools.contains_key(*t)).collect())
+            .map(|s| {
+                s.iter()
+                    .map(String::as_str)
+                    .filter(|t| self.tools.contains_key(*t))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort_unstable();
         v
@@ -222,7 +231,10 @@ impl ToolPolicy {
             h.update(part.as_bytes());
             h.update([0]);
         }
-        let id: String = h.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let id: String = h.finalize()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(ToolDecision::RequireApproval(ApprovalRequest {
             id: format!("appr_{id}"),
             conversation: conversation.to_owned(),
@@ -272,11 +284,22 @@ mod tests {
     fn allow_list_schema_and_approval() {
         let p = policy();
         assert_eq!(
-            p.check("c1", "support", "lookup_transfer", &json!({"transfer_id": "tr_abc123"})).unwrap(),
+            p.check(
+                "c1",
+                "support",
+                "lookup_transfer",
+                &json!({"transfer_id": "tr_abc123"})
+            )
+            .unwrap(),
             ToolDecision::Allow
         );
         assert!(matches!(
-            p.check("c1", "faq", "lookup_transfer", &json!({"transfer_id": "tr_abc123"})),
+            p.check(
+                "c1",
+                "faq",
+                "lookup_transfer",
+                &json!({"transfer_id": "tr_abc123"})
+            ),
             Err(ToolPolicyError::NotAllowed { .. })
         ));
         assert!(matches!(
@@ -284,18 +307,27 @@ mod tests {
             Err(ToolPolicyError::UnknownTool(_))
         ));
         let err = p
-            .check("c1", "support", "lookup_transfer", &json!({"transfer_id": "723.910.967-47"}))
+            .check(
+                "c1",
+                "support",
+                "lookup_transfer",
+                &json!({"transfer_id": "723.910.967-47"}),
+            )
             .unwrap_err();
         assert!(err.is_correctable());
         assert!(!err.to_string().contains("723.910"), "{err}");
 
         let args = json!({"card": "4111 1111 1111 1111"});
-        let ToolDecision::RequireApproval(a) = p.check("c1", "support", "freeze_card", &args).unwrap() else {
+        let ToolDecision::RequireApproval(a) =
+            p.check("c1", "support", "freeze_card", &args).unwrap()
+        else {
             panic!("approval expected")
         };
         assert_eq!(a.arguments, json!({"card": "[CARD]"}));
         assert!(a.id.starts_with("appr_"));
-        let ToolDecision::RequireApproval(b) = p.check("c1", "support", "freeze_card", &args).unwrap() else {
+        let ToolDecision::RequireApproval(b) =
+            p.check("c1", "support", "freeze_card", &args).unwrap()
+        else {
             panic!("approval expected")
         };
         assert_eq!(a.id, b.id);

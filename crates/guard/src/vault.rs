@@ -98,9 +98,14 @@ pub trait VaultStore: Send + Sync {
     /// All records of a conversation (empty if none).
     async fn records(&self, conversation: &str) -> Result<Vec<VaultRecord>, VaultError>;
     /// Append records to a conversation.
-    async fn insert(&self, conversation: &str, records: Vec<VaultRecord>) -> Result<(), VaultError>;
+    async fn insert(&self, conversation: &str, records: Vec<VaultRecord>)
+    -> Result<(), VaultError>;
     /// One record by placeholder.
-    async fn get(&self, conversation: &str, placeholder: &str) -> Result<Option<VaultRecord>, VaultError>;
+    async fn get(
+        &self,
+        conversation: &str,
+        placeholder: &str,
+    ) -> Result<Option<VaultRecord>, VaultError>;
     /// Delete every record of a conversation; returns how many were deleted.
     async fn delete_conversation(&self, conversation: &str) -> Result<usize, VaultError>;
 }
@@ -117,7 +122,9 @@ impl InMemoryVaultStore {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Vec<VaultRecord>>>, VaultError> {
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, Vec<VaultRecord>>>, VaultError> {
         self.inner
             .lock()
             .map_err(|_| VaultError::Store("in-memory vault lock poisoned".into()))
@@ -129,14 +136,22 @@ impl VaultStore for InMemoryVaultStore {
     async fn records(&self, conversation: &str) -> Result<Vec<VaultRecord>, VaultError> {
         Ok(self.lock()?.get(conversation).cloned().unwrap_or_default())
     }
-    async fn insert(&self, conversation: &str, records: Vec<VaultRecord>) -> Result<(), VaultError> {
+    async fn insert(
+        &self,
+        conversation: &str,
+        records: Vec<VaultRecord>,
+    ) -> Result<(), VaultError> {
         self.lock()?
             .entry(conversation.to_owned())
             .or_default()
             .extend(records);
         Ok(())
     }
-    async fn get(&self, conversation: &str, placeholder: &str) -> Result<Option<VaultRecord>, VaultError> {
+    async fn get(
+        &self,
+        conversation: &str,
+        placeholder: &str,
+    ) -> Result<Option<VaultRecord>, VaultError> {
         Ok(self
             .lock()?
             .get(conversation)
@@ -206,7 +221,11 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     /// Allow `tool` to receive values of `kinds`.
-    pub fn allow(mut self, tool: impl Into<String>, kinds: impl IntoIterator<Item = EntityType>) -> Self {
+    pub fn allow(
+        mut self,
+        tool: impl Into<String>,
+        kinds: impl IntoIterator<Item = EntityType>,
+    ) -> Self {
         self.tools.entry(tool.into()).or_default().extend(kinds);
         self
     }
@@ -268,8 +287,9 @@ impl Vault {
     }
 
     fn fingerprint(&self, conversation: &str, kind: EntityType, canonical: &str) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.fingerprint_key.expose())
-            .expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.fingerprint_key.expose())
+                .expect("HMAC takes any key length");
         mac.update(conversation.as_bytes());
         mac.update(&[0]);
         mac.update(kind.name().as_bytes());
@@ -286,7 +306,12 @@ impl Vault {
         a
     }
 
-    fn seal(&self, conversation: &str, placeholder: &str, value: &str) -> Result<Sealed, VaultError> {
+    fn seal(
+        &self,
+        conversation: &str,
+        placeholder: &str,
+        value: &str,
+    ) -> Result<Sealed, VaultError> {
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| VaultError::Store(format!("random nonce: {e}")))?;
         let aad = Self::aad(conversation, placeholder);
@@ -308,7 +333,12 @@ impl Vault {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn redact(&self, conversation: &str, text: &str, detections: &[Detection]) -> Result<Redacted, VaultError> {
+    pub async fn redact(
+        &self,
+        conversation: &str,
+        text: &str,
+        detections: &[Detection],
+    ) -> Result<Redacted, VaultError> {
         let mut book = PlaceholderBook::new();
         for r in self.store.records(conversation).await? {
             book.record(r.fingerprint, &r.placeholder);
@@ -364,7 +394,12 @@ impl Vault {
     /// # Errors
     /// [`VaultError::NotFound`], [`VaultError::NotAuthorised`], [`VaultError::Withheld`],
     /// [`VaultError::Corrupt`] or a store error.
-    pub async fn reveal(&self, conversation: &str, placeholder: &str, tool: &str) -> Result<Secret<String>, VaultError> {
+    pub async fn reveal(
+        &self,
+        conversation: &str,
+        placeholder: &str,
+        tool: &str,
+    ) -> Result<Secret<String>, VaultError> {
         let rec = self
             .store
             .get(conversation, placeholder)
@@ -412,9 +447,9 @@ impl Vault {
         collect_placeholders(args, &mut found);
         let mut values = HashMap::new();
         for p in found {
-            if !values.contains_key(&p) {
-                let v = self.reveal(conversation, &p, tool).await?;
-                values.insert(p, v);
+            if let std::collections::hash_map::Entry::Vacant(e) = values.entry(p) {
+                let v = self.reveal(conversation, e.key(), tool).await?;
+                e.insert(v);
             }
         }
         let resolved = substitute(args, &values);
@@ -436,14 +471,19 @@ static PLACEHOLDER_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::
 
 fn collect_placeholders(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
-        serde_json::Value::String(s) => out.extend(PLACEHOLDER_RE.find_iter(s).map(|m| m.as_str().to_owned())),
+        serde_json::Value::String(s) => {
+            out.extend(PLACEHOLDER_RE.find_iter(s).map(|m| m.as_str().to_owned()))
+        }
         serde_json::Value::Array(a) => a.iter().for_each(|x| collect_placeholders(x, out)),
         serde_json::Value::Object(o) => o.values().for_each(|x| collect_placeholders(x, out)),
         _ => {}
     }
 }
 
-fn substitute(v: &serde_json::Value, values: &HashMap<String, Secret<String>>) -> serde_json::Value {
+fn substitute(
+    v: &serde_json::Value,
+    values: &HashMap<String, Secret<String>>,
+) -> serde_json::Value {
     match v {
         serde_json::Value::String(s) => serde_json::Value::String(
             PLACEHOLDER_RE
@@ -471,7 +511,8 @@ mod tests {
 
     fn vault(store: Arc<InMemoryVaultStore>) -> Vault {
         let key = VaultKey::parse(&Secret::new("11".repeat(32))).unwrap();
-        let access = AccessPolicy::default().allow("card_service", [EntityType::CreditCard, EntityType::Cvv]);
+        let access = AccessPolicy::default()
+            .allow("card_service", [EntityType::CreditCard, EntityType::Cvv]);
         Vault::new(store, &key, access)
     }
 
@@ -500,7 +541,10 @@ mod tests {
             Err(VaultError::NotAuthorised { .. })
         ));
         let args = serde_json::json!({"card": "[CARD_1]", "note": "x"});
-        let resolved = v.resolve_arguments("c1", "card_service", &args).await.unwrap();
+        let resolved = v
+            .resolve_arguments("c1", "card_service", &args)
+            .await
+            .unwrap();
         assert!(resolved.expose().contains("4111 1111 1111 1111"));
 
         // nothing in the store is plaintext
@@ -546,6 +590,9 @@ mod tests {
             Err(VaultError::Corrupt)
         ));
         assert!(VaultKey::parse(&Secret::new("short".into())).is_err());
-        assert_eq!(format!("{:?}", VaultKey::random().unwrap()), "VaultKey(***)");
+        assert_eq!(
+            format!("{:?}", VaultKey::random().unwrap()),
+            "VaultKey(***)"
+        );
     }
 }

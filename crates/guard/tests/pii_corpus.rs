@@ -27,7 +27,10 @@ fn pii_corpus_meets_targets() {
             &got,
         );
     }
-    println!("{}", serde_json::to_string_pretty(&score.summary()).unwrap());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&score.summary()).unwrap()
+    );
     let target = |t: &str| match t {
         "BIP39_MNEMONIC" | "WIF_PRIVATE_KEY" | "BIP32_XPRV" | "HEX_PRIVATE_KEY" | "OTP_CODE"
         | "API_SECRET" => 1.0,
@@ -40,6 +43,10 @@ fn pii_corpus_meets_targets() {
             assert!(c.precision() >= 0.95, "{t} precision {}", c.precision());
         }
     }
-    assert!(score.near_miss_fpr() <= 0.02, "near-miss FPR {}", score.near_miss_fpr());
+    assert!(
+        score.near_miss_fpr() <= 0.02,
+        "near-miss FPR {}",
+        score.near_miss_fpr()
+    );
     assert_eq!(score.invalid_called_valid, 0);
 }

@@ -36,7 +36,11 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for &b in bytes {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -56,8 +60,16 @@ static LISTS: LazyLock<Lists> = LazyLock::new(|| {
     let mut words = HashMap::with_capacity_and_hasher(4096, FnvBuild::default());
     let mut prefixes: HashMap<&'static str, Option<(Lang, u16)>> = HashMap::with_capacity(4096);
     let mut by_index = [Vec::with_capacity(2048), Vec::with_capacity(2048)];
-    for (lang, list, slot) in [(Lang::English, ENGLISH, 0), (Lang::Portuguese, PORTUGUESE, 1)] {
-        for (i, w) in list.lines().map(str::trim).filter(|w| !w.is_empty()).enumerate() {
+    for (lang, list, slot) in [
+        (Lang::English, ENGLISH, 0),
+        (Lang::Portuguese, PORTUGUESE, 1),
+    ] {
+        for (i, w) in list
+            .lines()
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .enumerate()
+        {
             let i = u16::try_from(i).expect("a BIP-39 list has 2048 words");
             words.insert(w, (lang, i));
             by_index[slot].push(w);
@@ -268,7 +280,10 @@ mod tests {
         let runs = find_runs(t);
         assert_eq!(runs.len(), 1);
         assert!(runs[0].valid);
-        assert_eq!(&t[runs[0].bytes.clone()].split(' ').next_back(), &Some("drive"));
+        assert_eq!(
+            &t[runs[0].bytes.clone()].split(' ').next_back(),
+            &Some("drive")
+        );
     }
 
     #[test]

@@ -171,9 +171,7 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
         r"|organizations/[0-9a-fA-F-]{8,64}/apiKeys/[0-9a-fA-F-]{8,64}",
     )),
     api_generic: re(r"[A-Za-z0-9+/_\-]{20,512}={0,2}"),
-    uuid: re(
-        r"(?i)(?-u:\b)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?-u:\b)",
-    ),
+    uuid: re(r"(?i)(?-u:\b)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?-u:\b)"),
     password: re(
         r#"(?i)(?-u:\b)(?:password|passwd|passcode|senha)(?:\s+(?:is|was|é|e|era|:))?\s*[:=]?\s*["']?([^\s"']{4,64})"#,
     ),
@@ -251,7 +249,12 @@ impl Detector {
         resolve(text, out)
     }
 
-    fn cards(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
+    fn cards(
+        &self,
+        text: &str,
+        ctx: &Context,
+        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
+    ) {
         let p = &*PATTERNS;
         for m in p.card.find_iter(text) {
             // Flagged windows of one run that overlap are merged: when digits typed next to a
@@ -261,14 +264,24 @@ impl Detector {
                 let d = v::digits(&text[range.clone()]);
                 let near = ctx.near(Ctx::Card, &range);
                 let hit = match v::card_issuer(&d) {
-                    Some(_) if v::luhn(&d) => {
-                        Some((true, if near { 0.99 } else if grouped { 0.9 } else { 0.8 }))
-                    }
+                    Some(_) if v::luhn(&d) => Some((
+                        true,
+                        if near {
+                            0.99
+                        } else if grouped {
+                            0.9
+                        } else {
+                            0.8
+                        },
+                    )),
                     Some(_) if near || grouped => Some((false, 0.6)),
                     _ => None,
                 };
                 let Some((valid, conf)) = hit else { continue };
-                match flagged.iter_mut().find(|f| f.0.start < range.end && range.start < f.0.end) {
+                match flagged
+                    .iter_mut()
+                    .find(|f| f.0.start < range.end && range.start < f.0.end)
+                {
                     Some(f) => {
                         f.0 = f.0.start.min(range.start)..f.0.end.max(range.end);
                         f.1 |= valid;
@@ -288,7 +301,12 @@ impl Detector {
         }
     }
 
-    fn ids(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
+    fn ids(
+        &self,
+        text: &str,
+        ctx: &Context,
+        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
+    ) {
         let p = &*PATTERNS;
         for m in p.ssn.find_iter(text) {
             let d = v::digits(m.as_str());
@@ -296,7 +314,12 @@ impl Detector {
             let near = ctx.near(Ctx::Ssn, &m.range());
             let valid = v::ssn_valid(&d);
             match (delimited, valid, near) {
-                (true, true, _) => push(EntityType::UsSsn, m.range(), true, if near { 0.97 } else { 0.75 }),
+                (true, true, _) => push(
+                    EntityType::UsSsn,
+                    m.range(),
+                    true,
+                    if near { 0.97 } else { 0.75 },
+                ),
                 (true, false, true) => push(EntityType::UsSsn, m.range(), false, 0.6),
                 (false, true, true) => push(EntityType::UsSsn, m.range(), true, 0.85),
                 _ => {}
@@ -317,7 +340,9 @@ impl Detector {
             }
         }
         for m in p.cnpj.find_iter(text) {
-            let Some(c) = v::cnpj_chars(m.as_str()) else { continue };
+            let Some(c) = v::cnpj_chars(m.as_str()) else {
+                continue;
+            };
             let punctuated = m.as_str().contains('/');
             let near = ctx.near(Ctx::Cnpj, &m.range());
             if v::cnpj_valid(&c) {
@@ -329,16 +354,15 @@ impl Detector {
         }
         for m in p.iban.find_iter(text) {
             let s = m.as_str();
-            let cut = v::iban_country_len(&s[..2])
-                .and_then(|len| {
-                    let mut n = 0;
-                    s.char_indices()
-                        .filter(|(_, ch)| !ch.is_whitespace())
-                        .find_map(|(i, _)| {
-                            n += 1;
-                            (n == len).then_some(i + 1)
-                        })
-                });
+            let cut = v::iban_country_len(&s[..2]).and_then(|len| {
+                let mut n = 0;
+                s.char_indices()
+                    .filter(|(_, ch)| !ch.is_whitespace())
+                    .find_map(|(i, _)| {
+                        n += 1;
+                        (n == len).then_some(i + 1)
+                    })
+            });
             let (end, known_len) = match cut {
                 Some(e) => (m.start() + e, true),
                 None => (m.end(), false),
@@ -356,12 +380,23 @@ impl Detector {
                 continue;
             }
             let b = m.as_str().as_bytes();
-            let v4 = b[14] == b'4' && matches!(b[19].to_ascii_lowercase(), b'8' | b'9' | b'a' | b'b');
-            push(EntityType::PixKey, m.range(), v4, if v4 { 0.9 } else { 0.5 });
+            let v4 =
+                b[14] == b'4' && matches!(b[19].to_ascii_lowercase(), b'8' | b'9' | b'a' | b'b');
+            push(
+                EntityType::PixKey,
+                m.range(),
+                v4,
+                if v4 { 0.9 } else { 0.5 },
+            );
         }
     }
 
-    fn contact(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
+    fn contact(
+        &self,
+        text: &str,
+        ctx: &Context,
+        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
+    ) {
         let p = &*PATTERNS;
         let bytes = text.as_bytes();
         for m in p.phone.find_iter(text) {
@@ -389,21 +424,30 @@ impl Detector {
         }
         for m in p.email.find_iter(text) {
             let s = m.as_str();
-            let Some((_, domain)) = s.rsplit_once('@') else { continue };
+            let Some((_, domain)) = s.rsplit_once('@') else {
+                continue;
+            };
             if s.len() > 254 {
                 continue;
             }
             let domain_lc = domain.to_ascii_lowercase();
-            let allowed = self.config.allowed_email_domains.iter().any(|a| {
-                domain_lc == *a || domain_lc.ends_with(&format!(".{a}"))
-            });
+            let allowed = self
+                .config
+                .allowed_email_domains
+                .iter()
+                .any(|a| domain_lc == *a || domain_lc.ends_with(&format!(".{a}")));
             if !allowed {
                 push(EntityType::Email, m.range(), true, 0.97);
             }
         }
     }
 
-    fn crypto(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
+    fn crypto(
+        &self,
+        text: &str,
+        ctx: &Context,
+        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
+    ) {
         let p = &*PATTERNS;
         for m in p.btc_segwit.find_iter(text) {
             if v::btc_segwit_valid(m.as_str()) {
@@ -460,7 +504,12 @@ impl Detector {
         }
     }
 
-    fn secrets(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
+    fn secrets(
+        &self,
+        text: &str,
+        ctx: &Context,
+        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
+    ) {
         let p = &*PATTERNS;
         for m in p.hex64.find_iter(text) {
             if ctx.near(Ctx::Key, &m.range()) {
@@ -486,7 +535,12 @@ impl Detector {
             let tok = g.as_str().trim_end_matches(['.', ',', ';', '!', '?']);
             let strong = tok.bytes().any(|b| !b.is_ascii_lowercase());
             if tok.len() >= 4 && strong {
-                push(EntityType::Password, g.start()..g.start() + tok.len(), false, 0.6);
+                push(
+                    EntityType::Password,
+                    g.start()..g.start() + tok.len(),
+                    false,
+                    0.6,
+                );
             }
         }
     }
@@ -533,9 +587,9 @@ fn card_windows(run: &str, offset: usize) -> Vec<(Range<usize>, bool)> {
 
 /// Brazilian area codes (DDD) in use, from the Anatel numbering plan.
 const BR_DDD: &[u8] = &[
-    11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28, 31, 32, 33, 34, 35, 37, 38, 41, 42,
-    43, 44, 45, 46, 47, 48, 49, 51, 53, 54, 55, 61, 62, 63, 64, 65, 66, 67, 68, 69, 71, 73, 74,
-    75, 77, 79, 81, 82, 83, 84, 85, 86, 87, 88, 89, 91, 92, 93, 94, 95, 96, 97, 98, 99,
+    11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28, 31, 32, 33, 34, 35, 37, 38, 41, 42, 43,
+    44, 45, 46, 47, 48, 49, 51, 53, 54, 55, 61, 62, 63, 64, 65, 66, 67, 68, 69, 71, 73, 74, 75, 77,
+    79, 81, 82, 83, 84, 85, 86, 87, 88, 89, 91, 92, 93, 94, 95, 96, 97, 98, 99,
 ];
 
 /// NANP: NXX-NXX-XXXX with N = 2–9 (area and exchange), neither an N11 service code.
@@ -618,7 +672,11 @@ fn resolve(text: &str, mut found: Vec<Found>) -> Vec<Detection> {
                 end,
                 bytes: f.bytes,
                 valid: f.valid,
-                tier: if f.valid { Tier::Strict } else { Tier::FailSafe },
+                tier: if f.valid {
+                    Tier::Strict
+                } else {
+                    Tier::FailSafe
+                },
                 confidence: f.confidence,
             }
         })
@@ -708,7 +766,10 @@ mod tests {
             allowed_email_domains: vec!["exchange.example".into()],
             ..DetectorConfig::default()
         });
-        assert!(det.detect("write to help@support.exchange.example").is_empty());
+        assert!(
+            det.detect("write to help@support.exchange.example")
+                .is_empty()
+        );
         assert_eq!(det.detect("or me@gmail.com").len(), 1);
     }
 }

@@ -276,7 +276,8 @@ pub fn btc_segwit_valid(s: &str) -> bool {
     if !(lower.starts_with("bc1") || lower.starts_with("tb1")) {
         return false;
     }
-    let mixed = s.bytes().any(|b| b.is_ascii_lowercase()) && s.bytes().any(|b| b.is_ascii_uppercase());
+    let mixed =
+        s.bytes().any(|b| b.is_ascii_lowercase()) && s.bytes().any(|b| b.is_ascii_uppercase());
     !mixed && bech32::segwit::decode(s).is_ok()
 }
 
@@ -447,9 +448,18 @@ mod tests {
 
     #[test]
     fn eip55_cases() {
-        assert_eq!(eip55("0xa9CDf8FA1D6a7ab5cb9abd650F73776b14A4B212"), Eip55::Checksummed);
-        assert_eq!(eip55("0x0e38f59001f523a1dd3fd032cf7c4cc7f2d8c6ac"), Eip55::Uncased);
-        assert_eq!(eip55("0x58031045ed9B3e5613154F163E6FaB4fF1542455"), Eip55::Bad);
+        assert_eq!(
+            eip55("0xa9CDf8FA1D6a7ab5cb9abd650F73776b14A4B212"),
+            Eip55::Checksummed
+        );
+        assert_eq!(
+            eip55("0x0e38f59001f523a1dd3fd032cf7c4cc7f2d8c6ac"),
+            Eip55::Uncased
+        );
+        assert_eq!(
+            eip55("0x58031045ed9B3e5613154F163E6FaB4fF1542455"),
+            Eip55::Bad
+        );
         let enc = eip55_encode(&[0xab; 20]);
         assert_eq!(eip55(&enc), Eip55::Checksummed);
     }
@@ -457,23 +467,37 @@ mod tests {
     #[test]
     fn bitcoin() {
         assert!(btc_legacy_valid("1AfKsJhroMWUET1kXCUgfQVadh4toQ1zyd"));
-        assert!(btc_segwit_valid("bc1pkzzluj2662ws0sp2lgg579e2jpc8z27y9cv6zxc3n2qxde8mnqdsj2qdcd"));
-        assert!(!btc_segwit_valid("bc1ps2mzxqxlpw5rv4q2kq65rgjjah0egplfwgpk2rggzeghs32mresq9kd5js"));
-        assert!(!btc_segwit_valid("bc1qw8ahx5Smpqltnmcxlpd0whv486kqr2v76mjgwq"));
+        assert!(btc_segwit_valid(
+            "bc1pkzzluj2662ws0sp2lgg579e2jpc8z27y9cv6zxc3n2qxde8mnqdsj2qdcd"
+        ));
+        assert!(!btc_segwit_valid(
+            "bc1ps2mzxqxlpw5rv4q2kq65rgjjah0egplfwgpk2rggzeghs32mresq9kd5js"
+        ));
+        assert!(!btc_segwit_valid(
+            "bc1qw8ahx5Smpqltnmcxlpd0whv486kqr2v76mjgwq"
+        ));
     }
 
     #[test]
     fn keys_and_iban() {
-        assert!(wif_valid("L2eVydKUwRYtBwQJSK11bkiAQAaRw3RJZ5oqnFwxPNkHbo42LaRw"));
-        assert!(wif_valid("5JkW9XaQoU6CimjTb9dbhJjN44pY6AJVyLmAYnRCYWWzqrwsVZy"));
+        assert!(wif_valid(
+            "L2eVydKUwRYtBwQJSK11bkiAQAaRw3RJZ5oqnFwxPNkHbo42LaRw"
+        ));
+        assert!(wif_valid(
+            "5JkW9XaQoU6CimjTb9dbhJjN44pY6AJVyLmAYnRCYWWzqrwsVZy"
+        ));
         assert_eq!(
-            bip32_kind("xprv9u1ZPstGXz3P13TBBhew8E4pxH4ZvFwXQDtRQaYpFAEDNeoxEo7X38fXmL8oCM5oZbPDuSFMqbZ3UnoMYwL9SE8jKHm3ps8zucemyjZvJGt"),
+            bip32_kind(
+                "xprv9u1ZPstGXz3P13TBBhew8E4pxH4ZvFwXQDtRQaYpFAEDNeoxEo7X38fXmL8oCM5oZbPDuSFMqbZ3UnoMYwL9SE8jKHm3ps8zucemyjZvJGt"
+            ),
             Some(true)
         );
         assert!(sol_shape("HjpFC9bazMjA7kbqsPQvBnPEN5GmF1xMrFV7KdU79vHZ"));
         assert!(iban_valid("DE65 1797 4054 2938 2577 35"));
         assert!(!iban_valid("GB39 GUNZ 3363 9532 2750 14"));
-        assert!(high_entropy("DRJxRpbD/Oyh+M02BZy11Gbo+mk3rO5hCRMwoDMaHYW+nW5+cdgRrCgyvFDy5l23"));
+        assert!(high_entropy(
+            "DRJxRpbD/Oyh+M02BZy11Gbo+mk3rO5hCRMwoDMaHYW+nW5+cdgRrCgyvFDy5l23"
+        ));
         assert!(!high_entropy("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
     }
 }

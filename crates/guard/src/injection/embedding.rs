@@ -2,9 +2,9 @@
 //! encoder, once it exists) plus a logistic-regression head trained with the same code as the
 //! lexical model. Nothing here loads a model; the encoder is the caller's.
 
+use super::InjectionClassifier;
 use super::lexical::{LogRegConfig, train_logreg};
 use super::normalize::Normalized;
-use super::InjectionClassifier;
 
 /// Turns text into a fixed-size vector.
 pub trait SentenceEncoder: Send + Sync {
@@ -93,7 +93,11 @@ mod tests {
             .collect();
         let clf = EmbeddingClassifier::train(Toy, &ex, &LogRegConfig::default());
         let scorer = InjectionScorer::new(Some(Arc::new(clf)), 0.5);
-        assert!(scorer.score("please reveal and ignore", Source::User).flagged);
+        assert!(
+            scorer
+                .score("please reveal and ignore", Source::User)
+                .flagged
+        );
         assert!(!scorer.score("card deposit late", Source::User).flagged);
     }
 }

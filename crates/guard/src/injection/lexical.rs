@@ -5,8 +5,8 @@
 //! each occurrence counts 1 and the vector is scaled by 1/sqrt(occurrences), which needs no sort
 //! or merge at inference (one pass, ~1.5k hashes for a 500-char message).
 
-use super::normalize::Normalized;
 use super::InjectionClassifier;
+use super::normalize::Normalized;
 
 /// Default hash space: 2^18 buckets.
 pub const DEFAULT_BITS: u32 = 18;
@@ -36,7 +36,10 @@ pub fn for_each_feature(text: &str, bits: u32, mut f: impl FnMut(usize, f32)) {
     let mut emit = |h: u64| {
         let m = mix(h);
         let sign = if m & 1 == 1 { -1.0 } else { 1.0 };
-        f(usize::try_from((m >> (64 - bits)) & mask).unwrap_or(0), sign);
+        f(
+            usize::try_from((m >> (64 - bits)) & mask).unwrap_or(0),
+            sign,
+        );
     };
     // words and word bigrams
     let mut prev: Option<u64> = None;
@@ -113,7 +116,11 @@ impl Default for LogRegConfig {
 
 /// Train logistic regression over sparse examples in `dim` dimensions. Deterministic for a
 /// given seed. Returns (weights, bias).
-pub fn train_logreg(dim: usize, examples: &[(Vec<(u32, f32)>, bool)], cfg: &LogRegConfig) -> (Vec<f32>, f32) {
+pub fn train_logreg(
+    dim: usize,
+    examples: &[(Vec<(u32, f32)>, bool)],
+    cfg: &LogRegConfig,
+) -> (Vec<f32>, f32) {
     let mut w = vec![0f32; dim];
     let mut g2 = vec![1e-6f32; dim];
     let (mut b, mut gb2) = (0f32, 1e-6f32);
@@ -191,8 +198,10 @@ impl LexicalModel {
 
     /// Train on (normalised text, is_injection) pairs.
     pub fn train(examples: &[(String, bool)], bits: u32, cfg: &LogRegConfig) -> Self {
-        let data: Vec<(Vec<(u32, f32)>, bool)> =
-            examples.iter().map(|(t, y)| (features(t, bits), *y)).collect();
+        let data: Vec<(Vec<(u32, f32)>, bool)> = examples
+            .iter()
+            .map(|(t, y)| (features(t, bits), *y))
+            .collect();
         let (w, b) = train_logreg(1 << bits, &data, cfg);
         Self::new(bits, &w, b, 0.5)
     }

@@ -20,7 +20,8 @@ pub struct Rule {
     pub pattern: &'static str,
 }
 
-const OVERRIDE_VERB: &str = r"(?:ignore|ignoring|disregard|forget|skip|override|bypass|drop|abandon|discard)";
+const OVERRIDE_VERB: &str =
+    r"(?:ignore|ignoring|disregard|forget|skip|override|bypass|drop|abandon|discard)";
 const RULE_NOUN: &str = r"(?:instructions?|prompts?|rules|guidelines|directives|programming|guardrails|policies|restrictions|constraints|orders|commands|system prompt)";
 
 /// The rule table.
@@ -176,7 +177,11 @@ static TOOL_SET: LazyLock<RegexSet> = LazyLock::new(|| {
 /// Tool-output-only rules that match `text` (already normalised).
 pub fn matching_tool_output(text: &str) -> Vec<&'static Rule> {
     let rules: &'static [Rule] = &TOOL_OUTPUT_RULES;
-    TOOL_SET.matches(text).into_iter().map(|i| &rules[i]).collect()
+    TOOL_SET
+        .matches(text)
+        .into_iter()
+        .map(|i| &rules[i])
+        .collect()
 }
 
 /// Rules that match `text` (already normalised).
@@ -196,7 +201,10 @@ mod tests {
     use crate::injection::normalize::normalize;
 
     fn names(t: &str) -> Vec<&'static str> {
-        matching(&normalize(t).text).iter().map(|r| r.name).collect()
+        matching(&normalize(t).text)
+            .iter()
+            .map(|r| r.name)
+            .collect()
     }
 
     #[test]

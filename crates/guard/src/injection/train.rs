@@ -55,7 +55,10 @@ pub fn parse_rows(jsonl: &str) -> Result<Vec<Row>, TrainError> {
         if line.trim().is_empty() {
             continue;
         }
-        let row: Row = serde_json::from_str(line).map_err(|source| TrainError::Json { line: i + 1, source })?;
+        let row: Row = serde_json::from_str(line).map_err(|source| TrainError::Json {
+            line: i + 1,
+            source,
+        })?;
         if row.labels.label.is_some() {
             rows.push(row);
         }
@@ -90,9 +93,9 @@ impl Default for TrainOptions {
 /// Whether a row belongs to the dev split.
 pub fn is_dev(row: &Row, dev_percent: u64) -> bool {
     let key = row.labels.pair.as_deref().unwrap_or(&row.text);
-    let h = key
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
     h % 100 < dev_percent
 }
 
@@ -132,7 +135,10 @@ pub fn source_of(row: &Row) -> Source {
 }
 
 /// Score `rows` with `scorer`.
-pub fn evaluate<'a>(scorer: &InjectionScorer, rows: impl IntoIterator<Item = &'a Row>) -> InjectionScore {
+pub fn evaluate<'a>(
+    scorer: &InjectionScorer,
+    rows: impl IntoIterator<Item = &'a Row>,
+) -> InjectionScore {
     let mut score = InjectionScore::default();
     for r in rows {
         let v = scorer.score(&r.text, source_of(r));
@@ -143,7 +149,8 @@ pub fn evaluate<'a>(scorer: &InjectionScorer, rows: impl IntoIterator<Item = &'a
 
 /// Train the lexical model on the non-dev rows and pick the threshold on the dev rows.
 pub fn train_injection(rows: &[Row], opts: &TrainOptions) -> (LexicalModel, TrainReport) {
-    let (dev, train): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| is_dev(r, opts.dev_percent));
+    let (dev, train): (Vec<&Row>, Vec<&Row>) =
+        rows.iter().partition(|r| is_dev(r, opts.dev_percent));
     let examples: Vec<(String, bool)> = train
         .iter()
         .map(|r| (normalize(&r.text).combined(), r.is_injection()))
@@ -198,7 +205,8 @@ mod tests {
                 is_dev(&row("attacked e-mail", Some(&p)), 20)
             );
         }
-        let rows = parse_rows("{\"text\":\"a\",\"label\":\"benign\"}\n\n{\"text\":\"b\"}\n").unwrap();
+        let rows =
+            parse_rows("{\"text\":\"a\",\"label\":\"benign\"}\n\n{\"text\":\"b\"}\n").unwrap();
         assert_eq!(rows.len(), 1);
     }
 }
