@@ -58,6 +58,9 @@ struct TrainArgs {
     /// Target false-positive rate on the dev split's benign rows.
     #[arg(long, default_value_t = 0.03)]
     target_fpr: f64,
+    /// Also report K-fold out-of-fold rates at the chosen threshold (0 = skip).
+    #[arg(long, default_value_t = 0)]
+    cv: u64,
 }
 
 pub(crate) fn run(args: GuardArgs) -> anyhow::Result<()> {
@@ -206,7 +209,7 @@ fn train_injection(a: TrainArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&a.out, model.to_bytes())
         .with_context(|| format!("write {}", a.out.display()))?;
-    let summary = serde_json::json!({
+    let mut summary = serde_json::json!({
         "model": a.out.display().to_string(),
         "n_train": report.n_train,
         "n_dev": report.n_dev,
@@ -214,6 +217,10 @@ fn train_injection(a: TrainArgs) -> anyhow::Result<()> {
         "dev": report.dev.summary(),
         "all_visible": report.all.summary(),
     });
+    if a.cv > 0 {
+        let cv = train::cross_validate(&rows, a.cv, report.threshold, &opts);
+        summary["cross_validated"] = cv.summary();
+    }
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }
