@@ -58,6 +58,9 @@ struct TrainArgs {
     /// Target false-positive rate on the dev split's benign rows.
     #[arg(long, default_value_t = 0.03)]
     target_fpr: f64,
+    /// Train without the shipped augmentation rows (data/injection/augment.jsonl).
+    #[arg(long)]
+    no_augment: bool,
     /// Also report K-fold out-of-fold rates at the chosen threshold (0 = skip).
     #[arg(long, default_value_t = 0)]
     cv: u64,
@@ -198,11 +201,14 @@ fn train_injection(a: TrainArgs) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(&a.data).with_context(|| format!("read {}", a.data.display()))?;
     let rows = train::parse_rows(&text)?;
-    let opts = TrainOptions {
+    let mut opts = TrainOptions {
         dev_percent: a.dev_percent,
         target_fpr: a.target_fpr,
         ..TrainOptions::default()
     };
+    if a.no_augment {
+        opts.extra.clear();
+    }
     let (model, report) = train::train_injection(&rows, &opts);
     if let Some(dir) = a.out.parent() {
         std::fs::create_dir_all(dir)?;

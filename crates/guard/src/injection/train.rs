@@ -66,9 +66,16 @@ pub fn parse_rows(jsonl: &str) -> Result<Vec<Row>, TrainError> {
     Ok(rows)
 }
 
+/// Extra training rows written for this project (CC0): support messages that use words attacks
+/// use ("ignore my previous message", "I'm the admin", "instruções do app") and attacks in the
+/// domain's own wording, English and Portuguese. Always trained on, never evaluated.
+pub const AUGMENT_JSONL: &str = include_str!("../../data/injection/augment.jsonl");
+
 /// Options of [`train_injection`].
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
+    /// Rows added to every training set (see [`AUGMENT_JSONL`]).
+    pub extra: Vec<Row>,
     /// Share of rows (in percent) held out as the dev split.
     pub dev_percent: u64,
     /// Target false-positive rate on dev benign rows.
@@ -82,6 +89,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
+            extra: parse_rows(AUGMENT_JSONL).expect("the shipped augmentation file parses"),
             dev_percent: 20,
             target_fpr: 0.03,
             bits: DEFAULT_BITS,
@@ -108,16 +116,17 @@ pub fn is_dev(row: &Row, dev_percent: u64) -> bool {
 /// Out-of-fold scores: the rows are cut into `folds` parts by the same hash (part 0 of 5 is the
 /// dev split), each part is scored by a model trained on the others, all at `threshold`. Gives a
 /// held-out figure for every row, e.g. all 70 Portuguese ones, not only the dev split's few.
-pub fn cross_validate(rows: &[Row], folds: u64, threshold: f32, opts: &TrainOptions) -> InjectionScore {
+pub fn cross_validate(
+    rows: &[Row],
+    folds: u64,
+    threshold: f32,
+    opts: &TrainOptions,
+) -> InjectionScore {
     let folds = folds.clamp(2, 100);
     let fold_of = |r: &Row| bucket(r) * folds / 100;
     let mut score = InjectionScore::default();
     for f in 0..folds {
-        let examples: Vec<(String, bool)> = rows
-            .iter()
-            .filter(|r| fold_of(r) != f)
-            .map(|r| (normalize(&r.text).combined(), r.is_injection()))
-            .collect();
+        let examples = examples_of(rows.iter().filter(|r| fold_of(r) != f).chain(&opts.extra));
         let model = LexicalModel::train(&examples, opts.bits, &opts.logreg);
         let scorer = InjectionScorer::new(Some(Arc::new(model)), threshold);
         for r in rows.iter().filter(|r| fold_of(r) == f) {
@@ -175,14 +184,16 @@ pub fn evaluate<'a>(
     score
 }
 
-/// Train the lexical model on the non-dev rows and pick the threshold on the dev rows.
+fn examples_of<'a>(rows: impl Iterator<Item = &'a Row>) -> Vec<(String, bool)> {
+    rows.map(|r| (normalize(&r.text).combined(), r.is_injection()))
+        .collect()
+}
+
+/// Train the lexical model on the non-dev rows (plus `extra`) and pick the threshold on the dev rows.
 pub fn train_injection(rows: &[Row], opts: &TrainOptions) -> (LexicalModel, TrainReport) {
     let (dev, train): (Vec<&Row>, Vec<&Row>) =
         rows.iter().partition(|r| is_dev(r, opts.dev_percent));
-    let examples: Vec<(String, bool)> = train
-        .iter()
-        .map(|r| (normalize(&r.text).combined(), r.is_injection()))
-        .collect();
+    let examples = examples_of(train.iter().copied().chain(&opts.extra));
     // the model holds quantised weights: the threshold is chosen on exactly what ships
     let mut model = LexicalModel::train(&examples, opts.bits, &opts.logreg);
     let probe = InjectionScorer::new(Some(Arc::new(model.clone())), 0.5);
