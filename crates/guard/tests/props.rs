@@ -210,3 +210,38 @@ proptest! {
         let _ = switchboard_guard::injection::normalize(&s);
     }
 }
+
+/// Bad input from the issue: 1 MB texts built to maximise candidates, context hits and regex
+/// work finish in bounded (near-linear) time and do not panic.
+#[test]
+fn huge_hostile_inputs_are_bounded() {
+    let mb = 1 << 20;
+    let fill = |unit: &str| unit.repeat(mb / unit.len());
+    let inputs = [
+        fill("4111 1111 1111 1111 "),
+        fill("card 4111 1111 1111 1112 "),
+        fill("a@b.co key "),
+        fill("abandon "),
+        fill("code 123456 "),
+        fill("1"),
+        fill("HjpFC9bazMjA7kbqsPQvBnPEN5GmF1xMrFV7KdU79vHZ "),
+        fill("\u{200b}a"),
+        fill("QUFB"),
+    ];
+    for s in &inputs {
+        let t = std::time::Instant::now();
+        let found = detect(s);
+        let _ = switchboard_guard::injection::InjectionScorer::default()
+            .score(s, switchboard_guard::injection::Source::ToolOutput);
+        let _ = switchboard_guard::output::OutputPolicy::default().check(s);
+        let secs = t.elapsed().as_secs_f64();
+        // generous: debug build on a shared CI core; quadratic behaviour would take hours
+        eprintln!("{secs:.2}s {:?}", &s[..12]);
+        assert!(
+            secs < 120.0,
+            "{secs}s on input starting {:?} ({} found)",
+            &s[..20],
+            found.len()
+        );
+    }
+}

@@ -192,12 +192,18 @@ struct Context {
 }
 
 impl Context {
+    /// A context word of family `c` within the window around `r` (and not inside `r` itself).
+    /// Hits are sorted and disjoint, so a binary search finds the first candidate: a huge input
+    /// with many hits and many candidates stays O(n log n).
     fn near(&self, c: Ctx, r: &Range<usize>) -> bool {
         let lo = r.start.saturating_sub(self.before);
         let hi = r.end.saturating_add(self.after);
-        self.hits[c as usize]
+        let hits = &self.hits[c as usize];
+        let first = hits.partition_point(|h| h.end < lo);
+        hits[first..]
             .iter()
-            .any(|h| h.end >= lo && h.start <= hi && !(h.start >= r.start && h.end <= r.end))
+            .take_while(|h| h.start <= hi)
+            .any(|h| !(h.start >= r.start && h.end <= r.end))
     }
 }
 
@@ -278,10 +284,9 @@ impl Detector {
                     _ => None,
                 };
                 let Some((valid, conf)) = hit else { continue };
-                match flagged
-                    .iter_mut()
-                    .find(|f| f.0.start < range.end && range.start < f.0.end)
-                {
+                // windows come in order of start and the merged ranges stay disjoint, so only
+                // the last one can overlap
+                match flagged.last_mut().filter(|f| range.start < f.0.end) {
                     Some(f) => {
                         f.0 = f.0.start.min(range.start)..f.0.end.max(range.end);
                         f.1 |= valid;
@@ -638,19 +643,21 @@ fn resolve(text: &str, mut found: Vec<Found>) -> Vec<Detection> {
             .partial_cmp(&(a.valid, a.confidence, a.bytes.len()))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    let mut kept: Vec<Found> = Vec::with_capacity(found.len());
+    // Kept spans by start. They are disjoint, so the one with the greatest start below a
+    // candidate's end is the only one that can overlap it: O(n log n) on huge inputs.
+    let mut kept: std::collections::BTreeMap<usize, Found> = std::collections::BTreeMap::new();
     for f in found {
         if f.bytes.is_empty() {
             continue;
         }
-        if kept
-            .iter()
-            .all(|k| k.bytes.end <= f.bytes.start || f.bytes.end <= k.bytes.start)
-        {
-            kept.push(f);
+        let clash = kept
+            .range(..f.bytes.end)
+            .next_back()
+            .is_some_and(|(_, k)| k.bytes.end > f.bytes.start);
+        if !clash {
+            kept.insert(f.bytes.start, f);
         }
     }
-    kept.sort_by_key(|f| f.bytes.start);
     let ascii = text.is_ascii();
     let mut chars_seen = 0usize;
     let mut byte_pos = 0usize;
@@ -662,7 +669,7 @@ fn resolve(text: &str, mut found: Vec<Found>) -> Vec<Detection> {
         byte_pos = b;
         chars_seen
     };
-    kept.into_iter()
+    kept.into_values()
         .map(|f| {
             let start = to_char(f.bytes.start);
             let end = to_char(f.bytes.end);
