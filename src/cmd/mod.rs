@@ -1,7 +1,14 @@
 //! Subcommands of the `switchboard` binary, one module each.
 
 mod bench_engine;
+mod bench_providers;
+mod bench_router;
 mod demo;
+mod fake_llm;
+mod guard;
+mod llm;
+mod models;
+mod router;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +25,18 @@ enum Command {
     /// Run a support conversation on the embedded store: routing, guard flags, a human handoff
     /// (interrupt and resume) and time travel.
     Demo(demo::DemoArgs),
+    /// Guardrails: PII / secret detection, injection scoring, model training.
+    Guard(guard::GuardArgs),
+    /// Obtain and check model files.
+    #[command(subcommand)]
+    Models(models::ModelsCmd),
+    /// Train, evaluate and run the intent router.
+    #[command(subcommand)]
+    Router(router::RouterCmd),
+    /// Talk to an LLM through the provider layer (manual checks).
+    Llm(llm::Args),
+    /// Run a fake LLM vendor server for offline development and tests.
+    FakeLlm(fake_llm::Args),
     /// Benchmarks that print figures (JSON lines with --json), to compare side by side with peers.
     #[command(subcommand)]
     Bench(Bench),
@@ -27,18 +46,33 @@ enum Command {
 enum Bench {
     /// The peer harness's support graph on our engine (compare with shared/bench/peers).
     Engine(bench_engine::EngineBenchArgs),
+    /// The provider layer against a fake vendor: overhead per call, streaming, memory per stream.
+    Providers(bench_providers::Args),
+    /// The sentence encoder: single-utterance latency and batch throughput.
+    Router(bench_router::BenchRouterArgs),
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`), with PII and secrets masked.
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .fmt_fields(switchboard_guard::logging::RedactingFields)
+        .with_writer(switchboard_guard::logging::RedactingMakeWriter::new(std::io::stderr))
+        .init();
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
+        Command::Guard(a) => guard::run(a),
+        Command::Models(c) => models::run(c),
+        Command::Router(c) => router::run(c),
+        Command::Llm(a) => llm::run(a),
+        Command::FakeLlm(a) => fake_llm::run(a),
         Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
+        Command::Bench(Bench::Providers(a)) => bench_providers::run(a),
+        Command::Bench(Bench::Router(a)) => bench_router::run(a),
     }
 }
