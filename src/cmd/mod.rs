@@ -1,5 +1,7 @@
 //! Subcommands of the `switchboard` binary, one module each.
 
+mod fake_llm;
+
 use clap::{Parser, Subcommand};
 
 /// Switchboard: the orchestration layer of a customer-support AI assistant.
@@ -11,7 +13,10 @@ pub(crate) struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a fake LLM vendor server for offline development and tests.
+    FakeLlm(fake_llm::Args),
+}
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
 pub(crate) fn init_tracing() {
@@ -24,5 +29,7 @@ pub(crate) fn init_tracing() {
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::FakeLlm(args) => fake_llm::run(args),
+    }
 }
