@@ -23,6 +23,7 @@ pub mod error;
 pub mod event;
 mod http;
 pub mod model;
+pub mod resilience;
 pub mod secret;
 pub mod sse;
 pub mod types;
