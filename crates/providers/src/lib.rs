@@ -19,13 +19,16 @@
 //! to every vendor and can be tested once against scripted models.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cost;
 pub mod error;
 pub mod event;
 mod http;
 pub mod model;
 pub mod resilience;
+pub mod schema;
 pub mod secret;
 pub mod sse;
+pub mod structured;
 pub mod types;
 
 #[cfg(feature = "anthropic")]
