@@ -19,6 +19,7 @@
 //! to every vendor and can be tested once against scripted models.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod config;
 pub mod cost;
 pub mod error;
 pub mod event;
