@@ -1,5 +1,6 @@
 //! Subcommands of the `switchboard` binary, one module each.
 
+mod bench_providers;
 mod fake_llm;
 mod llm;
 
@@ -19,6 +20,9 @@ enum Command {
     FakeLlm(fake_llm::Args),
     /// Talk to an LLM through the provider layer (manual checks).
     Llm(llm::Args),
+    /// Benchmark the provider layer against a fake vendor.
+    #[command(name = "bench-providers")]
+    BenchProviders(bench_providers::Args),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
@@ -35,5 +39,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::FakeLlm(args) => fake_llm::run(args),
         Command::Llm(args) => llm::run(args),
+        Command::BenchProviders(args) => bench_providers::run(args),
     }
 }
