@@ -115,6 +115,12 @@ impl AnthropicModel {
         }
     }
 
+    #[tracing::instrument(name = "gen_ai.chat", skip_all, fields(
+        gen_ai.system = VENDOR,
+        gen_ai.request.model = %self.cfg.model,
+        provider = %self.cfg.provider,
+        stream,
+    ))]
     async fn send(
         &self,
         req: &ChatRequest,
