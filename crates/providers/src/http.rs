@@ -161,10 +161,10 @@ pub(crate) fn rate_limit_reset(headers: &reqwest::header::HeaderMap) -> Option<D
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let mut wait: Option<Duration> = None;
     for kind in ["requests", "tokens"] {
-        if get(&format!("x-ratelimit-remaining-{kind}")).map(str::trim) == Some("0") {
-            if let Some(d) = get(&format!("x-ratelimit-reset-{kind}")).and_then(go_duration) {
-                wait = Some(wait.map_or(d, |w| w.max(d)));
-            }
+        if get(&format!("x-ratelimit-remaining-{kind}")).map(str::trim) == Some("0")
+            && let Some(d) = get(&format!("x-ratelimit-reset-{kind}")).and_then(go_duration)
+        {
+            wait = Some(wait.map_or(d, |w| w.max(d)));
         }
     }
     for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
