@@ -63,16 +63,29 @@ pub(crate) fn transport(
 }
 
 /// Sends a request, honouring the cancellation token.
+///
+/// For a non-streamed call `timeout` bounds the whole exchange, body included. For a stream
+/// it bounds only the wait for the response headers: reqwest's own timeout would also cut a
+/// long stream, whose pacing is the [`crate::resilience::Timeout`] layer's business.
 pub(crate) async fn send(
     vendor: &'static str,
     req: reqwest::RequestBuilder,
     timeout: Duration,
+    stream: bool,
     cancel: &CancellationToken,
 ) -> Result<reqwest::Response, ProviderError> {
+    let req = if stream { req } else { req.timeout(timeout) };
     tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(ProviderError::Cancelled),
-        r = req.timeout(timeout).send() => r.map_err(|e| transport(vendor, e, timeout)),
+        r = tokio::time::timeout(timeout, req.send()) => match r {
+            Ok(r) => r.map_err(|e| transport(vendor, e, timeout)),
+            Err(_) => Err(ProviderError::Timeout {
+                vendor,
+                phase: TimeoutPhase::FirstByte,
+                after: timeout,
+            }),
+        },
     }
 }
 

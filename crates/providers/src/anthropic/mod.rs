@@ -139,7 +139,7 @@ impl AnthropicModel {
         if !self.cfg.beta.is_empty() {
             rb = rb.header("anthropic-beta", self.cfg.beta.join(","));
         }
-        let resp = http::send(VENDOR, rb, self.cfg.request_timeout, cancel).await?;
+        let resp = http::send(VENDOR, rb, self.cfg.request_timeout, stream, cancel).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
