@@ -19,6 +19,8 @@
 //! to every vendor and can be tested once against scripted models.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
 pub mod error;
 pub mod event;
 #[allow(dead_code)] // used by the vendor adapters, which land next
@@ -27,6 +29,8 @@ pub mod model;
 pub mod secret;
 pub mod sse;
 pub mod types;
+#[cfg(feature = "vertex")]
+pub mod vertex;
 
 pub use error::ProviderError;
 pub use event::{Accumulator, EventStream, StreamEvent};

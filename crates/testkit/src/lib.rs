@@ -20,7 +20,9 @@ pub mod server;
 pub mod vendor;
 
 mod anthropic;
+pub mod bedrock;
 mod openai;
+pub mod vertex;
 
 pub use script::{Fault, RecordedRequest, Reply, Scenario, ScriptedToolCall, ScriptedUsage};
 pub use server::{FakeError, FakeServer, FakeState, router, serve};
