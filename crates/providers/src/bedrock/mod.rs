@@ -22,3 +22,6 @@ pub use credentials::{AwsCredentials, BedrockAuth, CredentialsError};
 
 /// Vendor name used in errors and model ids.
 pub const VENDOR: &str = "bedrock";
+
+#[cfg(test)]
+mod tests;

@@ -24,3 +24,6 @@ pub use client::{DEFAULT_LOCATION, Gemini, GeminiConfig};
 pub const VENDOR_VERTEX: &str = "vertex";
 /// Vendor name of the Gemini Developer API.
 pub const VENDOR_GEMINI: &str = "gemini";
+
+#[cfg(test)]
+mod tests;
