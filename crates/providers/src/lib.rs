@@ -23,14 +23,19 @@
 pub mod bedrock;
 pub mod error;
 pub mod event;
-#[allow(dead_code)] // used by the vendor adapters, which land next
 mod http;
 pub mod model;
+pub mod resilience;
 pub mod secret;
 pub mod sse;
 pub mod types;
 #[cfg(feature = "vertex")]
 pub mod vertex;
+
+#[cfg(feature = "anthropic")]
+pub mod anthropic;
+#[cfg(feature = "openai")]
+pub mod openai;
 
 pub use error::ProviderError;
 pub use event::{Accumulator, EventStream, StreamEvent};

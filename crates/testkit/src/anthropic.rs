@@ -17,7 +17,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::body::{StreamFault, StreamPlan, never_body, stream_body};
-use crate::script::{Fault, Scenario, ScriptedUsage, count_tokens, tokens};
+use crate::script::{Fault, ScriptedUsage, count_tokens, tokens};
 use crate::server::FakeState;
 
 const REQUEST_ID: &str = "req_fake_anthropic";

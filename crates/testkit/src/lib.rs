@@ -15,6 +15,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod body;
+pub mod conformance;
 pub mod script;
 pub mod server;
 pub mod vendor;
