@@ -137,10 +137,12 @@ impl Bedrock {
                     &self.config.region,
                     sign::SIGNING_NAME,
                     SystemTime::now(),
-                    "POST",
-                    &url,
-                    &[("content-type", "application/json")],
-                    &body,
+                    sign::Outgoing {
+                        method: "POST",
+                        url: &url,
+                        headers: &[("content-type", "application/json")],
+                        body: &body,
+                    },
                 )
                 .map_err(|e| ProviderError::InvalidRequest(e.to_string()))?;
                 for (name, value) in signed {

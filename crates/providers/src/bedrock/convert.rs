@@ -168,16 +168,11 @@ pub(crate) fn response(
     })
 }
 
-/// Whether an error type (with any `:http…` or namespace prefix removed) is retryable.
+/// Whether a retry can help: throttling, timeouts and server errors, whatever the
+/// type name says; other 4xx never.
 fn retryable(status: u16, kind: &str) -> bool {
-    matches!(
-        kind,
-        "ThrottlingException"
-            | "ModelNotReadyException"
-            | "InternalServerException"
-            | "ServiceUnavailableException"
-            | "ModelTimeoutException"
-    ) || matches!(status, 429 | 500 | 502 | 503 | 504)
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+        || matches!(kind, "ThrottlingException" | "ModelNotReadyException")
 }
 
 /// Cuts `x-amzn-ErrorType: ThrottlingException:http://…` and `__type: com.amazon…#Name`

@@ -21,10 +21,20 @@ pub(crate) const SIGNING_NAME: &str = "bedrock";
 #[error("cannot sign the request: {0}")]
 pub(crate) struct SignError(String);
 
-/// Signs a request and returns the headers to add to it.
-///
-/// `headers` are the headers that will be sent and must be covered by the signature
-/// (at least `content-type`); `host` is derived from `url`.
+/// The parts of an outgoing request that the signature covers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    /// HTTP method.
+    pub(crate) method: &'a str,
+    /// Full URL, path already percent-encoded as sent.
+    pub(crate) url: &'a str,
+    /// Headers to sign besides `host` and `x-amz-date` (at least `content-type`).
+    pub(crate) headers: &'a [(&'a str, &'a str)],
+    /// The exact body bytes.
+    pub(crate) body: &'a [u8],
+}
+
+/// Signs a request and returns the headers to add to it (`host` is derived from the URL).
 ///
 /// # Errors
 /// [`SignError`] if the URL or a header cannot be represented in a canonical request.
@@ -33,10 +43,7 @@ pub(crate) fn sign_request(
     region: &str,
     service: &str,
     time: SystemTime,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
+    req: Outgoing<'_>,
 ) -> Result<Vec<(&'static str, String)>, SignError> {
     let identity = aws_credential_types::Credentials::new(
         creds.access_key_id.clone(),
@@ -56,10 +63,10 @@ pub(crate) fn sign_request(
         .map_err(|e| SignError(e.to_string()))?
         .into();
     let request = SignableRequest::new(
-        method,
-        url,
-        headers.iter().copied(),
-        SignableBody::Bytes(body),
+        req.method,
+        req.url,
+        req.headers.iter().copied(),
+        SignableBody::Bytes(req.body),
     )
     .map_err(|e| SignError(e.to_string()))?;
     let (instructions, _signature) = sign(request, &params)
@@ -101,10 +108,12 @@ mod tests {
             "us-east-1",
             "service",
             at(1_440_938_160),
-            "POST",
-            "https://example.amazonaws.com/",
-            &[],
-            b"",
+            Outgoing {
+                method: "POST",
+                url: "https://example.amazonaws.com/",
+                headers: &[],
+                body: b"",
+            },
         )
         .expect("sign");
         assert_eq!(header(&hs, "x-amz-date"), "20150830T123600Z");
@@ -124,10 +133,12 @@ mod tests {
             "us-west-2",
             SIGNING_NAME,
             at(1_764_000_000),
-            "POST",
-            "http://127.0.0.1:9/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
-            &[("content-type", "application/json")],
-            b"{}",
+            Outgoing {
+                method: "POST",
+                url: "http://127.0.0.1:9/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+                headers: &[("content-type", "application/json")],
+                body: b"{}",
+            },
         )
         .expect("sign");
         assert_eq!(header(&hs, "x-amz-security-token"), "the-token");

@@ -320,7 +320,7 @@ fn tool_reply() -> Reply {
 }
 
 #[tokio::test]
-async fn exception_frame_mid_stream_is_retryable_throttling() {
+async fn exception_frame_mid_stream_is_a_retryable_vendor_error() {
     let (events, err) = stream_fault(
         Fault::StreamError { after_events: 2 },
         Reply::text("one two three four"),
@@ -332,9 +332,49 @@ async fn exception_frame_mid_stream_is_retryable_throttling() {
             .any(|e| matches!(e, crate::StreamEvent::TextDelta { .. }))
     );
     assert!(
-        matches!(&err, ProviderError::Api { status: 429, kind, .. } if kind == "ThrottlingException")
+        matches!(&err, ProviderError::Api { status: 503, kind, .. } if kind == "ServiceUnavailableException"),
+        "{err:?}"
     );
     assert!(err.is_retryable());
+}
+
+#[test]
+fn exception_frames_are_typed() {
+    use switchboard_testkit::bedrock::frames;
+    let cases = [
+        ("throttlingException", 429, true),
+        ("modelStreamErrorException", 424, false),
+        ("validationException", 400, false),
+        ("internalServerException", 500, true),
+    ];
+    for (kind, status, retryable) in cases {
+        let mut frames_in = eventstream::FrameDecoder::default();
+        frames_in.push(&frames::exception_frame(kind, "boom"));
+        let frame = frames_in.next_frame().unwrap().unwrap();
+        let mut out = Vec::new();
+        let err = stream::Decoder::default()
+            .on_frame(frame, &mut out)
+            .unwrap_err();
+        assert_eq!(err.status(), Some(status), "{kind}");
+        assert_eq!(err.is_retryable(), retryable, "{kind}");
+        assert!(err.to_string().contains("boom"));
+    }
+}
+
+#[test]
+fn tool_input_for_an_unknown_block_is_a_protocol_error() {
+    use switchboard_testkit::bedrock::frames;
+    let mut d = eventstream::FrameDecoder::default();
+    d.push(&frames::event_frame(
+        "contentBlockDelta",
+        serde_json::json!({"contentBlockIndex": 3, "delta": {"toolUse": {"input": "{"}}}),
+        5,
+    ));
+    let frame = d.next_frame().unwrap().unwrap();
+    let err = stream::Decoder::default()
+        .on_frame(frame, &mut Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Protocol { .. }));
 }
 
 #[tokio::test]

@@ -71,15 +71,20 @@ pub enum AuthError {
         error: String,
     },
     /// The token endpoint could not be reached, timed out, or sent an unreadable reply.
-    #[error("token endpoint unreachable: {0}")]
-    Transport(String),
+    #[error("token endpoint unreachable: {message}")]
+    Transport {
+        /// What failed (never the assertion).
+        message: String,
+        /// Whether the connection itself failed (nothing was sent).
+        connect: bool,
+    },
 }
 
 impl AuthError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport(_) => true,
+            Self::Transport { .. } => true,
             Self::Rejected { status, .. } => *status == 429 || *status >= 500,
             Self::InvalidKey(_) | Self::Sign(_) => false,
         }
@@ -244,12 +249,15 @@ impl TokenSource {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| AuthError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| AuthError::Transport {
+                connect: e.is_connect(),
+                message: e.without_url().to_string(),
+            })?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| AuthError::Transport(e.without_url().to_string()))?;
+        let body = resp.bytes().await.map_err(|e| AuthError::Transport {
+            connect: false,
+            message: e.without_url().to_string(),
+        })?;
         if !status.is_success() {
             let error = serde_json::from_slice::<TokenErrorReply>(&body)
                 .map(|e| e.error)
@@ -259,8 +267,11 @@ impl TokenSource {
                 error,
             });
         }
-        let reply: TokenReply = serde_json::from_slice(&body)
-            .map_err(|_| AuthError::Transport("token reply is not a token JSON".into()))?;
+        let reply: TokenReply =
+            serde_json::from_slice(&body).map_err(|_| AuthError::Transport {
+                connect: false,
+                message: "token reply is not a token JSON".into(),
+            })?;
         let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(ASSERTION_LIFETIME_SECS));
         Ok(Cached {
             token: Secret::new(reply.access_token),

@@ -48,7 +48,7 @@ impl GeminiConfig {
         let source = TokenSource::new(
             key,
             http::client(http::DEFAULT_CONNECT_TIMEOUT)
-                .map_err(|e| AuthError::Transport(e.to_string()))?,
+                .map_err(|e| AuthError::InvalidKey(e.to_string()))?,
             http::DEFAULT_CONNECT_TIMEOUT,
         )?;
         Ok(Self {
@@ -125,10 +125,10 @@ fn auth_error(vendor: &'static str, e: AuthError) -> ProviderError {
             retry_after: None,
             request_id: None,
         },
-        AuthError::Transport(message) => ProviderError::Transport {
+        AuthError::Transport { message, connect } => ProviderError::Transport {
             vendor,
             message: format!("token endpoint: {message}"),
-            connect: false,
+            connect,
         },
         other => ProviderError::InvalidRequest(other.to_string()),
     }

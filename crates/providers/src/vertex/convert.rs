@@ -3,8 +3,11 @@
 //!
 //! Gemini function calls may come without ids, and Gemini 3 requires each call's
 //! opaque `thoughtSignature` to be echoed back. Both are carried in the neutral
-//! [`ToolCall::id`]: `"{id}"` or `"{id}#{signature}"`, so a conversation replayed
-//! from a checkpoint on any replica still sends the signature back.
+//! [`ToolCall::id`], so a conversation replayed from a checkpoint on any replica still
+//! sends the signature back:
+//! - vendor id and signature: `"{id}#{signature}"`; vendor id only: `"{id}#"`;
+//! - signature only (the usual case): the signature itself (base64, never `#`);
+//! - neither: a local `"call_…"` id that is never sent to Gemini.
 
 use serde_json::{Value, json};
 
@@ -15,13 +18,20 @@ use crate::types::{
     ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage,
 };
 
-const SIGNATURE_SEP: char = '#';
+const SEPARATOR: char = '#';
+const LOCAL_PREFIX: &str = "call_";
 
-/// Splits a neutral call id into the Gemini id (if it was the vendor's) and signature.
-fn split_id(id: &str) -> (&str, Option<&str>) {
-    match id.split_once(SIGNATURE_SEP) {
-        Some((base, sig)) => (base, Some(sig)),
-        None => (id, None),
+/// Splits a neutral call id into the vendor's id and the thought signature.
+fn split_id(id: &str) -> (Option<&str>, Option<&str>) {
+    fn non_empty(s: &str) -> Option<&str> {
+        (!s.is_empty()).then_some(s)
+    }
+    if let Some((vendor_id, sig)) = id.split_once(SEPARATOR) {
+        (non_empty(vendor_id), non_empty(sig))
+    } else if id.starts_with(LOCAL_PREFIX) {
+        (None, None)
+    } else {
+        (None, non_empty(id))
     }
 }
 
@@ -32,20 +42,13 @@ pub(crate) fn call_id(
     response_key: &str,
     n: usize,
 ) -> String {
-    let base = call
-        .id
-        .clone()
-        .filter(|i| !i.is_empty())
-        .unwrap_or_else(|| format!("call_{response_key}_{n}"));
-    match signature {
-        Some(sig) => format!("{base}{SIGNATURE_SEP}{sig}"),
-        None => base,
+    let vendor_id = call.id.as_deref().filter(|i| !i.is_empty());
+    let signature = signature.filter(|s| !s.is_empty() && !s.contains(SEPARATOR));
+    match (vendor_id, signature) {
+        (Some(id), sig) => format!("{id}{SEPARATOR}{}", sig.unwrap_or("")),
+        (None, Some(sig)) if !sig.starts_with(LOCAL_PREFIX) => sig.to_owned(),
+        _ => format!("{LOCAL_PREFIX}{response_key}_{n}"),
     }
-}
-
-/// Whether `base` is an id we made up (`call_…`), which Gemini must not see.
-fn is_synthetic(base: &str) -> bool {
-    base.starts_with("call_")
 }
 
 /// Builds the request body (without `extra`, merged by the client).
@@ -79,10 +82,10 @@ pub(crate) fn request(
                     ..wire::Part::default()
                 },
                 Part::ToolCall(c) => {
-                    let (base, sig) = split_id(&c.id);
+                    let (vendor_id, sig) = split_id(&c.id);
                     wire::Part {
                         function_call: Some(wire::FunctionCall {
-                            id: (!is_synthetic(base)).then(|| base.to_owned()),
+                            id: vendor_id.map(str::to_owned),
                             name: c.name.clone(),
                             args: if c.arguments.is_null() {
                                 json!({})
@@ -101,7 +104,7 @@ pub(crate) fn request(
                             r.call_id
                         ))
                     })?;
-                    let (base, _) = split_id(&r.call_id);
+                    let (vendor_id, _) = split_id(&r.call_id);
                     // The response must be an object: JSON objects pass through,
                     // anything else is wrapped.
                     let parsed: Option<Value> = serde_json::from_str(&r.content).ok();
@@ -113,7 +116,7 @@ pub(crate) fn request(
                     };
                     wire::Part {
                         function_response: Some(wire::FunctionResponse {
-                            id: (!is_synthetic(base)).then(|| base.to_owned()),
+                            id: vendor_id.map(str::to_owned),
                             name: (*name).to_owned(),
                             response,
                         }),

@@ -437,3 +437,44 @@ fn conversion_details() {
         FinishReason::Other("NEW_REASON".into())
     );
 }
+
+#[test]
+fn call_ids_carry_vendor_ids_and_signatures() {
+    let call = |id: Option<&str>| wire::FunctionCall {
+        id: id.map(str::to_owned),
+        name: "f".into(),
+        args: serde_json::json!({}),
+    };
+    let cases = [
+        (Some("fc1"), Some("U2ln+/="), "fc1#U2ln+/="),
+        (Some("fc1"), None, "fc1#"),
+        (None, Some("U2ln+/="), "U2ln+/="),
+        (None, None, "call_k_2"),
+    ];
+    for (id, sig, expected) in cases {
+        let neutral = convert::call_id(&call(id), sig, "k", 2);
+        assert_eq!(neutral, expected);
+        // Back on the wire: the same vendor id and signature, never the local id.
+        let mut req = ChatRequest::user("q");
+        req.messages.push(Message {
+            role: crate::Role::Assistant,
+            parts: vec![crate::Part::ToolCall(crate::ToolCall {
+                id: neutral.clone(),
+                name: "f".into(),
+                arguments: serde_json::json!({}),
+            })],
+        });
+        req.messages.push(Message::tool_results([ToolResult {
+            call_id: neutral,
+            content: "done".into(),
+            is_error: false,
+        }]));
+        let v = serde_json::to_value(convert::request(&req, true).unwrap()).unwrap();
+        let part = &v["contents"][1]["parts"][0];
+        assert_eq!(part["functionCall"].get("id").and_then(|x| x.as_str()), id);
+        assert_eq!(part.get("thoughtSignature").and_then(|x| x.as_str()), sig);
+        let fr = &v["contents"][2]["parts"][0]["functionResponse"];
+        assert_eq!(fr.get("id").and_then(|x| x.as_str()), id);
+        assert_eq!(fr["response"]["output"], "done");
+    }
+}

@@ -62,6 +62,10 @@ fn error(status: u16, kind: &str, message: &str, retry_after: Option<u64>) -> Re
 
 fn status_fault(status: u16, retry_after: Option<u64>, message: Option<&str>) -> Response {
     let (kind, default_msg) = match status {
+        401 => (
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ),
         400 => (
             "ValidationException",
             "Malformed input request, please reformat your input and try again.",
@@ -100,23 +104,23 @@ fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     raw: &[u8],
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return Err(error(
+        return Err(Box::new(error(
             403,
             "MissingAuthenticationTokenException",
             "Missing Authentication Token",
             None,
-        ));
+        )));
     };
     if let Some(key) = auth.strip_prefix("Bearer ") {
         return if key.trim().is_empty() {
-            Err(error(
+            Err(Box::new(error(
                 403,
                 "AccessDeniedException",
                 "Invalid API Key format",
                 None,
-            ))
+            )))
         } else {
             Ok(())
         };
@@ -151,30 +155,30 @@ fn authenticate(
         now,
     ) {
         Ok(_) => Ok(()),
-        Err(e @ sigv4::SigV4Failure::UnknownKey) => Err(error(
+        Err(e @ sigv4::SigV4Failure::UnknownKey) => Err(Box::new(error(
             403,
             "UnrecognizedClientException",
             &e.to_string(),
             None,
-        )),
-        Err(e @ sigv4::SigV4Failure::Mismatch) => Err(error(
+        ))),
+        Err(e @ sigv4::SigV4Failure::Mismatch) => Err(Box::new(error(
             403,
             "InvalidSignatureException",
             &e.to_string(),
             None,
-        )),
-        Err(e) => Err(error(
+        ))),
+        Err(e) => Err(Box::new(error(
             403,
             "InvalidSignatureException",
             &e.to_string(),
             None,
-        )),
+        ))),
     }
 }
 
 /// Validates a Converse body the way the service does.
-fn validate(body: &Value) -> Result<(), Response> {
-    let bad = |m: &str| Err(error(400, "ValidationException", m, None));
+fn validate(body: &Value) -> Result<(), Box<Response>> {
+    let bad = |m: &str| Err(Box::new(error(400, "ValidationException", m, None)));
     let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
         return bad("The messages field is required and must not be empty.");
     };
@@ -264,7 +268,7 @@ fn validate(body: &Value) -> Result<(), Response> {
         }
     }
     if let Some(max) = body["inferenceConfig"].get("maxTokens")
-        && !max.as_u64().is_some_and(|n| n >= 1)
+        && max.as_u64().is_none_or(|n| n < 1)
     {
         return bad("inferenceConfig.maxTokens must be at least 1.");
     }
@@ -309,16 +313,16 @@ async fn prepare(
     uri: &Uri,
     headers: &HeaderMap,
     raw: &[u8],
-) -> Result<(Prepared, Option<Fault>, u64, bool, bool), Response> {
+) -> Result<(Prepared, Option<Fault>, u64, bool, bool), Box<Response>> {
     let body = state.record(method, uri, headers, raw);
     authenticate(method, uri, headers, raw)?;
     if !body.is_object() {
-        return Err(error(
+        return Err(Box::new(error(
             400,
             "SerializationException",
             "Request body is not valid JSON.",
             None,
-        ));
+        )));
     }
     validate(&body)?;
     let scenario = state.next_scenario();
@@ -331,15 +335,19 @@ async fn prepare(
             retry_after,
             message,
         }) => {
-            return Err(status_fault(*status, *retry_after, message.as_deref()));
+            return Err(Box::new(status_fault(
+                *status,
+                *retry_after,
+                message.as_deref(),
+            )));
         }
         Some(Fault::ContextOverflow) => {
-            return Err(error(
+            return Err(Box::new(error(
                 400,
                 "ValidationException",
                 "Input is too long for requested model.",
                 None,
-            ));
+            )));
         }
         _ => {}
     }
@@ -386,7 +394,7 @@ async fn converse(
 ) -> Response {
     let (p, fault, _, _, _) = match prepare(&state, &method, &uri, &headers, &raw).await {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let mut content = Vec::new();
     if !p.reply.text.is_empty() {
@@ -435,7 +443,7 @@ async fn converse_stream(
     let (p, fault, token_delay_ms, split_writes, _keepalive) =
         match prepare(&state, &method, &uri, &headers, &raw).await {
             Ok(v) => v,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
     // Padding length varies per frame, as the service's does.
     let pad = |n: usize| 1 + (n * 7 + p.seq as usize) % 23;
@@ -523,8 +531,8 @@ async fn converse_stream(
         Some(Fault::StreamError { after_events }) => Some(StreamFault::Inject {
             after: after_events,
             frame: frames::exception_frame(
-                "throttlingException",
-                "Too many tokens, please wait before trying again.",
+                "serviceUnavailableException",
+                "The service is unavailable. Please try again later.",
             ),
         }),
         _ => None,

@@ -248,8 +248,8 @@ fn status_fault(code: u16, retry_after: Option<u64>, message: Option<&str>) -> R
 }
 
 /// Validates a `generateContent` body as the service does.
-fn validate(body: &Value, model: &str) -> Result<(), Response> {
-    let bad = |m: &str| Err(google_error(400, "INVALID_ARGUMENT", m, None));
+fn validate(body: &Value, model: &str) -> Result<(), Box<Response>> {
+    let bad = |m: &str| Err(Box::new(google_error(400, "INVALID_ARGUMENT", m, None)));
     let Some(contents) = body["contents"].as_array().filter(|c| !c.is_empty()) else {
         return bad("* GenerateContentRequest.contents: contents is not specified\n");
     };
@@ -301,18 +301,18 @@ fn validate(body: &Value, model: &str) -> Result<(), Response> {
                     ));
                 }
             }
-            if let Some(fr) = p.get("functionResponse") {
-                if !fr["name"].is_string() || !fr["response"].is_object() {
-                    return bad(&format!(
-                        "* GenerateContentRequest.contents[{i}].parts[{j}].function_response: name and response (an object) are required.\n"
-                    ));
-                }
+            if let Some(fr) = p.get("functionResponse")
+                && (!fr["name"].is_string() || !fr["response"].is_object())
+            {
+                return bad(&format!(
+                    "* GenerateContentRequest.contents[{i}].parts[{j}].function_response: name and response (an object) are required.\n"
+                ));
             }
         }
     }
     let gc = &body["generationConfig"];
     if let Some(m) = gc.get("maxOutputTokens")
-        && !m.as_u64().is_some_and(|n| n >= 1)
+        && m.as_u64().is_none_or(|n| n < 1)
     {
         return bad(
             "* GenerateContentRequest.generation_config.max_output_tokens: must be positive\n",
@@ -388,7 +388,7 @@ async fn generate(
         }
     };
     if let Err(resp) = validate(&body, model) {
-        return resp;
+        return *resp;
     }
     let sse = uri
         .query()
