@@ -21,13 +21,16 @@
 
 #[cfg(feature = "bedrock")]
 pub mod bedrock;
+pub mod cost;
 pub mod error;
 pub mod event;
 mod http;
 pub mod model;
 pub mod resilience;
+pub mod schema;
 pub mod secret;
 pub mod sse;
+pub mod structured;
 pub mod types;
 #[cfg(feature = "vertex")]
 pub mod vertex;

@@ -61,10 +61,20 @@ fn status_fault(status: u16, retry_after: Option<u64>, message: Option<&str>) ->
     error(status, kind, message.unwrap_or(default_msg), retry_after)
 }
 
+// A rejection is the whole HTTP answer; it is built once per bad request, so its size is moot.
+#[allow(clippy::result_large_err)]
 fn validate(headers: &HeaderMap, body: &Value) -> Result<(), Response> {
+    // `x-api-key` per the API reference; newer official SDKs send `Authorization: Bearer`.
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
         .unwrap_or("");
     if key.is_empty() {
         return Err(error(

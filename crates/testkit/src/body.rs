@@ -102,10 +102,10 @@ fn async_stream(
             if i > 0 && !plan.frame_delay.is_zero() {
                 tokio::time::sleep(plan.frame_delay).await;
             }
-            if let Some(k) = &plan.keepalive {
-                if !send(k.clone()).await {
-                    return;
-                }
+            if let Some(k) = &plan.keepalive
+                && !send(k.clone()).await
+            {
+                return;
             }
             if plan.split_writes && frame.len() > 1 {
                 let at = split_point(frame);

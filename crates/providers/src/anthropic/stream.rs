@@ -89,13 +89,13 @@ impl SseDecoder for Decoder {
             }
             StreamEventWire::MessageDelta { delta, usage: u } => {
                 merge_usage(&mut self.usage, &u);
-                if let Some(reason) = delta.stop_reason {
-                    if !self.finished {
-                        self.finished = true;
-                        out.push(StreamEvent::Finish {
-                            reason: finish_reason(&reason),
-                        });
-                    }
+                if let Some(reason) = delta.stop_reason
+                    && !self.finished
+                {
+                    self.finished = true;
+                    out.push(StreamEvent::Finish {
+                        reason: finish_reason(&reason),
+                    });
                 }
                 out.push(StreamEvent::Usage(usage(&self.usage)));
             }
