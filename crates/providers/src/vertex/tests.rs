@@ -211,7 +211,7 @@ async fn tool_round_trip_echoes_thought_signatures() {
         model_turn["parts"][0]["thoughtSignature"]
             .as_str()
             .unwrap()
-            .starts_with("ZmFrZS1zaWc")
+            .starts_with("ZmFrZS10aG91Z2h0LXNpZ25hdHVyZT")
     );
     assert!(
         model_turn["parts"][0]["functionCall"].get("id").is_none(),

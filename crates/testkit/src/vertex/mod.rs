@@ -12,7 +12,7 @@
 //! - `POST /_fake/vertex/token-lifetime` (`{"seconds": N}`) and `GET /_fake/vertex/tokens`
 //!   to test token caching.
 //!
-//! Replies carry a `thoughtSignature` on function calls; for `gemini-3*` models a replayed
+//! Replies carry a base64 `thoughtSignature` on function calls; for `gemini-3*` models a replayed
 //! function call without one is refused with 400, as the service does. Streams are
 //! `data:` events with CRLF line ends and no terminator.
 
@@ -28,6 +28,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
 use serde_json::{Value, json};
 
 use crate::body::{StreamFault, StreamPlan, never_body, stream_body};
@@ -37,7 +39,6 @@ use token::TokenIssuer;
 
 /// The project id of the bundled test service account.
 pub const TEST_PROJECT: &str = "fake-project";
-const SIGNATURE_PREFIX: &str = "ZmFrZS1zaWc";
 static SEQ: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -358,7 +359,9 @@ fn call_part(c: &crate::script::ScriptedToolCall, seq: u64, i: usize) -> Value {
     if let Some(id) = &c.id {
         fc["id"] = json!(id);
     }
-    json!({"functionCall": fc, "thoughtSignature": format!("{SIGNATURE_PREFIX}{seq:06}{i:02}")})
+    // Opaque bytes, base64 like the real ones (clients decode them).
+    let signature = BASE64_STANDARD.encode(format!("fake-thought-signature:{seq:06}:{i:02}"));
+    json!({"functionCall": fc, "thoughtSignature": signature})
 }
 
 async fn generate(

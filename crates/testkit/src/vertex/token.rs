@@ -16,6 +16,9 @@ use serde::Deserialize;
 /// The scope an assertion must ask for.
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
+/// The canonical Google token endpoint, also accepted as the assertion audience.
+pub const GOOGLE_TOKEN_ENDPOINT: &str = "https://oauth2.googleapis.com/token";
+
 /// A throwaway RSA key for tests, never used anywhere real.
 pub const TEST_PRIVATE_KEY_PEM: &str = include_str!("test_sa_key.pem");
 /// The public half of [`TEST_PRIVATE_KEY_PEM`].
@@ -138,7 +141,9 @@ impl TokenIssuer {
             ));
         }
         let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_audience(&[expected_aud]);
+        // Google accepts its canonical endpoint as audience whatever `token_uri` says
+        // (google-auth always uses it), or the endpoint itself.
+        validation.set_audience(&[expected_aud, GOOGLE_TOKEN_ENDPOINT]);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
         validation.leeway = 60;
         let unverified = jsonwebtoken::dangerous::insecure_decode::<Claims>(assertion)
@@ -147,13 +152,18 @@ impl TokenIssuer {
         let claims = match self.keys.get(&unverified.iss) {
             Some(key) => {
                 jsonwebtoken::decode::<Claims>(assertion, key, &validation)
-                    .map_err(|_| grant_error("invalid_grant", "Invalid JWT Signature."))?
+                    .map_err(|e| match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                            grant_error("invalid_grant", "Invalid JWT Signature.")
+                        }
+                        other => grant_error("invalid_grant", &format!("Invalid JWT: {other:?}")),
+                    })?
                     .claims
             }
             None if self.accept_unknown => unverified,
             None => return Err(grant_error("invalid_grant", "Invalid JWT Signature.")),
         };
-        if claims.aud != expected_aud {
+        if claims.aud != expected_aud && claims.aud != GOOGLE_TOKEN_ENDPOINT {
             return Err(grant_error(
                 "invalid_grant",
                 "Invalid JWT: audience is not this endpoint",
@@ -296,5 +306,17 @@ mod tests {
         assert!(issuer.exchange(&form(&jwt), AUD).is_err());
         assert!(TokenIssuer::new(true).exchange(&form(&jwt), AUD).is_ok());
         assert_eq!(issuer.issued_count(), 0);
+    }
+
+    #[test]
+    fn canonical_google_audience_is_accepted() {
+        let issuer = TokenIssuer::new(false);
+        let jwt = assertion(
+            TEST_PRIVATE_KEY_PEM,
+            TEST_CLIENT_EMAIL,
+            GOOGLE_TOKEN_ENDPOINT,
+            CLOUD_PLATFORM_SCOPE,
+        );
+        assert!(issuer.exchange(&form(&jwt), AUD).is_ok());
     }
 }
