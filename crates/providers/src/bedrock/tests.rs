@@ -473,3 +473,83 @@ fn conversion_merges_roles_and_maps_choices() {
         FinishReason::Other("brand_new".into())
     );
 }
+
+mod split {
+    use proptest::prelude::*;
+    use switchboard_testkit::bedrock::frames;
+
+    use super::super::eventstream::{FrameDecoder, FrameKind};
+
+    fn message_bytes() -> (Vec<u8>, Vec<String>) {
+        let texts: Vec<String> = ["Hé", "llo ", "wörld", "!", "漢字"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let mut bytes = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            bytes.extend_from_slice(&frames::event_frame(
+                "contentBlockDelta",
+                serde_json::json!({"contentBlockIndex": 0, "delta": {"text": t}}),
+                i * 3,
+            ));
+        }
+        (bytes, texts)
+    }
+
+    proptest! {
+        /// Any split of the byte stream into reads decodes to the same frames.
+        #[test]
+        fn any_split_decodes_the_same(cuts in proptest::collection::vec(any::<u16>(), 0..12)) {
+            let (bytes, texts) = message_bytes();
+            let mut points: Vec<usize> = cuts.iter().map(|c| usize::from(*c) % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut d = FrameDecoder::default();
+            let mut got = Vec::new();
+            let mut prev = 0;
+            for p in points.into_iter().chain([bytes.len()]) {
+                d.push(&bytes[prev..p]);
+                prev = p;
+                while let Some(f) = d.next_frame().unwrap() {
+                    prop_assert_eq!(&f.kind, &FrameKind::Event("contentBlockDelta".into()));
+                    let v: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
+                    got.push(v["delta"]["text"].as_str().unwrap().to_owned());
+                }
+            }
+            prop_assert!(!d.has_partial());
+            prop_assert_eq!(got, texts);
+        }
+    }
+}
+
+#[tokio::test]
+async fn profile_credentials_sign_requests_the_fake_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials");
+    std::fs::write(
+        &path,
+        format!(
+            "[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\
+             [fake]\naws_access_key_id = {TEST_ACCESS_KEY_ID}\naws_secret_access_key = {TEST_SECRET_ACCESS_KEY}\n"
+        ),
+    )
+    .unwrap();
+    let file = path.to_string_lossy().into_owned();
+    let env = move |k: &str| match k {
+        "AWS_SHARED_CREDENTIALS_FILE" => Some(file.clone()),
+        "AWS_PROFILE" => Some("fake".to_owned()),
+        "AWS_REGION" => Some("eu-central-1".to_owned()),
+        _ => None,
+    };
+    let fake = FakeServer::start(Vendor::Bedrock).await.unwrap();
+    let mut cfg = BedrockConfig::from_lookup(&env).unwrap();
+    assert_eq!(cfg.region, "eu-central-1");
+    cfg.endpoint = Some(fake.base_url());
+    let model = Bedrock::new(MODEL, cfg).unwrap();
+    model
+        .chat(ChatRequest::user("hi"), CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        fake.requests()[0].headers["authorization"].contains("/eu-central-1/bedrock/aws4_request")
+    );
+}

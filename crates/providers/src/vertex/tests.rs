@@ -478,3 +478,20 @@ fn call_ids_carry_vendor_ids_and_signatures() {
         assert_eq!(fr["response"]["output"], "done");
     }
 }
+
+#[tokio::test]
+async fn concurrent_calls_share_one_token_fetch() {
+    let fake = FakeServer::start(Vendor::Vertex).await.unwrap();
+    let model = std::sync::Arc::new(vertex(&fake, "gemini-2.5-flash").await);
+    let calls = (0..16).map(|_| {
+        let m = model.clone();
+        tokio::spawn(async move {
+            m.chat(ChatRequest::user("hi"), CancellationToken::new())
+                .await
+        })
+    });
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(tokens_issued(&fake).await, 1);
+}
