@@ -1,6 +1,8 @@
 //! Subcommands of the `switchboard` binary, one module each.
 
+mod bench_providers;
 mod fake_llm;
+mod llm;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +18,11 @@ pub(crate) struct Cli {
 enum Command {
     /// Run a fake LLM vendor server for offline development and tests.
     FakeLlm(fake_llm::Args),
+    /// Talk to an LLM through the provider layer (manual checks).
+    Llm(llm::Args),
+    /// Benchmark the provider layer against a fake vendor.
+    #[command(name = "bench-providers")]
+    BenchProviders(bench_providers::Args),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
@@ -31,5 +38,7 @@ pub(crate) fn init_tracing() {
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::FakeLlm(args) => fake_llm::run(args),
+        Command::Llm(args) => llm::run(args),
+        Command::BenchProviders(args) => bench_providers::run(args),
     }
 }

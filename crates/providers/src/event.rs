@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 
-use futures::{Stream, StreamExt};
+/// Re-exported so callers can consume an [`EventStream`] without depending on `futures`.
+pub use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProviderError;

@@ -21,6 +21,7 @@
 
 #[cfg(feature = "bedrock")]
 pub mod bedrock;
+pub mod config;
 pub mod cost;
 pub mod error;
 pub mod event;

@@ -14,6 +14,7 @@
 //! `GET /_fake/requests` (recorded requests), `POST /_fake/reset`.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod bench;
 pub mod body;
 pub mod conformance;
 pub mod script;
