@@ -23,7 +23,6 @@ pub use credentials::{AwsCredentials, BedrockAuth, CredentialsError};
 /// Vendor name used in errors and model ids.
 pub const VENDOR: &str = "bedrock";
 
-
 /// Builds a Bedrock model for a configured provider (`kind = "bedrock"`).
 ///
 /// `base_url` overrides the regional endpoint; `api_key_env`, when set, names a variable

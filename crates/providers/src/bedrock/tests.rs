@@ -553,3 +553,134 @@ async fn profile_credentials_sign_requests_the_fake_accepts() {
         fake.requests()[0].headers["authorization"].contains("/eu-central-1/bedrock/aws4_request")
     );
 }
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Figures for the report (run in release):
+/// `cargo test --release -p switchboard-providers --lib bedrock::tests::measure -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test; run by hand in release"]
+async fn measure() {
+    use futures::StreamExt;
+    // SigV4 signing cost.
+    let creds = AwsCredentials::new(TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, None);
+    let body = vec![b'x'; 2048];
+    let n = 20_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let h = sign::sign_request(
+            &creds,
+            "us-east-1",
+            sign::SIGNING_NAME,
+            std::time::SystemTime::now(),
+            sign::Outgoing {
+                method: "POST",
+                url: "https://bedrock-runtime.us-east-1.amazonaws.com/model/a.b-v1%3A0/converse",
+                headers: &[("content-type", "application/json")],
+                body: &body,
+            },
+        )
+        .unwrap();
+        assert_eq!(h.len(), 2);
+    }
+    println!(
+        "sigv4 sign (2 KiB body): {:.1} us/request",
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+
+    // Frame decoding throughput.
+    let frames: Vec<u8> = (0..50_000)
+        .flat_map(|i| {
+            switchboard_testkit::bedrock::frames::event_frame(
+                "contentBlockDelta",
+                serde_json::json!({"contentBlockIndex": 0, "delta": {"text": "tok "}}),
+                i % 20,
+            )
+            .to_vec()
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let mut d = eventstream::FrameDecoder::default();
+    let mut events = Vec::new();
+    let mut dec = stream::Decoder::default();
+    for chunk in frames.chunks(16 * 1024) {
+        d.push(chunk);
+        while let Some(f) = d.next_frame().unwrap() {
+            dec.on_frame(f, &mut events).unwrap();
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "event-stream decode: {:.0} events/s ({:.0} MB/s, {} events)",
+        events.len() as f64 / secs,
+        frames.len() as f64 / secs / 1e6,
+        events.len()
+    );
+
+    // Per-call overhead against the fake: adapter vs raw HTTP, same body, bearer auth.
+    let fake = FakeServer::start(Vendor::Bedrock).await.unwrap();
+    let model = Bedrock::new(MODEL, config(&fake, BedrockAuth::ApiKey(Secret::new("k")))).unwrap();
+    let raw = reqwest::Client::new();
+    let url = format!(
+        "{}/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
+        fake.base_url()
+    );
+    let raw_body = serde_json::json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+        .to_string();
+    let (mut a, mut r) = (Vec::new(), Vec::new());
+    for i in 0..2200 {
+        let t = std::time::Instant::now();
+        model
+            .chat(ChatRequest::user("hi"), CancellationToken::new())
+            .await
+            .unwrap();
+        let ta = t.elapsed().as_secs_f64() * 1e6;
+        let t = std::time::Instant::now();
+        let resp = raw
+            .post(&url)
+            .header("authorization", "Bearer k")
+            .header("content-type", "application/json")
+            .body(raw_body.clone())
+            .send()
+            .await
+            .unwrap();
+        let _: serde_json::Value = resp.json().await.unwrap();
+        let tr = t.elapsed().as_secs_f64() * 1e6;
+        if i >= 200 {
+            a.push(ta);
+            r.push(tr);
+        }
+    }
+    a.sort_by(f64::total_cmp);
+    r.sort_by(f64::total_cmp);
+    println!(
+        "converse per call: adapter p50 {:.0} us p99 {:.0} us; raw reqwest p50 {:.0} us p99 {:.0} us; overhead p50 {:.0} us",
+        percentile(&a, 0.5),
+        percentile(&a, 0.99),
+        percentile(&r, 0.5),
+        percentile(&r, 0.99),
+        percentile(&a, 0.5) - percentile(&r, 0.5)
+    );
+
+    // Streaming throughput through the adapter.
+    let text: String = (0..20_000).map(|i| format!("w{i} ")).collect();
+    fake.push(Scenario::reply(Reply::text(text)));
+    let t = std::time::Instant::now();
+    let mut s = model
+        .stream(ChatRequest::user("go"), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut n = 0u64;
+    while let Some(ev) = s.next().await {
+        if matches!(ev.unwrap(), crate::StreamEvent::TextDelta { .. }) {
+            n += 1;
+        }
+    }
+    println!(
+        "converse-stream: {:.0} tokens/s ({n} tokens, fake included)",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+}

@@ -25,7 +25,6 @@ pub const VENDOR_VERTEX: &str = "vertex";
 /// Vendor name of the Gemini Developer API.
 pub const VENDOR_GEMINI: &str = "gemini";
 
-
 /// Builds a Gemini model for a configured provider: `kind = "vertex"` (service-account
 /// key file from `GOOGLE_APPLICATION_CREDENTIALS`, project `GOOGLE_CLOUD_PROJECT` or the
 /// key's, location `GOOGLE_CLOUD_LOCATION`) or `kind = "gemini"` (API key from

@@ -495,3 +495,82 @@ async fn concurrent_calls_share_one_token_fetch() {
     }
     assert_eq!(tokens_issued(&fake).await, 1);
 }
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Figures for the report (run in release):
+/// `cargo test --release -p switchboard-providers --lib vertex::tests::measure -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test; run by hand in release"]
+async fn measure() {
+    use futures::StreamExt;
+    let fake = FakeServer::start(Vendor::Vertex).await.unwrap();
+    let model = vertex(&fake, "gemini-2.5-flash").await;
+    let raw = reqwest::Client::new();
+    // The raw client reuses a token the adapter fetched, so both pay the same auth.
+    model
+        .chat(ChatRequest::user("warm"), CancellationToken::new())
+        .await
+        .unwrap();
+    let token = fake.requests()[0].headers["authorization"].clone();
+    let url = format!(
+        "{}/v1/projects/fake-project/locations/europe-west4/publishers/google/models/gemini-2.5-flash:generateContent",
+        fake.base_url()
+    );
+    let raw_body =
+        serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).to_string();
+    let (mut a, mut r) = (Vec::new(), Vec::new());
+    for i in 0..2200 {
+        let t = std::time::Instant::now();
+        model
+            .chat(ChatRequest::user("hi"), CancellationToken::new())
+            .await
+            .unwrap();
+        let ta = t.elapsed().as_secs_f64() * 1e6;
+        let t = std::time::Instant::now();
+        let resp = raw
+            .post(&url)
+            .header("authorization", &token)
+            .header("content-type", "application/json")
+            .body(raw_body.clone())
+            .send()
+            .await
+            .unwrap();
+        let _: serde_json::Value = resp.json().await.unwrap();
+        let tr = t.elapsed().as_secs_f64() * 1e6;
+        if i >= 200 {
+            a.push(ta);
+            r.push(tr);
+        }
+    }
+    a.sort_by(f64::total_cmp);
+    r.sort_by(f64::total_cmp);
+    println!(
+        "generateContent per call (cached token): adapter p50 {:.0} us p99 {:.0} us; raw reqwest p50 {:.0} us p99 {:.0} us; overhead p50 {:.0} us",
+        percentile(&a, 0.5),
+        percentile(&a, 0.99),
+        percentile(&r, 0.5),
+        percentile(&r, 0.99),
+        percentile(&a, 0.5) - percentile(&r, 0.5)
+    );
+    let text: String = (0..20_000).map(|i| format!("w{i} ")).collect();
+    fake.push(Scenario::reply(Reply::text(text)));
+    let t = std::time::Instant::now();
+    let mut s = model
+        .stream(ChatRequest::user("go"), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut n = 0u64;
+    while let Some(ev) = s.next().await {
+        if matches!(ev.unwrap(), StreamEvent::TextDelta { .. }) {
+            n += 1;
+        }
+    }
+    println!(
+        "streamGenerateContent: {:.0} tokens/s ({n} tokens, fake included)",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+}
