@@ -27,7 +27,8 @@ pub struct ServiceAccountKey {
     /// The service account's e-mail, the JWT issuer.
     pub client_email: String,
     /// The PEM private key (PKCS#8).
-    private_key: String,
+    #[serde(deserialize_with = "secret_string")]
+    private_key: Secret,
     /// Id of the key, sent as the JWT `kid`.
     #[serde(default)]
     pub private_key_id: Option<String>,
@@ -39,6 +40,10 @@ pub struct ServiceAccountKey {
     pub project_id: Option<String>,
 }
 
+fn secret_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+    String::deserialize(d).map(Secret::new)
+}
+
 fn default_token_uri() -> String {
     DEFAULT_TOKEN_URI.to_owned()
 }
@@ -47,7 +52,7 @@ impl std::fmt::Debug for ServiceAccountKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceAccountKey")
             .field("client_email", &self.client_email)
-            .field("private_key", &"***")
+            .field("private_key", &self.private_key)
             .field("token_uri", &self.token_uri)
             .finish_non_exhaustive()
     }
@@ -165,8 +170,9 @@ impl TokenSource {
         http: reqwest::Client,
         timeout: Duration,
     ) -> Result<Self, AuthError> {
-        let signing_key = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.as_bytes())
-            .map_err(|_| AuthError::InvalidKey("private_key is not an RSA PEM key".into()))?;
+        let signing_key =
+            jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.expose().as_bytes())
+                .map_err(|_| AuthError::InvalidKey("private_key is not an RSA PEM key".into()))?;
         Ok(Self {
             key,
             signing_key,
