@@ -63,16 +63,29 @@ pub(crate) fn transport(
 }
 
 /// Sends a request, honouring the cancellation token.
+///
+/// For a non-streamed call `timeout` bounds the whole exchange, body included. For a stream
+/// it bounds only the wait for the response headers: reqwest's own timeout would also cut a
+/// long stream, whose pacing is the [`crate::resilience::Timeout`] layer's business.
 pub(crate) async fn send(
     vendor: &'static str,
     req: reqwest::RequestBuilder,
     timeout: Duration,
+    stream: bool,
     cancel: &CancellationToken,
 ) -> Result<reqwest::Response, ProviderError> {
+    let req = if stream { req } else { req.timeout(timeout) };
     tokio::select! {
         biased;
         _ = cancel.cancelled() => Err(ProviderError::Cancelled),
-        r = req.timeout(timeout).send() => r.map_err(|e| transport(vendor, e, timeout)),
+        r = tokio::time::timeout(timeout, req.send()) => match r {
+            Ok(r) => r.map_err(|e| transport(vendor, e, timeout)),
+            Err(_) => Err(ProviderError::Timeout {
+                vendor,
+                phase: TimeoutPhase::FirstByte,
+                after: timeout,
+            }),
+        },
     }
 }
 
@@ -114,7 +127,7 @@ pub(crate) async fn error_response(
 ) -> ErrorResponse {
     let status = resp.status().as_u16();
     let headers = resp.headers();
-    let retry_after = retry_after(headers);
+    let retry_after = retry_after(headers).or_else(|| rate_limit_reset(headers));
     let request_id = headers
         .get(request_id_header)
         .and_then(|v| v.to_str().ok())
@@ -151,6 +164,103 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0)
         .map(Duration::from_secs_f64)
+}
+
+/// When a 429 carries no `retry-after`: the reset time of an exhausted limit, from OpenAI's
+/// `x-ratelimit-{remaining,reset}-{requests,tokens}` (reset like `6m0s`, `250ms`) or
+/// Anthropic's `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-*`
+/// (reset as an RFC 3339 time).
+pub(crate) fn rate_limit_reset(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let mut wait: Option<Duration> = None;
+    for kind in ["requests", "tokens"] {
+        if get(&format!("x-ratelimit-remaining-{kind}")).map(str::trim) == Some("0")
+            && let Some(d) = get(&format!("x-ratelimit-reset-{kind}")).and_then(go_duration)
+        {
+            wait = Some(wait.map_or(d, |w| w.max(d)));
+        }
+    }
+    for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        if get(&format!("anthropic-ratelimit-{kind}-remaining")).map(str::trim) == Some("0") {
+            let reset = get(&format!("anthropic-ratelimit-{kind}-reset")).and_then(rfc3339_unix);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            if let Some(at) = reset {
+                let d = Duration::from_secs_f64((at - now).clamp(0.0, 86_400.0));
+                wait = Some(wait.map_or(d, |w| w.max(d)));
+            }
+        }
+    }
+    wait
+}
+
+/// Parses a Go-style duration (`1s`, `6m0s`, `250ms`, `1h2m3.5s`).
+pub(crate) fn go_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0.0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let factor = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        total += value * factor;
+        rest = &rest[unit_end..];
+    }
+    (total.is_finite() && total < 86_400.0).then(|| Duration::from_secs_f64(total))
+}
+
+/// Parses an RFC 3339 UTC time (`2026-11-25T22:15:00Z`, fractional seconds and offsets
+/// allowed) to Unix seconds.
+pub(crate) fn rfc3339_unix(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (clock, offset) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
+        (c, 0i64)
+    } else {
+        let i = time.rfind(['+', '-'])?;
+        let (c, off) = time.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = off[1..].split_once(':')?;
+        (
+            c,
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+        )
+    };
+    let mut c = clock.splitn(3, ':');
+    let (hh, mm): (i64, i64) = (c.next()?.parse().ok()?, c.next()?.parse().ok()?);
+    let ss: f64 = c.next()?.parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 - offset) as f64 + ss)
 }
 
 /// What a vendor stream decoder says after an SSE event.
@@ -317,6 +427,38 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        assert_eq!(go_duration("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(
+            go_duration("1h2m3.5s"),
+            Some(Duration::from_secs_f64(3723.5))
+        );
+        assert_eq!(go_duration("soon"), None);
+        assert_eq!(rfc3339_unix("1970-01-02T00:00:00Z"), Some(86_400.0));
+        assert_eq!(rfc3339_unix("2026-11-25T22:15:00Z"), Some(1_795_644_900.0));
+        assert_eq!(
+            rfc3339_unix("2026-11-25T23:15:00+01:00"),
+            Some(1_795_644_900.0)
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
+        h.insert(
+            "x-ratelimit-reset-requests",
+            HeaderValue::from_static("1.5s"),
+        );
+        h.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("900"),
+        );
+        h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("9m"));
+        assert_eq!(rate_limit_reset(&h), Some(Duration::from_millis(1500)));
     }
 
     #[test]

@@ -311,3 +311,39 @@ async fn structured_output_is_validated_and_repaired_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn adapter_request_timeout_bounds_calls_but_not_a_long_stream() {
+    let fake = FakeServer::start(Vendor::OpenAi).await.unwrap();
+    let mut cfg = OpenAiConfig::new("gpt-test")
+        .base_url(format!("{}/v1", fake.base_url()))
+        .api_key("sk-test");
+    cfg.request_timeout = Duration::from_millis(300);
+    let m = OpenAiModel::new(cfg).unwrap();
+    // A slow non-streamed answer is cut at the request timeout.
+    fake.push(Scenario {
+        latency_ms: 1_000,
+        ..Scenario::default()
+    });
+    let e = m
+        .chat(ChatRequest::user("hi"), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ProviderError::Timeout { .. }) && e.is_retryable(),
+        "{e:?}"
+    );
+    // A stream that lasts longer than the request timeout, with steady tokens, is not.
+    fake.push(Scenario {
+        token_delay_ms: 100,
+        ..Scenario::reply(Reply::text("one two three four five six seven eight"))
+    });
+    let s = m
+        .stream(ChatRequest::user("hi"), CancellationToken::new())
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let r = collect(s, "test").await.unwrap();
+    assert!(t.elapsed() > Duration::from_millis(300));
+    assert_eq!(r.text, "one two three four five six seven eight");
+}

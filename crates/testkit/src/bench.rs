@@ -389,7 +389,9 @@ async fn concurrent(
             ..Scenario::reply(Reply::text(text.clone()))
         })
         .collect();
-    script(client, base, &scenarios).await?;
+    for batch in scenarios.chunks(1_000) {
+        script(client, base, batch).await?;
+    }
     // A fresh client so pooled connections from earlier phases do not blur the numbers.
     let stream_client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))

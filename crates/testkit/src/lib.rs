@@ -21,6 +21,9 @@ pub mod script;
 pub mod server;
 pub mod vendor;
 
+#[cfg(test)]
+mod tests;
+
 mod anthropic;
 pub mod bedrock;
 mod openai;

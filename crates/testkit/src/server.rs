@@ -131,6 +131,10 @@ impl FakeState {
     }
 }
 
+/// Request bodies up to this size are accepted (Anthropic's limit is 32 MB; axum's default
+/// 2 MB would refuse long prompts and large scripts).
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
 /// The router for a vendor's fake, control endpoints included.
 ///
 /// # Errors
@@ -146,6 +150,7 @@ pub fn router(vendor: Vendor, state: Arc<FakeState>) -> Result<Router, FakeError
         .route("/_fake/script", post(push_script))
         .route("/_fake/requests", get(list_requests))
         .route("/_fake/reset", post(reset))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state))
 }
 

@@ -115,6 +115,12 @@ impl AnthropicModel {
         }
     }
 
+    #[tracing::instrument(name = "gen_ai.chat", skip_all, fields(
+        gen_ai.system = VENDOR,
+        gen_ai.request.model = %self.cfg.model,
+        provider = %self.cfg.provider,
+        stream,
+    ))]
     async fn send(
         &self,
         req: &ChatRequest,
@@ -133,7 +139,7 @@ impl AnthropicModel {
         if !self.cfg.beta.is_empty() {
             rb = rb.header("anthropic-beta", self.cfg.beta.join(","));
         }
-        let resp = http::send(VENDOR, rb, self.cfg.request_timeout, cancel).await?;
+        let resp = http::send(VENDOR, rb, self.cfg.request_timeout, stream, cancel).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -145,6 +145,12 @@ impl OpenAiModel {
         rb
     }
 
+    #[tracing::instrument(name = "gen_ai.chat", skip_all, fields(
+        gen_ai.system = VENDOR,
+        gen_ai.request.model = %self.cfg.model,
+        provider = %self.cfg.provider,
+        stream,
+    ))]
     async fn send(
         &self,
         req: &ChatRequest,
@@ -152,7 +158,14 @@ impl OpenAiModel {
         cancel: &CancellationToken,
     ) -> Result<reqwest::Response, ProviderError> {
         let body = convert::request_body(&self.cfg, req, stream)?;
-        let resp = http::send(VENDOR, self.post(&body), self.cfg.request_timeout, cancel).await?;
+        let resp = http::send(
+            VENDOR,
+            self.post(&body),
+            self.cfg.request_timeout,
+            stream,
+            cancel,
+        )
+        .await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
