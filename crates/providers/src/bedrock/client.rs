@@ -24,7 +24,7 @@ pub struct BedrockConfig {
     pub endpoint: Option<String>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Deadline for a whole call, body included.
+    /// Deadline for a whole call, body included; for a stream, for its response headers.
     pub request_timeout: Duration,
 }
 
@@ -160,7 +160,8 @@ impl Bedrock {
         cancel: &CancellationToken,
     ) -> Result<(reqwest::Response, Option<String>), ProviderError> {
         let rb = self.build(op, req)?;
-        let resp = http::send(VENDOR, rb, self.config.request_timeout, cancel).await?;
+        let streaming = op == "converse-stream";
+        let resp = http::send(VENDOR, rb, self.config.request_timeout, streaming, cancel).await?;
         let request_id = resp
             .headers()
             .get("x-amzn-requestid")

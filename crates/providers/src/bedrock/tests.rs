@@ -684,3 +684,23 @@ async fn measure() {
         n as f64 / t.elapsed().as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn request_timeout_does_not_cut_a_long_stream() {
+    let fake = FakeServer::start(Vendor::Bedrock).await.unwrap();
+    let mut cfg = config(&fake, sigv4(TEST_SECRET_ACCESS_KEY, None));
+    cfg.request_timeout = Duration::from_millis(300);
+    let model = Bedrock::new(MODEL, cfg).unwrap();
+    let text = "one two three four five six seven eight nine ten eleven twelve";
+    fake.push(Scenario {
+        token_delay_ms: 60,
+        ..Scenario::reply(Reply::text(text))
+    });
+    let started = std::time::Instant::now();
+    let stream = model
+        .stream(ChatRequest::user("go"), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(collect(stream, VENDOR).await.unwrap().text, text);
+    assert!(started.elapsed() > Duration::from_millis(300));
+}

@@ -30,7 +30,7 @@ pub struct GeminiConfig {
     pub endpoint: Option<String>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Deadline for a whole call, body included.
+    /// Deadline for a whole call, body included; for a stream, for its response headers.
     pub request_timeout: Duration,
 }
 
@@ -230,7 +230,15 @@ impl Gemini {
                 rb.bearer_auth(token.expose())
             }
         };
-        let resp = http::send(self.vendor, rb, self.config.request_timeout, cancel).await?;
+        let streaming = method == "streamGenerateContent";
+        let resp = http::send(
+            self.vendor,
+            rb,
+            self.config.request_timeout,
+            streaming,
+            cancel,
+        )
+        .await?;
         if resp.status().is_success() {
             return Ok(resp);
         }

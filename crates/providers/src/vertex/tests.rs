@@ -574,3 +574,24 @@ async fn measure() {
         n as f64 / t.elapsed().as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn request_timeout_does_not_cut_a_long_stream() {
+    let fake = FakeServer::start(Vendor::Vertex).await.unwrap();
+    let mut cfg = GeminiConfig::api_key(Secret::new("k"));
+    cfg.endpoint = Some(fake.base_url());
+    cfg.request_timeout = Duration::from_millis(300);
+    let model = Gemini::new("gemini-2.5-flash", cfg).unwrap();
+    let text = "one two three four five six seven eight nine ten eleven twelve";
+    fake.push(Scenario {
+        token_delay_ms: 60,
+        ..Scenario::reply(Reply::text(text))
+    });
+    let started = std::time::Instant::now();
+    let stream = model
+        .stream(ChatRequest::user("go"), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(collect(stream, VENDOR_GEMINI).await.unwrap().text, text);
+    assert!(started.elapsed() > Duration::from_millis(300));
+}
