@@ -1,5 +1,6 @@
 //! The Bedrock and Gemini/Vertex adapters pass the testkit conformance suite against
 //! their fakes, once per authentication mode.
+#![cfg(all(feature = "bedrock", feature = "vertex"))]
 
 use switchboard_providers::bedrock::{AwsCredentials, Bedrock, BedrockAuth, BedrockConfig};
 use switchboard_providers::vertex::{Gemini, GeminiConfig, GoogleAuth};

@@ -31,7 +31,16 @@ pub(crate) fn request(req: &ChatRequest) -> wire::ConverseRequest {
             }),
         }
     }
-    let tool_config = (!req.tools.is_empty()).then(|| wire::ToolConfig {
+    // Converse has no "none" choice: with no tool history the tools are left out; with
+    // history Bedrock requires `toolConfig`, so they are sent and the model chooses.
+    let history_has_tools = req.messages.iter().any(|m| {
+        m.parts
+            .iter()
+            .any(|p| matches!(p, Part::ToolCall(_) | Part::ToolResult(_)))
+    });
+    let send_tools =
+        !req.tools.is_empty() && (req.tool_choice != ToolChoice::None || history_has_tools);
+    let tool_config = send_tools.then(|| wire::ToolConfig {
         tools: req
             .tools
             .iter()
@@ -49,7 +58,6 @@ pub(crate) fn request(req: &ChatRequest) -> wire::ConverseRequest {
             ToolChoice::Auto => Some(json!({"auto": {}})),
             ToolChoice::Required => Some(json!({"any": {}})),
             ToolChoice::Tool(name) => Some(json!({"tool": {"name": name}})),
-            // Converse has no "none": leave the choice to the model's default (auto).
             ToolChoice::None => None,
         },
     });

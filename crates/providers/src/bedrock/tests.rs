@@ -464,6 +464,21 @@ fn conversion_merges_roles_and_maps_choices() {
         wire["toolConfig"]["toolChoice"]["tool"]["name"],
         "get_weather"
     );
+    // Converse has no "none": the tools are left out, unless history needs them.
+    req.tool_choice = crate::ToolChoice::None;
+    let wire = serde_json::to_value(convert::request(&req)).unwrap();
+    assert!(wire.get("toolConfig").is_none());
+    req.messages.push(Message {
+        role: crate::Role::Assistant,
+        parts: vec![Part::ToolCall(crate::ToolCall {
+            id: "t1".into(),
+            name: "get_weather".into(),
+            arguments: serde_json::json!({}),
+        })],
+    });
+    let wire = serde_json::to_value(convert::request(&req)).unwrap();
+    assert!(wire["toolConfig"]["tools"].is_array());
+    assert!(wire["toolConfig"].get("toolChoice").is_none());
     assert_eq!(
         convert::finish_reason("guardrail_intervened"),
         FinishReason::ContentFilter
