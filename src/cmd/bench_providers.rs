@@ -52,6 +52,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             o.full_stack_overhead.p99_us
         );
         println!(
+            "layers alone (no network): p50 {:.1} us, p99 {:.1} us",
+            o.layers_only.p50_us, o.layers_only.p99_us
+        );
+        println!(
             "streaming: {:.0} tokens/s ({} tokens)",
             report.streaming.tokens_per_second, report.streaming.tokens
         );

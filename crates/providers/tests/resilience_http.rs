@@ -318,7 +318,7 @@ async fn adapter_request_timeout_bounds_calls_but_not_a_long_stream() {
     let mut cfg = OpenAiConfig::new("gpt-test")
         .base_url(format!("{}/v1", fake.base_url()))
         .api_key("sk-test");
-    cfg.request_timeout = Duration::from_millis(300);
+    cfg.request_timeout = Duration::from_millis(500);
     let m = OpenAiModel::new(cfg).unwrap();
     // A slow non-streamed answer is cut at the request timeout.
     fake.push(Scenario {
@@ -335,7 +335,7 @@ async fn adapter_request_timeout_bounds_calls_but_not_a_long_stream() {
     );
     // A stream that lasts longer than the request timeout, with steady tokens, is not.
     fake.push(Scenario {
-        token_delay_ms: 100,
+        token_delay_ms: 150,
         ..Scenario::reply(Reply::text("one two three four five six seven eight"))
     });
     let s = m
@@ -344,6 +344,6 @@ async fn adapter_request_timeout_bounds_calls_but_not_a_long_stream() {
         .unwrap();
     let t = Instant::now();
     let r = collect(s, "test").await.unwrap();
-    assert!(t.elapsed() > Duration::from_millis(300));
+    assert!(t.elapsed() > Duration::from_millis(500));
     assert_eq!(r.text, "one two three four five six seven eight");
 }

@@ -80,6 +80,12 @@ pub struct Overhead {
     pub adapter_overhead: Percentiles,
     /// full stack - raw, at p50 and p99.
     pub full_stack_overhead: Percentiles,
+    /// Percentiles of the per-iteration difference adapter - raw (same iteration, back to
+    /// back); noisier than it looks on a shared machine, shown for completeness.
+    pub adapter_minus_raw_paired: Percentiles,
+    /// The resilience + metering stack (timeout, breaker, retry, fallback, metering, limits)
+    /// over an in-memory model that answers at once: the layers' own cost, no network.
+    pub layers_only: Percentiles,
 }
 
 /// The streaming section.
@@ -327,9 +333,13 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         stack.chat(req.clone(), CancellationToken::new()).await?;
         full.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    let paired: Vec<f64> = ad.iter().zip(&raw).map(|(a, r)| a - r).collect();
     let (raw, ad, full) = (percentiles(raw), percentiles(ad), percentiles(full));
+    let layers_only = layers_only(opts.calls * 10).await?;
     let overhead = Overhead {
         calls: opts.calls,
+        adapter_minus_raw_paired: percentiles(paired),
+        layers_only,
         adapter_overhead: diff(&ad, &raw),
         full_stack_overhead: diff(&full, &raw),
         raw_http: raw,
@@ -373,6 +383,92 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             "in process"
         },
     })
+}
+
+/// A model that answers at once, to time the layers alone.
+struct InstantModel {
+    id: switchboard_providers::ModelId,
+    reply: switchboard_providers::ChatResponse,
+}
+
+impl ChatModel for InstantModel {
+    fn id(&self) -> &switchboard_providers::ModelId {
+        &self.id
+    }
+
+    async fn chat(
+        &self,
+        _req: ChatRequest,
+        _cancel: CancellationToken,
+    ) -> Result<switchboard_providers::ChatResponse, switchboard_providers::ProviderError> {
+        Ok(self.reply.clone())
+    }
+
+    async fn stream(
+        &self,
+        _req: ChatRequest,
+        _cancel: CancellationToken,
+    ) -> Result<switchboard_providers::EventStream, switchboard_providers::ProviderError> {
+        Ok(Box::pin(futures::stream::iter([Ok(StreamEvent::Finish {
+            reason: switchboard_providers::FinishReason::Stop,
+        })])))
+    }
+}
+
+async fn layers_only(calls: usize) -> Result<Percentiles, BenchError> {
+    use switchboard_providers::resilience::{Fallback, TenantLimiter};
+    let instant = InstantModel {
+        id: switchboard_providers::ModelId::new("instant", "m"),
+        reply: switchboard_providers::ChatResponse {
+            id: Some("r".into()),
+            model: Some("m".into()),
+            text: "Your withdrawal is on its way.".into(),
+            tool_calls: Vec::new(),
+            finish_reason: switchboard_providers::FinishReason::Stop,
+            usage: switchboard_providers::Usage {
+                input_tokens: 20,
+                output_tokens: 8,
+                ..Default::default()
+            },
+        },
+    };
+    let mut prices = PriceTable::new();
+    prices.insert(
+        "instant/*",
+        switchboard_providers::cost::Price {
+            input_per_mtok: 3.0,
+            output_per_mtok: 15.0,
+            cache_read_per_mtok: None,
+            cache_write_per_mtok: None,
+        },
+    );
+    let chain = Fallback::new(vec![
+        instant
+            .with_timeout(TimeoutPolicy::default())
+            .with_breaker(BreakerRegistry::default())
+            .with_retry(RetryPolicy::default())
+            .boxed(),
+    ])?;
+    let stack = Metered::new(
+        chain,
+        Arc::new(prices),
+        Budgets::new(Some(u64::MAX), Some(u64::MAX)),
+    )
+    .with_concurrency_limit(1024)
+    .with_tenant_limit(TenantLimiter::new(u32::MAX, 1e12));
+    let mut req = ChatRequest::user("Where is my withdrawal?");
+    req.metadata.tenant = Some("acme".into());
+    req.metadata.conversation = Some("c1".into());
+    for _ in 0..calls / 10 {
+        stack.chat(req.clone(), CancellationToken::new()).await?;
+    }
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        stack.chat(req.clone(), CancellationToken::new()).await?;
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(percentiles(times))
 }
 
 async fn concurrent(

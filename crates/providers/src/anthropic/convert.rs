@@ -323,6 +323,25 @@ mod tests {
     }
 
     #[test]
+    fn stop_reasons() {
+        for (raw, want) in [
+            ("end_turn", FinishReason::Stop),
+            ("stop_sequence", FinishReason::Stop),
+            ("pause_turn", FinishReason::Stop),
+            ("tool_use", FinishReason::ToolCalls),
+            ("max_tokens", FinishReason::Length),
+            ("model_context_window_exceeded", FinishReason::ContextWindow),
+            ("refusal", FinishReason::ContentFilter),
+            (
+                "brand_new_reason",
+                FinishReason::Other("brand_new_reason".into()),
+            ),
+        ] {
+            assert_eq!(finish_reason(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
     fn usage_includes_cache_tokens() {
         let u = usage(&WireUsage {
             input_tokens: Some(10),

@@ -326,6 +326,15 @@ mod tests {
     }
 
     #[test]
+    fn finish_reasons() {
+        assert_eq!(finish_reason("stop"), FinishReason::Stop);
+        assert_eq!(finish_reason("function_call"), FinishReason::ToolCalls);
+        assert_eq!(finish_reason("length"), FinishReason::Length);
+        assert_eq!(finish_reason("content_filter"), FinishReason::ContentFilter);
+        assert_eq!(finish_reason("eos"), FinishReason::Other("eos".into()));
+    }
+
+    #[test]
     fn errors_are_classified() {
         let e = err(
             429,
