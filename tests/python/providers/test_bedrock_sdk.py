@@ -167,3 +167,19 @@ def test_corrupted_frame_is_rejected_by_boto3(bedrock_fake):
     with pytest.raises(Exception) as e:
         list(r["stream"])
     assert "Checksum" in type(e.value).__name__ or "checksum" in str(e.value).lower()
+
+
+def test_llm_chat_cli_signs_with_env_credentials(bedrock_fake):
+    import os
+    import subprocess
+    bedrock_fake.script({"reply": {"text": "Signed hello."}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_REGION="eu-west-1", AWS_ACCESS_KEY_ID=ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY)
+    r = subprocess.run(
+        [os.environ["SWITCHBOARD_BIN"], "llm", "chat", "--provider", "bedrock", "--model", MODEL,
+         "--base-url", bedrock_fake.base_url, "--stream", "Hello?"],
+        capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Signed hello."
+    assert "/eu-west-1/bedrock/aws4_request" in bedrock_fake.requests()[0]["headers"]["authorization"]
+    assert SECRET_ACCESS_KEY not in r.stderr + r.stdout

@@ -180,3 +180,20 @@ def test_api_key_mid_stream_error(vertex_fake):
             got.append(ch.text)
     assert e.value.code == 503
     assert len(got) == 2
+
+
+def test_llm_chat_cli_with_a_service_account_file(vertex_fake, tmp_path):
+    import os
+    import subprocess
+    with urllib.request.urlopen(vertex_fake.base_url + "/_fake/vertex/service-account.json", timeout=10) as r:
+        (tmp_path / "sa.json").write_bytes(r.read())
+    vertex_fake.script({"reply": {"text": "Vertex hello."}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "GEMINI_"))}
+    env["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "sa.json")
+    r = subprocess.run(
+        [os.environ["SWITCHBOARD_BIN"], "llm", "chat", "--provider", "vertex", "--model", "gemini-2.5-flash",
+         "--base-url", vertex_fake.base_url, "Hello?"],
+        capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "Vertex hello."
+    assert vertex_fake.requests()[0]["headers"]["authorization"].startswith("Bearer ya29.fake-")
