@@ -719,3 +719,33 @@ async fn request_timeout_does_not_cut_a_long_stream() {
     assert_eq!(collect(stream, VENDOR).await.unwrap().text, text);
     assert!(started.elapsed() > Duration::from_millis(300));
 }
+
+#[test]
+fn replies_ignore_unknown_blocks_and_normalise_usage() {
+    let reply: wire::ConverseResponse = serde_json::from_value(serde_json::json!({
+        "output": {"message": {"role": "assistant", "content": [
+            {"reasoningContent": {"reasoningText": {"text": "hmm", "signature": "s"}}},
+            {"text": "Answer."},
+            {"futureBlock": {"x": 1}},
+            {"toolUse": {"toolUseId": "tu1", "name": "f", "input": {"a": 1}}}
+        ]}},
+        "stopReason": "tool_use",
+        "usage": {"inputTokens": 10, "outputTokens": 4, "totalTokens": 44,
+                  "cacheReadInputTokens": 20, "cacheWriteInputTokens": 10},
+        "metrics": {"latencyMs": 5}
+    }))
+    .unwrap();
+    let r = convert::response(reply, Some("req-1".into()), MODEL).unwrap();
+    assert_eq!(r.text, "Answer.");
+    assert_eq!(r.tool_calls.len(), 1);
+    assert_eq!(r.finish_reason, FinishReason::ToolCalls);
+    assert_eq!(
+        (
+            r.usage.input_tokens,
+            r.usage.output_tokens,
+            r.usage.cache_read_tokens,
+            r.usage.cache_write_tokens
+        ),
+        (40, 4, 20, 10)
+    );
+}

@@ -595,3 +595,39 @@ async fn request_timeout_does_not_cut_a_long_stream() {
     assert_eq!(collect(stream, VENDOR_GEMINI).await.unwrap().text, text);
     assert!(started.elapsed() > Duration::from_millis(300));
 }
+
+#[test]
+fn replies_skip_thoughts_and_map_blocked_prompts() {
+    let reply: wire::GenerateContentResponse = serde_json::from_value(serde_json::json!({
+        "candidates": [{"finishReason": "STOP", "content": {"role": "model", "parts": [
+            {"text": "thinking…", "thought": true},
+            {"text": "Answer."},
+            {"inlineData": {"mimeType": "image/png", "data": "AA=="}}
+        ]}}],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 2, "thoughtsTokenCount": 7,
+                          "cachedContentTokenCount": 3, "futureField": 1},
+        "responseId": "r1"
+    }))
+    .unwrap();
+    let r = convert::response(VENDOR_VERTEX, reply, "m").unwrap();
+    assert_eq!(r.text, "Answer.");
+    assert_eq!(r.finish_reason, FinishReason::Stop);
+    assert_eq!(
+        (
+            r.usage.input_tokens,
+            r.usage.output_tokens,
+            r.usage.reasoning_tokens,
+            r.usage.cache_read_tokens
+        ),
+        (5, 9, 7, 3)
+    );
+    let blocked: wire::GenerateContentResponse = serde_json::from_value(serde_json::json!({
+        "promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 4}
+    }))
+    .unwrap();
+    let r = convert::response(VENDOR_VERTEX, blocked, "m").unwrap();
+    assert_eq!(r.finish_reason, FinishReason::ContentFilter);
+    assert!(
+        convert::response(VENDOR_VERTEX, wire::GenerateContentResponse::default(), "m").is_err()
+    );
+}
