@@ -116,6 +116,10 @@ pub fn build_model(
             }
             Ok(AnthropicModel::new(cfg)?.boxed())
         }
+        #[cfg(feature = "bedrock")]
+        "bedrock" => Ok(crate::bedrock::from_entry(name, entry, model)?.boxed()),
+        #[cfg(feature = "vertex")]
+        "vertex" | "gemini" => Ok(crate::vertex::from_entry(name, entry, model)?.boxed()),
         other => Err(ProviderError::InvalidRequest(format!(
             "provider {name}: kind {other:?} is not built in"
         ))),

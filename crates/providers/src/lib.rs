@@ -19,6 +19,8 @@
 //! to every vendor and can be tested once against scripted models.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg(feature = "bedrock")]
+pub mod bedrock;
 pub mod config;
 pub mod cost;
 pub mod error;
@@ -31,6 +33,8 @@ pub mod secret;
 pub mod sse;
 pub mod structured;
 pub mod types;
+#[cfg(feature = "vertex")]
+pub mod vertex;
 
 #[cfg(feature = "anthropic")]
 pub mod anthropic;

@@ -25,7 +25,9 @@ pub mod vendor;
 mod tests;
 
 mod anthropic;
+pub mod bedrock;
 mod openai;
+pub mod vertex;
 
 pub use script::{Fault, RecordedRequest, Reply, Scenario, ScriptedToolCall, ScriptedUsage};
 pub use server::{FakeError, FakeServer, FakeState, router, serve};

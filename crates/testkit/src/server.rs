@@ -143,7 +143,8 @@ pub fn router(vendor: Vendor, state: Arc<FakeState>) -> Result<Router, FakeError
     let vendor_routes = match vendor {
         Vendor::OpenAi => crate::openai::routes(),
         Vendor::Anthropic => crate::anthropic::routes(),
-        Vendor::Bedrock | Vendor::Vertex => return Err(FakeError::NotBuilt(vendor)),
+        Vendor::Bedrock => crate::bedrock::routes(),
+        Vendor::Vertex => crate::vertex::routes(),
     };
     Ok(vendor_routes
         .route("/_fake/script", post(push_script))
