@@ -2,6 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench_router;
+mod models;
+mod router;
+
 /// Switchboard: the orchestration layer of a customer-support AI assistant.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about, long_about = None)]
@@ -11,7 +15,17 @@ pub(crate) struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Obtain and check model files.
+    #[command(subcommand)]
+    Models(models::ModelsCmd),
+    /// Train, evaluate and run the intent router.
+    #[command(subcommand)]
+    Router(router::RouterCmd),
+    /// Benchmark the sentence encoder (single utterance latency, batch throughput).
+    #[command(name = "bench-router")]
+    BenchRouter(bench_router::BenchRouterArgs),
+}
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
 pub(crate) fn init_tracing() {
@@ -24,5 +38,9 @@ pub(crate) fn init_tracing() {
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {}
+    match cli.command {
+        Command::Models(c) => models::run(c),
+        Command::Router(c) => router::run(c),
+        Command::BenchRouter(a) => bench_router::run(a),
+    }
 }
