@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use switchboard_router::data::{self, DataFormat};
-use switchboard_router::encoder::BertEncoder;
+use switchboard_router::encoder::{BertEncoder, EmbeddingCache};
 use switchboard_router::fetch::resolve_model_dir;
 use switchboard_router::head::LogRegConfig;
 use switchboard_router::rules::{RuleSpec, Rules};
@@ -76,6 +76,9 @@ pub(crate) struct TrainArgs {
     /// Ship the built-in compliance rules (fraud, stolen card, account takeover, recovery phrase).
     #[arg(long)]
     compliance_rules: bool,
+    /// Keep sentence embeddings in this file between training runs (experiments).
+    #[arg(long)]
+    embed_cache: Option<PathBuf>,
     /// Ship rules from a JSON file: `[{"intent": "...", "patterns": ["regex", ...]}]`.
     #[arg(long)]
     rules: Option<PathBuf>,
@@ -189,7 +192,12 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     }
     Rules::new(rules.clone())?;
     let bert = load_encoder(a.model_dir.as_deref(), a.lexical_only)?;
+    let cache = match (&a.embed_cache, &bert) {
+        (Some(p), Some(b)) => Some(Arc::new(EmbeddingCache::open(p, &b.info().hash))),
+        _ => None,
+    };
     let opts = TrainOptions {
+        embedding_cache: cache.clone(),
         oos_label: Some(a.oos_label),
         seed: a.seed,
         target_rejection: a.target_rejection,
@@ -200,8 +208,11 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         rules,
         ..TrainOptions::default()
     };
-    let artifact = train(&examples, val.as_deref(), bert, &opts)?;
+    let artifact = train(&examples, val.as_deref(), bert.clone(), &opts)?;
     artifact.save(&a.out)?;
+    if let (Some(p), Some(c), Some(b)) = (&a.embed_cache, &cache, &bert) {
+        c.save(p, &b.info().hash)?;
+    }
     println!("{}", serde_json::to_string_pretty(&artifact.manifest.metrics)?);
     eprintln!(
         "trained {} intents on {} examples in {:.1}s; artifact: {}",

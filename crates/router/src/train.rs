@@ -31,8 +31,8 @@ pub struct TrainOptions {
     pub target_rejection: f32,
     /// Clarify when the top two calibrated probabilities are closer than this.
     pub clarify_margin: f32,
-    /// Minimum cosine for run-time prototype intents.
-    pub prototype_threshold: f32,
+    /// Minimum cosine for run-time prototype intents (`None`: fitted on held-out data).
+    pub prototype_threshold: Option<f32>,
     /// Head settings.
     pub head: LogRegConfig,
     /// Lexical block width (0: no lexical block; forced on when there is no sentence encoder).
@@ -41,6 +41,8 @@ pub struct TrainOptions {
     pub lexical_weight: f32,
     /// Rules to ship with the router.
     pub rules: Vec<RuleSpec>,
+    /// Persistent embedding cache for repeated runs (training only).
+    pub embedding_cache: Option<Arc<crate::encoder::EmbeddingCache>>,
 }
 
 impl Default for TrainOptions {
@@ -51,14 +53,18 @@ impl Default for TrainOptions {
             calibration_fraction: 0.1,
             target_rejection: 0.02,
             clarify_margin: 0.0,
-            prototype_threshold: 0.6,
+            prototype_threshold: None,
             head: LogRegConfig::default(),
             lexical_dim: crate::encoder::lexical::DEFAULT_LEXICAL_DIM,
             lexical_weight: 1.0,
             rules: Vec::new(),
+            embedding_cache: None,
         }
     }
 }
+
+/// Fraction of held-out in-scope items allowed under the fitted prototype threshold.
+pub const PROTOTYPE_REJECTION: f32 = 0.1;
 
 fn texts(ex: &[Example]) -> Vec<&str> {
     ex.iter().map(|e| e.text.as_str()).collect()
@@ -95,7 +101,10 @@ pub fn train(
         opts.lexical_dim
     };
     let lexical = (lexical_dim > 0).then(|| LexicalEncoder::fit(&texts(&fit_part), lexical_dim));
-    let featurizer = Featurizer::new(bert.clone(), lexical.clone(), opts.lexical_weight);
+    let mut featurizer = Featurizer::new(bert.clone(), lexical.clone(), opts.lexical_weight);
+    if let Some(c) = &opts.embedding_cache {
+        featurizer = featurizer.with_cache(Arc::clone(c));
+    }
 
     let embed_started = Instant::now();
     let fit_feats = featurizer.featurize(&texts(&fit_part))?;
@@ -147,6 +156,23 @@ pub fn train(
         .collect();
     let oos_threshold = threshold_for_rejection_rate(&in_scope_conf, opts.target_rejection);
 
+    // Prototype threshold: the cosine to their own intent's centroid (built from the fit part)
+    // that all but `PROTOTYPE_REJECTION` of held-out in-scope items reach.
+    let mut fit_protos = PrototypeHead::default();
+    for l in &labels {
+        let vecs: Vec<Vec<f32>> = fit_part.iter().zip(&fit_feats).filter(|(e, _)| &e.intent == l).map(|(_, f)| f.proto.clone()).collect();
+        fit_protos.add(l, &vecs);
+    }
+    let own_sims: Vec<f32> = calib_part
+        .iter()
+        .zip(&calib_feats)
+        .filter(|(e, _)| Some(e.intent.as_str()) != opts.oos_label.as_deref())
+        .filter_map(|(e, f)| fit_protos.scores(&f.proto).into_iter().find(|(i, _)| i == &e.intent).map(|(_, s)| s))
+        .collect();
+    let prototype_threshold = opts
+        .prototype_threshold
+        .unwrap_or_else(|| threshold_for_rejection_rate(&own_sims, PROTOTYPE_REJECTION));
+
     // Refit on everything when the calibration part came out of the training data.
     let (head, all, all_feats, iterations) = if refit {
         let mut all = fit_part.clone();
@@ -187,7 +213,7 @@ pub fn train(
         thresholds: Thresholds {
             oos: oos_threshold,
             clarify_margin: opts.clarify_margin,
-            prototype: opts.prototype_threshold,
+            prototype: prototype_threshold,
             temperature,
         },
         head: opts.head,

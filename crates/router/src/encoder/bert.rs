@@ -249,3 +249,42 @@ fn check_pinned(path: &Path, found: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_pool_ignores_padding_and_normalises() {
+        // Two items, three positions, two features; the second item has one padded position.
+        let hidden = Tensor::from_vec(
+            vec![1f32, 2., 3., 4., 5., 6., 10., 0., 20., 0., 999., 999.],
+            (2, 3, 2),
+            &Device::Cpu,
+        )
+        .expect("hidden");
+        let mask = Tensor::from_vec(vec![1u32, 1, 1, 1, 1, 0], (2, 3), &Device::Cpu).expect("mask");
+        let pooled: Vec<Vec<f32>> = mean_pool(&hidden, &mask).expect("pool").to_vec2().expect("vec");
+        assert_eq!(pooled, vec![vec![3.0, 4.0], vec![15.0, 0.0]]);
+        let normed: Vec<Vec<f32>> = l2_normalize(&mean_pool(&hidden, &mask).expect("pool"))
+            .expect("norm")
+            .to_vec2()
+            .expect("vec");
+        assert!((normed[0][0] - 0.6).abs() < 1e-6 && (normed[0][1] - 0.8).abs() < 1e-6);
+        assert!((normed[1][0] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_folder_without_model_files_is_a_typed_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = BertEncoder::load(dir.path(), false).expect_err("must fail");
+        assert!(matches!(err, RouterError::BadModelDir { .. }), "{err}");
+        let err = BertEncoder::load(&dir.path().join("nope"), false).expect_err("must fail");
+        assert!(matches!(err, RouterError::BadModelDir { .. }), "{err}");
+        for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+            std::fs::write(dir.path().join(f), b"{}").expect("write");
+        }
+        let err = BertEncoder::load(dir.path(), false).expect_err("must fail");
+        assert!(matches!(err, RouterError::BadModelDir { .. }), "{err}");
+    }
+}

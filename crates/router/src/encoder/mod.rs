@@ -7,14 +7,63 @@
 pub mod bert;
 pub mod lexical;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 pub use bert::BertEncoder;
 pub use lexical::LexicalEncoder;
 
-use crate::error::Result;
+use crate::error::{Result, RouterError};
+
+/// A persistent cache of sentence embeddings for one encoder, for repeated training runs on
+/// the same data. Keyed by text; refuses a file written for another encoder.
+#[derive(Debug, Default)]
+pub struct EmbeddingCache {
+    map: Mutex<HashMap<String, Vec<f32>>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    encoder_hash: String,
+    items: HashMap<String, Vec<f32>>,
+}
+
+impl EmbeddingCache {
+    /// Load from `path` if it exists and was written for `encoder_hash`; empty otherwise.
+    pub fn open(path: &Path, encoder_hash: &str) -> Self {
+        let items = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
+            .filter(|c| c.encoder_hash == encoder_hash)
+            .map(|c| c.items)
+            .unwrap_or_default();
+        Self { map: Mutex::new(items) }
+    }
+
+    /// Write the cache.
+    ///
+    /// # Errors
+    /// I/O failures.
+    pub fn save(&self, path: &Path, encoder_hash: &str) -> Result<()> {
+        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = CacheFile { encoder_hash: encoder_hash.to_owned(), items: map.clone() };
+        let bytes = serde_json::to_vec(&file).map_err(|e| RouterError::json(path, e))?;
+        std::fs::write(path, bytes).map_err(|e| RouterError::io(path, e))
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Identity of an encoder: what it is, which weights, how wide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +110,7 @@ pub struct Featurizer {
     bert: Option<Arc<BertEncoder>>,
     lexical: Option<LexicalEncoder>,
     lexical_weight: f32,
+    cache: Option<Arc<EmbeddingCache>>,
 }
 
 impl Featurizer {
@@ -74,7 +124,39 @@ impl Featurizer {
             bert,
             lexical,
             lexical_weight,
+            cache: None,
         }
+    }
+
+    /// Look sentence embeddings up in (and add them to) a persistent cache. Cached texts are
+    /// reported as not truncated only if they were not; the flag is recomputed by tokenizing.
+    pub fn with_cache(mut self, cache: Arc<EmbeddingCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    fn encode_bert(&self, bert: &BertEncoder, texts: &[&str]) -> Result<Encoded> {
+        let Some(cache) = &self.cache else {
+            return bert.encode(texts);
+        };
+        let missing: Vec<&str> = {
+            let map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            texts.iter().copied().filter(|t| !map.contains_key(*t)).collect()
+        };
+        if !missing.is_empty() {
+            let enc = bert.encode(&missing)?;
+            let mut map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (t, v) in missing.iter().zip(enc.vectors) {
+                map.insert((*t).to_owned(), v);
+            }
+        }
+        let map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Encoded::default();
+        for t in texts {
+            out.vectors.push(map.get(*t).cloned().unwrap_or_default());
+            out.truncated.push(bert.tokenize(t)?.1);
+        }
+        Ok(out)
     }
 
     /// The neural encoder, if any.
@@ -104,7 +186,7 @@ impl Featurizer {
     /// Encoder failures (tokenizer, tensor).
     pub fn featurize(&self, texts: &[&str]) -> Result<Vec<Features>> {
         let bert = match &self.bert {
-            Some(b) => Some(b.encode(texts)?),
+            Some(b) => Some(self.encode_bert(b, texts)?),
             None => None,
         };
         let mut out = Vec::with_capacity(texts.len());

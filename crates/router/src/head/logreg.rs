@@ -233,7 +233,7 @@ mod tests {
         let correct = rows
             .iter()
             .zip(&labels)
-            .filter(|(r, &l)| {
+            .filter(|&(r, &l)| {
                 let lg = m1.logits(r);
                 let best = (0..3).max_by(|&a, &b| lg[a].total_cmp(&lg[b])).expect("3 classes");
                 best == l
