@@ -70,7 +70,11 @@ fn bad(path: &Path, line: usize, reason: impl Into<String>) -> RouterError {
 pub fn load(path: &Path, format: DataFormat) -> Result<Vec<Example>> {
     let bytes = std::fs::read(path).map_err(|e| RouterError::io(path, e))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        bad(path, 0, format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+        bad(
+            path,
+            0,
+            format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+        )
     })?;
     let mut out = Vec::new();
     match format {
@@ -87,7 +91,11 @@ pub fn load(path: &Path, format: DataFormat) -> Result<Vec<Example>> {
                 .iter()
                 .position(|h| h == "category" || h == "intent" || h == "label");
             let (Some(ti), Some(ci)) = (ti, ci) else {
-                return Err(bad(path, 1, "header must have `text` and `category` columns"));
+                return Err(bad(
+                    path,
+                    1,
+                    "header must have `text` and `category` columns",
+                ));
             };
             for (i, rec) in rdr.records().enumerate() {
                 let line = i + 2;
@@ -165,7 +173,11 @@ pub fn save(path: &Path, format: DataFormat, examples: &[Example]) -> Result<()>
 
 /// Stratified, seeded split: about `fraction` of each intent goes to the second part (at
 /// least one item of any intent with two or more examples).
-pub fn stratified_split(examples: &[Example], fraction: f32, seed: u64) -> (Vec<Example>, Vec<Example>) {
+pub fn stratified_split(
+    examples: &[Example],
+    fraction: f32,
+    seed: u64,
+) -> (Vec<Example>, Vec<Example>) {
     let mut by_intent: BTreeMap<&str, Vec<&Example>> = BTreeMap::new();
     for e in examples {
         by_intent.entry(&e.intent).or_default().push(e);
@@ -225,18 +237,31 @@ mod tests {
         assert_eq!(ex[0].text, "hello, there");
         assert_eq!(ex[1].intent, "leave");
         let jl = dir.path().join("d.jsonl");
-        std::fs::write(&jl, "{\"text\":\"hi\",\"intent\":\"greet\"}\n\n{\"text\":\"x\",\"intent\":\"oos\"}\n").expect("write");
+        std::fs::write(
+            &jl,
+            "{\"text\":\"hi\",\"intent\":\"greet\"}\n\n{\"text\":\"x\",\"intent\":\"oos\"}\n",
+        )
+        .expect("write");
         assert_eq!(load(&jl, DataFormat::Jsonl).expect("jsonl").len(), 2);
         std::fs::write(&jl, "{\"text\":\"hi\"}\n").expect("write");
-        assert!(matches!(load(&jl, DataFormat::Jsonl), Err(RouterError::BadData { line: 1, .. })));
+        assert!(matches!(
+            load(&jl, DataFormat::Jsonl),
+            Err(RouterError::BadData { line: 1, .. })
+        ));
         std::fs::write(&jl, b"\xff\xfe").expect("write");
-        assert!(matches!(load(&jl, DataFormat::Jsonl), Err(RouterError::BadData { .. })));
+        assert!(matches!(
+            load(&jl, DataFormat::Jsonl),
+            Err(RouterError::BadData { .. })
+        ));
     }
 
     #[test]
     fn split_is_stratified_and_seeded() {
         let ex: Vec<Example> = (0..100)
-            .map(|i| Example { text: format!("t{i}"), intent: format!("i{}", i % 4) })
+            .map(|i| Example {
+                text: format!("t{i}"),
+                intent: format!("i{}", i % 4),
+            })
             .collect();
         let (a, b) = stratified_split(&ex, 0.2, 7);
         assert_eq!(a.len() + b.len(), 100);

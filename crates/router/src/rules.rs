@@ -46,10 +46,11 @@ impl Rules {
         for s in &specs {
             let mut res = Vec::with_capacity(s.patterns.len());
             for p in &s.patterns {
-                let re = Regex::new(&format!("(?i){p}")).map_err(|source| RouterError::BadRule {
-                    intent: s.intent.clone(),
-                    source,
-                })?;
+                let re =
+                    Regex::new(&format!("(?i){p}")).map_err(|source| RouterError::BadRule {
+                        intent: s.intent.clone(),
+                        source,
+                    })?;
                 res.push(re);
             }
             compiled.push((s.intent.clone(), res));

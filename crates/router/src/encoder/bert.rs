@@ -237,7 +237,9 @@ fn read_max_seq_len(dir: &Path) -> Result<usize> {
 /// another hash: it is corrupt or tampered with.
 fn check_pinned(path: &Path, found: &str) -> Result<()> {
     let name = file_name(path);
-    let size = std::fs::metadata(path).map_err(|e| RouterError::io(path, e))?.len();
+    let size = std::fs::metadata(path)
+        .map_err(|e| RouterError::io(path, e))?
+        .len();
     for pin in PINNED_MODEL_HASHES {
         if pin.file == name && pin.size == size && pin.sha256 != found {
             return Err(RouterError::HashMismatch {
@@ -264,7 +266,10 @@ mod tests {
         )
         .expect("hidden");
         let mask = Tensor::from_vec(vec![1u32, 1, 1, 1, 1, 0], (2, 3), &Device::Cpu).expect("mask");
-        let pooled: Vec<Vec<f32>> = mean_pool(&hidden, &mask).expect("pool").to_vec2().expect("vec");
+        let pooled: Vec<Vec<f32>> = mean_pool(&hidden, &mask)
+            .expect("pool")
+            .to_vec2()
+            .expect("vec");
         assert_eq!(pooled, vec![vec![3.0, 4.0], vec![15.0, 0.0]]);
         let normed: Vec<Vec<f32>> = l2_normalize(&mean_pool(&hidden, &mask).expect("pool"))
             .expect("norm")

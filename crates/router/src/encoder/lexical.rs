@@ -142,6 +142,9 @@ mod tests {
     #[test]
     fn encoding_is_deterministic() {
         let enc = LexicalEncoder::fit(&["one two", "three"], 256);
-        assert_eq!(enc.encode_one("one two three"), enc.encode_one("one two three"));
+        assert_eq!(
+            enc.encode_one("one two three"),
+            enc.encode_one("one two three")
+        );
     }
 }

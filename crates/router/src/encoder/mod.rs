@@ -40,7 +40,9 @@ impl EmbeddingCache {
             .filter(|c| c.encoder_hash == encoder_hash)
             .map(|c| c.items)
             .unwrap_or_default();
-        Self { map: Mutex::new(items) }
+        Self {
+            map: Mutex::new(items),
+        }
     }
 
     /// Write the cache.
@@ -48,15 +50,24 @@ impl EmbeddingCache {
     /// # Errors
     /// I/O failures.
     pub fn save(&self, path: &Path, encoder_hash: &str) -> Result<()> {
-        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let file = CacheFile { encoder_hash: encoder_hash.to_owned(), items: map.clone() };
+        let map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = CacheFile {
+            encoder_hash: encoder_hash.to_owned(),
+            items: map.clone(),
+        };
         let bytes = serde_json::to_vec(&file).map_err(|e| RouterError::json(path, e))?;
         std::fs::write(path, bytes).map_err(|e| RouterError::io(path, e))
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// True when empty.
@@ -140,17 +151,30 @@ impl Featurizer {
             return bert.encode(texts);
         };
         let missing: Vec<&str> = {
-            let map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            texts.iter().copied().filter(|t| !map.contains_key(*t)).collect()
+            let map = cache
+                .map
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            texts
+                .iter()
+                .copied()
+                .filter(|t| !map.contains_key(*t))
+                .collect()
         };
         if !missing.is_empty() {
             let enc = bert.encode(&missing)?;
-            let mut map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = cache
+                .map
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (t, v) in missing.iter().zip(enc.vectors) {
                 map.insert((*t).to_owned(), v);
             }
         }
-        let map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = cache
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Encoded::default();
         for t in texts {
             out.vectors.push(map.get(*t).cloned().unwrap_or_default());

@@ -67,7 +67,9 @@ pub fn expected_calibration_error(confidence: &[f32], correct: &[bool], bins: us
     }
     (0..bins)
         .filter(|&b| count[b] > 0)
-        .map(|b| (count[b] as f64 / n as f64) * ((acc_sum[b] - conf_sum[b]) / count[b] as f64).abs())
+        .map(|b| {
+            (count[b] as f64 / n as f64) * ((acc_sum[b] - conf_sum[b]) / count[b] as f64).abs()
+        })
         .sum()
 }
 

@@ -37,7 +37,10 @@ pub struct LbfgsReport {
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum()
 }
 
 /// Minimise `f` from `x` (updated in place). `f` returns the loss and writes the gradient.
@@ -68,7 +71,12 @@ pub fn minimize<E>(
         let mut q: Vec<f64> = g.iter().map(|&v| f64::from(v)).collect();
         let mut alpha = vec![0f64; s_hist.len()];
         for i in (0..s_hist.len()).rev() {
-            let a = rho[i] * s_hist[i].iter().zip(&q).map(|(&s, &qq)| f64::from(s) * qq).sum::<f64>();
+            let a = rho[i]
+                * s_hist[i]
+                    .iter()
+                    .zip(&q)
+                    .map(|(&s, &qq)| f64::from(s) * qq)
+                    .sum::<f64>();
             alpha[i] = a;
             for (qq, &yy) in q.iter_mut().zip(&y_hist[i]) {
                 *qq -= a * f64::from(yy);
@@ -80,7 +88,12 @@ pub fn minimize<E>(
         };
         q.iter_mut().for_each(|v| *v *= gamma);
         for i in 0..s_hist.len() {
-            let beta = rho[i] * y_hist[i].iter().zip(&q).map(|(&y, &qq)| f64::from(y) * qq).sum::<f64>();
+            let beta = rho[i]
+                * y_hist[i]
+                    .iter()
+                    .zip(&q)
+                    .map(|(&y, &qq)| f64::from(y) * qq)
+                    .sum::<f64>();
             for (qq, &ss) in q.iter_mut().zip(&s_hist[i]) {
                 *qq += (alpha[i] - beta) * f64::from(ss);
             }
@@ -155,6 +168,9 @@ mod tests {
         })
         .expect("no error");
         assert!(report.loss < 1e-6, "{report:?}");
-        assert!((x[0] - 1.0).abs() < 1e-2 && (x[1] - 1.0).abs() < 1e-2, "{x:?}");
+        assert!(
+            (x[0] - 1.0).abs() < 1e-2 && (x[1] - 1.0).abs() < 1e-2,
+            "{x:?}"
+        );
     }
 }

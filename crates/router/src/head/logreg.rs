@@ -63,7 +63,9 @@ impl Problem {
             return Err(RouterError::Training("rows of different widths".into()));
         }
         if let Some(&bad) = labels.iter().find(|&&l| l >= classes) {
-            return Err(RouterError::Training(format!("label index {bad} out of range")));
+            return Err(RouterError::Training(format!(
+                "label index {bad} out of range"
+            )));
         }
         let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
         let x = Tensor::from_vec(flat, (n, dim), &Device::Cpu)?;
@@ -235,7 +237,9 @@ mod tests {
             .zip(&labels)
             .filter(|&(r, &l)| {
                 let lg = m1.logits(r);
-                let best = (0..3).max_by(|&a, &b| lg[a].total_cmp(&lg[b])).expect("3 classes");
+                let best = (0..3)
+                    .max_by(|&a, &b| lg[a].total_cmp(&lg[b]))
+                    .expect("3 classes");
                 best == l
             })
             .count();

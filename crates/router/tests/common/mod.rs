@@ -41,19 +41,33 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// A deterministic slice of BANKING77: `intents` intents, `train_n` + `test_n` examples each.
-pub fn banking_slice(intents: usize, train_n: usize, test_n: usize) -> (Vec<Example>, Vec<Example>) {
+pub fn banking_slice(
+    intents: usize,
+    train_n: usize,
+    test_n: usize,
+) -> (Vec<Example>, Vec<Example>) {
     let path = data_dir().join("banking77/train.csv");
     let all = data::load(&path, DataFormat::Banking77)
         .unwrap_or_else(|e| panic!("BANKING77 must be at {}: {e}", path.display()));
     let mut names: Vec<&str> = all.iter().map(|e| e.intent.as_str()).collect();
     names.sort_unstable();
     names.dedup();
-    let keep: Vec<String> = names.iter().take(intents).map(|s| (*s).to_owned()).collect();
+    let keep: Vec<String> = names
+        .iter()
+        .take(intents)
+        .map(|s| (*s).to_owned())
+        .collect();
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for k in &keep {
         let items: Vec<&Example> = all.iter().filter(|e| &e.intent == k).collect();
         train.extend(items.iter().take(train_n).map(|e| (*e).clone()));
-        test.extend(items.iter().skip(train_n).take(test_n).map(|e| (*e).clone()));
+        test.extend(
+            items
+                .iter()
+                .skip(train_n)
+                .take(test_n)
+                .map(|e| (*e).clone()),
+        );
     }
     (train, test)
 }
