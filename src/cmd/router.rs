@@ -56,7 +56,7 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     max_per_intent: Option<usize>,
     /// L2 penalty of the logistic regression.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 1e-5)]
     l2: f32,
     /// L-BFGS iteration cap.
     #[arg(long, default_value_t = 300)]
