@@ -1,10 +1,10 @@
-//! `switchboard bench-providers`: overhead per call, streaming throughput and memory per
+//! `switchboard bench providers`: overhead per call, streaming throughput and memory per
 //! concurrent stream of the provider layer, against a zero-latency fake run as a child process.
 
 use anyhow::Context;
 use switchboard_testkit::bench::{BenchOptions, run as run_bench};
 
-/// Arguments of `switchboard bench-providers`.
+/// Arguments of `switchboard bench providers`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Print the report as JSON.

@@ -1,4 +1,4 @@
-//! `bench-providers`: what the provider layer costs, measured against a zero-latency fake.
+//! `bench providers`: what the provider layer costs, measured against a zero-latency fake.
 //!
 //! - **Overhead per call**: the same non-streamed request sent (a) by a bare `reqwest` client
 //!   that only reads the bytes, (b) through the OpenAI adapter, (c) through the adapter wrapped

@@ -1,0 +1,83 @@
+"""PyTorch side of `switchboard bench router`: the same sentences, the same thread count.
+
+    python bench/router/bench_torch.py MODEL_DIR --threads 1 [--data FILE.csv] [--n 256] [--batch 32]
+
+Prints one JSON object with the same fields as `switchboard bench router --json`.
+"""
+
+import argparse
+import csv
+import json
+import statistics
+import time
+
+BUILT_IN = [
+    "My card was stolen yesterday, please block it",
+    "How do I top up my account with Apple Pay?",
+    "why is my transfer still pending",
+    "What is the exchange rate for EUR to GBP?",
+    "Can I get a refund for a card payment that I didn't make?",
+    "The ATM swallowed my card, what now?",
+    "How long does a SEPA transfer take to arrive?",
+    "I need to verify my identity but the app keeps rejecting my passport photo",
+]
+
+
+def load_texts(path, n):
+    if path is None:
+        return [BUILT_IN[i % len(BUILT_IN)] for i in range(n)]
+    out = []
+    if path.endswith(".csv"):
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                out.append(row["text"])
+    else:
+        with open(path, encoding="utf-8") as f:
+            out = [json.loads(line)["text"] for line in f if line.strip()]
+    return out[:n]
+
+
+def percentile(sorted_values, q):
+    import math
+    rank = min(max(math.ceil(q * len(sorted_values)), 1), len(sorted_values))
+    return sorted_values[rank - 1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data")
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+
+    import torch
+    torch.set_num_threads(args.threads)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(args.model_dir, device="cpu")
+    texts = load_texts(args.data, args.n)
+    model.encode(texts[:8], normalize_embeddings=True)
+    lat = []
+    with torch.inference_mode():
+        for t in texts:
+            s = time.perf_counter()
+            model.encode([t], normalize_embeddings=True, show_progress_bar=False)
+            lat.append((time.perf_counter() - s) * 1000.0)
+        lat.sort()
+        s = time.perf_counter()
+        model.encode(texts, batch_size=args.batch, normalize_embeddings=True, show_progress_bar=False)
+        batch_secs = time.perf_counter() - s
+    print(json.dumps({
+        "engine": f"pytorch {torch.__version__}",
+        "threads": torch.get_num_threads(),
+        "n": len(texts),
+        "single_ms": {"p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "mean": statistics.mean(lat)},
+        "batch_size": args.batch,
+        "batch_sentences_per_s": len(texts) / batch_secs,
+    }))
+
+
+if __name__ == "__main__":
+    main()

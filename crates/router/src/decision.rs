@@ -1,0 +1,85 @@
+//! What the router decided, and why.
+
+use serde::{Deserialize, Serialize};
+
+/// The rung of the ladder that made the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rung {
+    /// A compliance rule matched.
+    Rule,
+    /// The classifier was confident enough.
+    Classifier,
+    /// A run-time prototype intent was the best match.
+    Prototype,
+    /// Confidence below the out-of-scope threshold, or the classifier's own `oos` class.
+    OutOfScope,
+    /// The top two intents were too close: ask the customer.
+    Clarify,
+    /// The LLM fallback chose.
+    LlmFallback,
+}
+
+/// The kind of outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Route to `intent`.
+    Intent,
+    /// Ask the customer to choose between the candidates.
+    Clarify,
+    /// Nothing in scope fits.
+    OutOfScope,
+}
+
+/// One candidate intent with its calibrated probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Intent name.
+    pub intent: String,
+    /// Calibrated probability (classifier) or cosine similarity (prototype).
+    pub score: f32,
+}
+
+/// The thresholds in force for this decision.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// Below this top probability the text is out of scope.
+    pub oos: f32,
+    /// Below this top-two margin the router asks to clarify.
+    pub clarify_margin: f32,
+    /// Minimum cosine for a run-time prototype intent.
+    pub prototype: f32,
+    /// Softmax temperature from calibration.
+    pub temperature: f32,
+}
+
+/// A routing decision with its reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Intent / clarify / out of scope.
+    pub outcome: Outcome,
+    /// The chosen intent (`None` when out of scope). For clarify, the top candidate.
+    pub intent: Option<String>,
+    /// Confidence of the chosen intent.
+    pub confidence: f32,
+    /// The rung that decided.
+    pub rung: Rung,
+    /// Top candidates, best first.
+    pub candidates: Vec<Candidate>,
+    /// For clarify: the two intents to offer.
+    pub clarify: Vec<String>,
+    /// Thresholds used.
+    pub thresholds: Thresholds,
+    /// The input was cut to the encoder's limit before encoding.
+    pub truncated: bool,
+    /// Human-readable reasons, in ladder order.
+    pub reasons: Vec<String>,
+}
+
+impl Decision {
+    /// The intent a benchmark should score: the chosen intent, or the top one for clarify.
+    pub fn predicted(&self) -> Option<&str> {
+        self.intent.as_deref()
+    }
+}

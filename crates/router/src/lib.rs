@@ -1,0 +1,33 @@
+//! Intent router: text → intent with a calibrated confidence, or out of scope, or "which of
+//! these two did you mean?".
+//!
+//! The ladder, in order: compliance [`rules`]; a multinomial logistic-regression head over
+//! sentence-transformer embeddings (candle, all-MiniLM-L6-v2 by default) and hashed n-gram
+//! TF-IDF features; run-time prototype intents; an out-of-scope threshold fitted on held-out
+//! data for a target in-scope rejection rate; a clarify margin; and an optional
+//! [`llm::LlmFallback`]. Every [`Decision`] records its candidates, scores, thresholds and the
+//! rung that decided.
+//!
+//! This crate knows nothing of conversations or HTTP. Training and evaluation run in-process
+//! ([`train::train`], [`eval::evaluate`]); a trained router is a directory ([`artifact`]).
+//! Heavy work is synchronous; [`AsyncRouter`] moves it to the blocking pool and micro-batches
+//! concurrent requests.
+
+pub mod artifact;
+pub mod batcher;
+pub mod data;
+pub mod decision;
+pub mod encoder;
+pub mod error;
+pub mod eval;
+pub mod fetch;
+pub mod head;
+pub mod llm;
+pub mod router;
+pub mod rules;
+pub mod train;
+
+pub use batcher::{AsyncRouter, BatchConfig};
+pub use decision::{Candidate, Decision, Outcome, Rung, Thresholds};
+pub use error::{Result, RouterError};
+pub use router::Router;
