@@ -1,0 +1,124 @@
+//! The HTTP API of Switchboard: tenants and API keys, assistants, conversations, turns (JSON or
+//! SSE with resumable event ids), state, history and fork, interrupts, runs, feedback, health.
+//!
+//! It must not know how an assistant works inside: it gets a registry of [`Assistants`] (name →
+//! description, version, [`switchboard_engine::Engine`], input function) and records its own rows
+//! (keys, conversation metadata, runs, events, feedback) through [`switchboard_store::Records`].
+//!
+//! Key design decisions: [`app`] builds the whole router from an [`AppState`] (tests drive it
+//! with `oneshot`); every error, including the rejections of extractors, unknown routes and
+//! timeouts, becomes one JSON shape in [`error`]; every row is looked up with the caller's tenant,
+//! so other tenants' ids answer 404 like unknown ones.
+
+mod api;
+pub mod auth;
+pub mod error;
+mod extract;
+mod state;
+mod turns;
+
+pub use error::ApiError;
+pub use state::{
+    AppState, Assistant, Assistants, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
+    InputFn, Limits,
+};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::future::Future;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.records().ping().await?;
+    if state.inner.closing.is_cancelled() {
+        return Err(ApiError::Unavailable("shutting down".into()));
+    }
+    Ok(axum::Json(json!({"status": "ready"})).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::Rejected { status: StatusCode::METHOD_NOT_ALLOWED, message: "method not allowed on this route".into() }
+}
+
+/// Answers 408 when a handler has not produced a response within the configured timeout (a
+/// stream, once started, is not cut).
+async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.inner.limits.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
+}
+
+/// The whole HTTP API over a state.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/assistants", get(api::list_assistants))
+        .route("/assistants/{id}", get(api::get_assistant))
+        .route("/conversations", post(api::create_conversation).get(api::list_conversations))
+        .route("/conversations/{id}", get(api::get_conversation).delete(api::delete_conversation))
+        .route("/conversations/{id}/messages", post(api::post_message))
+        .route("/conversations/{id}/state", get(api::get_state))
+        .route("/conversations/{id}/history", get(api::get_history))
+        .route("/conversations/{id}/fork", post(api::fork))
+        .route("/conversations/{id}/interrupts", get(api::list_interrupts))
+        .route("/conversations/{id}/interrupts/resume", post(api::resume))
+        .route("/conversations/{id}/feedback", post(api::feedback))
+        .route("/runs/{id}", get(api::get_run))
+        .route("/runs/{id}/cancel", post(api::cancel_run))
+        .route("/runs/{id}/events", get(api::run_events));
+    let max_body = state.inner.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes; then stops accepting connections,
+/// lets runs in flight finish (cancelling them, with their progress checkpointed, at the
+/// configured deadline), ends open streams, and returns once every connection is closed.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop_accepting = CancellationToken::new();
+    let st = state.clone();
+    let stop = stop_accepting.clone();
+    let drained = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; draining runs in flight");
+        stop.cancel();
+        let cancelled = st.drain().await;
+        tracing::info!(cancelled, "runs drained");
+    });
+    let signal = stop_accepting.clone();
+    axum::serve(listener, app(state)).with_graceful_shutdown(async move { signal.cancelled().await }).await?;
+    if stop_accepting.is_cancelled() {
+        let _ = drained.await;
+    } else {
+        drained.abort();
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! What every handler shares: the assistants (name → engine), the records, limits, the live
+//! event fan-out of runs in flight, and the shutdown machinery.
+
+use crate::turns::Live;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchboard_engine::{Engine, Update};
+use switchboard_store::Records;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Turns a customer's message (text and metadata) into the assistant's input update.
+pub type InputFn = Arc<dyn Fn(&str, &Value) -> Update + Send + Sync>;
+
+/// One assistant the server can run. The server knows nothing of its graph beyond
+/// [`switchboard_engine::Graph::describe`], its input function, and the convention that the
+/// conversation's messages are in a `messages` field.
+#[derive(Clone)]
+pub struct Assistant {
+    /// Human-readable description.
+    pub description: String,
+    /// Version string.
+    pub version: String,
+    /// The engine that runs its graph.
+    pub engine: Engine,
+    /// How a customer message becomes input.
+    pub input: InputFn,
+}
+
+/// The assistants, by name, with a default.
+#[derive(Clone)]
+pub struct Assistants {
+    default: String,
+    map: BTreeMap<String, Arc<Assistant>>,
+}
+
+impl Assistants {
+    /// A registry whose default (and first) assistant is `name`.
+    pub fn new(name: impl Into<String>, assistant: Assistant) -> Self {
+        let name = name.into();
+        let mut map = BTreeMap::new();
+        map.insert(name.clone(), Arc::new(assistant));
+        Self { default: name, map }
+    }
+    /// Adds another assistant.
+    pub fn with(mut self, name: impl Into<String>, assistant: Assistant) -> Self {
+        self.map.insert(name.into(), Arc::new(assistant));
+        self
+    }
+    /// The default assistant's name.
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+    /// An assistant by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Assistant>> {
+        self.map.get(name)
+    }
+    /// All, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Assistant>)> {
+        self.map.iter()
+    }
+}
+
+/// Limits and timeouts of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Longest a request may take before a response starts (streams are not cut).
+    pub request_timeout: Duration,
+    /// How long shutdown lets runs in flight finish before cancelling them.
+    pub shutdown_deadline: Duration,
+}
+
+/// Default of [`Limits::max_body_bytes`] (256 KiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 << 10;
+/// Default of [`Limits::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`Limits::shutdown_deadline`].
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) assistants: Assistants,
+    pub(crate) records: Records,
+    pub(crate) limits: Limits,
+    /// Runs in flight: their live event fan-out.
+    pub(crate) live: Mutex<HashMap<String, Live>>,
+    /// The tasks that record runs.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled when streams must end (the end of shutdown).
+    pub(crate) closing: CancellationToken,
+}
+
+/// The server's shared state.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl AppState {
+    /// State over assistants and records.
+    pub fn new(assistants: Assistants, records: Records, limits: Limits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                assistants,
+                records,
+                limits,
+                live: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+                closing: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The records.
+    pub fn records(&self) -> &Records {
+        &self.inner.records
+    }
+
+    /// Lets runs in flight finish (or checkpoint and cancel them at the deadline), waits until
+    /// their results are recorded, then ends open streams. Returns how many runs were cancelled.
+    pub async fn drain(&self) -> usize {
+        let deadline = self.inner.limits.shutdown_deadline;
+        let mut cancelled = 0;
+        let engines: Vec<Engine> = self.inner.assistants.iter().map(|(_, a)| a.engine.clone()).collect();
+        for n in futures::future::join_all(engines.iter().map(|e| e.shutdown(deadline))).await {
+            cancelled += n;
+        }
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(deadline + Duration::from_secs(5), self.inner.tasks.wait()).await;
+        self.inner.closing.cancel();
+        cancelled
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A random hex string of `bytes` bytes of OS entropy.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS entropy source failing is unrecoverable for a server that mints keys.
+    getrandom::fill(&mut buf).expect("the OS entropy source is available");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
