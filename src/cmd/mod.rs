@@ -2,6 +2,8 @@
 
 mod bench_engine;
 mod demo;
+mod keys;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,11 @@ enum Command {
     /// Benchmarks that print figures (JSON lines with --json), to compare side by side with peers.
     #[command(subcommand)]
     Bench(Bench),
+    /// Serve the HTTP API (SQLite in the data directory; an admin key is printed at first start).
+    Serve(serve::ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,5 +47,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Keys(a) => keys::run(a),
     }
 }
