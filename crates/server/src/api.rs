@@ -442,8 +442,8 @@ pub(crate) async fn feedback(
     if !(-1..=5).contains(&body.rating) {
         return Err(ApiError::Invalid("rating must be between -1 and 5".into()));
     }
-    if body.comment.as_ref().is_some_and(|c| c.len() > 4000) {
-        return Err(ApiError::Invalid("comment is at most 4000 bytes".into()));
+    if body.comment.as_ref().is_some_and(|c| c.chars().count() > 1000) {
+        return Err(ApiError::Invalid("comment is at most 1000 characters".into()));
     }
     let conv = conversation(&state, &p, &id).await?;
     let rec = FeedbackRecord {

@@ -14,6 +14,7 @@ mod api;
 pub mod auth;
 pub mod error;
 mod extract;
+mod openapi;
 mod state;
 mod turns;
 
@@ -44,6 +45,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
     Ok(axum::Json(json!({"status": "ready"})).into_response())
+}
+
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    axum::Json(openapi::document(&state)).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -84,6 +89,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

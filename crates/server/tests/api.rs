@@ -366,3 +366,27 @@ async fn a_run_can_be_cancelled() {
     let (s, v) = call(&env.app, "POST", &format!("/v1/runs/{run}/cancel"), Some(&env.a), None).await;
     assert_eq!(error_code(s, &v), "run_not_active");
 }
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route() {
+    let env = setup().await;
+    let (s, doc) = call(&env.app, "GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["components"]["schemas"]["CreateConversation"]["properties"]["assistant"]["enum"][0], "echo");
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 16);
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let uri = path.replace("{id}", "x");
+            let (s, v) = call(&env.app, &method.to_uppercase(), &uri, None, None).await;
+            let secured = op["security"].as_array().is_some_and(|a| !a.is_empty());
+            if secured {
+                assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path}: {v}");
+            } else {
+                assert_eq!(s, StatusCode::OK, "{method} {path}: {v}");
+            }
+            assert!(op["responses"][s.as_u16().to_string()].is_object(), "{method} {path} does not document {s}");
+        }
+    }
+}
