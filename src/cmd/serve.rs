@@ -172,25 +172,21 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     rt.block_on(serve(config))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes at SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled, so a signal that arrives right after start-up is not missed.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -212,11 +208,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
     tracing::info!(%addr, data = %path.display(), "serving");
     println!("Switchboard listening on http://{addr} (data: {})", path.display());
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    switchboard_server::run(listener, state, shutdown_signal()).await?;
+    switchboard_server::run(listener, state, shutdown).await?;
     println!("Switchboard stopped");
     Ok(())
 }
