@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_engine::{EngineError, Input};
-use switchboard_store::records::{ConversationFilter, ConversationRecord, FeedbackRecord, RunRecord};
+use switchboard_store::records::{Claim, ConversationFilter, ConversationRecord, FeedbackRecord, RunRecord};
 
 type Out = Result<Response, ApiError>;
 
@@ -238,6 +238,70 @@ async fn finish(state: AppState, started: turns::Started, sse: bool) -> Out {
     ok(r)
 }
 
+/// The `Idempotency-Key` header, when sent.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let s = v.to_str().map_err(|_| ApiError::BadRequest("malformed Idempotency-Key".into()))?;
+    if s.is_empty() || s.len() > 255 {
+        return Err(ApiError::BadRequest("Idempotency-Key is 1 to 255 characters".into()));
+    }
+    Ok(Some(s.to_string()))
+}
+
+/// What an idempotency key says about a request.
+enum Idem {
+    /// Run it (the key, if any, is now claimed for it).
+    Proceed,
+    /// Answer with the earlier request's response.
+    Replay(Response),
+}
+
+/// Claims `key` for this request, or finds what the earlier request with the same key did: its
+/// result (replayed), its stream (replayed from the first event), or that it is still in flight
+/// (409). The same key with another body is 422. A key whose turn failed is freed and claimed again.
+async fn claim(
+    state: &AppState,
+    p: &Principal,
+    conv: &ConversationRecord,
+    key: &str,
+    hash: &str,
+    sse: bool,
+) -> Result<Idem, ApiError> {
+    let records = state.records();
+    for _ in 0..3 {
+        let (body_hash, run_id) = match records.claim_idempotency(&p.tenant, key, hash, &conv.id, now_ms()).await? {
+            Claim::New => return Ok(Idem::Proceed),
+            Claim::Existing { body_hash, run_id } => (body_hash, run_id),
+        };
+        if body_hash.is_empty() {
+            continue;
+        }
+        if body_hash != hash {
+            return Err(ApiError::Invalid("this Idempotency-Key was used with another request".into()));
+        }
+        let in_progress = || ApiError::Conflict("a request with this Idempotency-Key is in progress".into());
+        let Some(run_id) = run_id else { return Err(in_progress()) };
+        let run = run_record(state, p, &run_id).await?;
+        if sse {
+            return Ok(Idem::Replay(sse_response(state.clone(), run.id, 0)));
+        }
+        match (run.status.as_str(), run.result) {
+            ("running", _) => return Err(in_progress()),
+            (_, Some(result)) => {
+                let mut resp = axum::Json(result).into_response();
+                resp.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+                return Ok(Idem::Replay(resp));
+            }
+            _ => records.release_idempotency(&p.tenant, key).await?,
+        }
+    }
+    Err(ApiError::Conflict("a request with this Idempotency-Key is in progress".into()))
+}
+
+fn request_hash(conv: &str, text: &str, metadata: &Option<Value>) -> String {
+    crate::auth::hash_key(&json!({"conversation": conv, "text": text, "metadata": metadata}).to_string())
+}
+
 pub(crate) async fn post_message(
     State(state): State<AppState>,
     p: Principal,
@@ -266,8 +330,26 @@ pub(crate) async fn post_message(
         .assistants
         .get(&conv.assistant)
         .ok_or_else(|| ApiError::Conflict(format!("assistant `{}` is not served here", conv.assistant)))?;
+    let idem = idempotency_key(&headers)?;
+    if let Some(key) = &idem
+        && let Idem::Replay(resp) =
+            claim(&state, &p, &conv, key, &request_hash(&conv.id, &body.text, &body.metadata), sse).await?
+    {
+        return Ok(resp);
+    }
     let update = (assistant.input)(&body.text, &body.metadata.unwrap_or_else(|| json!({})));
-    let started = turns::start(&state, &conv, Input::Message(update), "message").await?;
+    let started = match turns::start(&state, &conv, Input::Message(update), "message").await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(key) = &idem {
+                state.records().release_idempotency(&p.tenant, key).await?;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(key) = &idem {
+        state.records().set_idempotency_run(&p.tenant, key, &started.run_id).await?;
+    }
     finish(state, started, sse).await
 }
 

@@ -185,6 +185,12 @@ fn last_event_id() -> Value {
         "description": "`<run_id>:<seq>` of the last event received: the stream resumes after it"})
 }
 
+fn idempotency_key() -> Value {
+    json!({"name": "Idempotency-Key", "in": "header", "required": false,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        "description": "the same key and body replay the stored result; another body is 422; a concurrent duplicate is 409"})
+}
+
 fn operation(op: &Op<'_>) -> Value {
     let mut responses = Map::new();
     let (status, schema) = op.ok;

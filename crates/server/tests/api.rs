@@ -390,3 +390,56 @@ async fn the_openapi_document_covers_every_route() {
         }
     }
 }
+
+fn with_key(env: &Env, uri: &str, key: &str, body: &Value) -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", env.a))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idempotency_key_never_runs_a_turn_twice() {
+    let env = setup_with(Limits::default(), std::time::Duration::from_millis(300)).await;
+    let id = new_conv(&env, &env.a, "c").await;
+    let uri = format!("/v1/conversations/{id}/messages");
+    let (s, first) = raw(&env.app, with_key(&env, &uri, "k1", &json!({"text": "hello"}))).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    let resp = env.app.clone().oneshot(with_key(&env, &uri, "k1", &json!({"text": "hello"}))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["idempotent-replayed"], "true");
+    let replay: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(replay, first);
+    let (s, v) = raw(&env.app, with_key(&env, &uri, "k1", &json!({"text": "something else"}))).await;
+    assert_eq!((s, error_code(s, &v).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"));
+    let (_, v) = call(&env.app, "GET", &format!("/v1/conversations/{id}/state"), Some(&env.a), None).await;
+    assert_eq!(v["values"]["turns"], 1, "one turn ran: {v}");
+
+    // Two concurrent requests with one key: one runs, the other is a 409.
+    let body = json!({"text": "slow"});
+    let (a, b) = tokio::join!(
+        raw(&env.app, with_key(&env, &uri, "k2", &body)),
+        raw(&env.app, with_key(&env, &uri, "k2", &body))
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "{a:?} {b:?}");
+    let (_, v) = call(&env.app, "GET", &format!("/v1/conversations/{id}/state"), Some(&env.a), None).await;
+    assert_eq!(v["values"]["turns"], 2, "{v}");
+    // The same key in another tenant is another key.
+    let other = new_conv(&env, &env.b, "c").await;
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("/v1/conversations/{other}/messages"))
+        .header("authorization", format!("Bearer {}", env.b))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "k1")
+        .body(Body::from(json!({"text": "hello"}).to_string()))
+        .unwrap();
+    let (s, v) = raw(&env.app, req).await;
+    assert_eq!((s, v["conversation_id"].as_str()), (StatusCode::OK, Some(other.as_str())));
+}

@@ -137,6 +137,20 @@ pub struct Deleted {
     pub feedback: u64,
 }
 
+/// The outcome of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and is now this request's.
+    New,
+    /// The key was taken by an earlier request.
+    Existing {
+        /// The hash of that request's body.
+        body_hash: String,
+        /// Its run, once started.
+        run_id: Option<String>,
+    },
+}
+
 /// The server's records.
 #[derive(Debug, Clone)]
 pub struct Records {
@@ -389,6 +403,12 @@ impl Records {
             .await
             .map_err(unavailable)?
             .rows_affected();
+        sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND conversation_id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         let feedback = sqlx::query("DELETE FROM srv_feedback WHERE tenant = ? AND conversation_id = ?")
             .bind(tenant)
             .bind(id)
@@ -495,6 +515,80 @@ impl Records {
                 })
             })
             .collect()
+    }
+
+    /// Claims an idempotency key for a request with this body hash (atomic: of two concurrent
+    /// claims exactly one is [`Claim::New`]).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn claim_idempotency(
+        &self,
+        tenant: &str,
+        key: &str,
+        body_hash: &str,
+        conversation_id: &str,
+        now_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO srv_idempotency (tenant, key, body_hash, conversation_id, run_id, created_at) \
+             VALUES (?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(body_hash)
+        .bind(conversation_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Claim::New);
+        }
+        let row = sqlx::query("SELECT body_hash, run_id FROM srv_idempotency WHERE tenant = ? AND key = ?")
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        match row {
+            Some(r) => Ok(Claim::Existing {
+                body_hash: r.try_get(0).map_err(corrupt)?,
+                run_id: r.try_get(1).map_err(corrupt)?,
+            }),
+            // Released between the two statements: the caller may simply retry.
+            None => Ok(Claim::Existing { body_hash: String::new(), run_id: None }),
+        }
+    }
+
+    /// Records the run an idempotency key started.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn set_idempotency_run(&self, tenant: &str, key: &str, run_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE srv_idempotency SET run_id = ? WHERE tenant = ? AND key = ?")
+            .bind(run_id)
+            .bind(tenant)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Frees an idempotency key (its request failed before or during its turn).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn release_idempotency(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND key = ?")
+            .bind(tenant)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Stores feedback.

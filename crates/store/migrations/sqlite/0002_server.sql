@@ -56,3 +56,14 @@ CREATE TABLE srv_feedback (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX srv_feedback_conversation ON srv_feedback (conversation_id);
+
+-- Idempotency keys of turns: the same key never runs a second turn.
+CREATE TABLE srv_idempotency (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    run_id TEXT,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
