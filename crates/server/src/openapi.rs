@@ -341,7 +341,7 @@ pub(crate) fn document(state: &AppState) -> Value {
                 id: "postMessage",
                 summary: "run a turn",
                 auth: true,
-                params: vec![path_id(), last_event_id()],
+                params: vec![path_id(), last_event_id(), idempotency_key()],
                 body: Some("Message"),
                 ok: (200, Some("TurnResult")),
                 errors: ERRORS,
