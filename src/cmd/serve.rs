@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_engine::{Engine, EngineConfig};
 use switchboard_server::auth::{Scope, create_key};
-use switchboard_server::{AppState, Assistant, Assistants, Limits};
+use switchboard_server::{AppState, Assistant, Assistants, Limits, RateLimit};
 use switchboard_store::{Records, SqliteConfig, SqliteStore};
 
 /// Default listen address.
@@ -24,6 +24,8 @@ const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 const DEFAULT_DATA_DIR: &str = "data";
 /// The database file inside the data directory.
 const DB_FILE: &str = "switchboard.sqlite";
+/// Default per-key rate limit (requests per second, burst).
+const DEFAULT_RATE_LIMIT: (f64, u32) = (100.0, 200);
 /// The tenant of the admin key generated at first start.
 const FIRST_TENANT: &str = "default";
 
@@ -54,6 +56,10 @@ pub(crate) struct RawConfig {
     llm_latency_ms: Option<u64>,
     /// fsync every commit of the SQLite store.
     fsync: Option<bool>,
+    /// Sustained requests per second per API key (0: unlimited).
+    rate_limit_per_second: Option<f64>,
+    /// Burst per API key.
+    rate_limit_burst: Option<u32>,
 }
 
 /// Validated settings.
@@ -93,6 +99,8 @@ impl RawConfig {
         env_override("SWITCHBOARD_SHUTDOWN_DEADLINE_MS", &mut raw.shutdown_deadline_ms)?;
         env_override("SWITCHBOARD_LLM_LATENCY_MS", &mut raw.llm_latency_ms)?;
         env_override("SWITCHBOARD_FSYNC", &mut raw.fsync)?;
+        env_override("SWITCHBOARD_RATE_LIMIT_PER_SECOND", &mut raw.rate_limit_per_second)?;
+        env_override("SWITCHBOARD_RATE_LIMIT_BURST", &mut raw.rate_limit_burst)?;
         Ok(raw)
     }
 }
@@ -116,10 +124,20 @@ impl Config {
             Some(n) if (1024..=64 << 20).contains(&n) => n as usize,
             Some(n) => bail!("max_body_bytes must be between 1024 and 67108864, got {n}"),
         };
+        let per_second = raw.rate_limit_per_second.unwrap_or(DEFAULT_RATE_LIMIT.0);
+        if !per_second.is_finite() || per_second < 0.0 {
+            bail!("rate_limit_per_second must be 0 (unlimited) or positive, got {per_second}");
+        }
+        let burst = raw.rate_limit_burst.unwrap_or(DEFAULT_RATE_LIMIT.1);
+        if burst == 0 {
+            bail!("rate_limit_burst must be at least 1");
+        }
+        let rate_limit = (per_second > 0.0).then_some(RateLimit { per_second, burst });
         Ok(Self {
             addr,
             data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             limits: Limits {
+                rate_limit,
                 max_body_bytes,
                 request_timeout: positive_ms("request_timeout_ms", raw.request_timeout_ms, d.request_timeout)?,
                 shutdown_deadline: positive_ms("shutdown_deadline_ms", raw.shutdown_deadline_ms, d.shutdown_deadline)?,

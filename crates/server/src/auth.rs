@@ -132,6 +132,7 @@ impl FromRequestParts<AppState> for Principal {
             .key_by_hash(&hash_key(&key))
             .await?
             .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
+        state.take_token(&rec.id)?;
         Ok(Principal {
             tenant: rec.tenant,
             key_id: rec.id,

@@ -36,6 +36,12 @@ pub enum ApiError {
         /// What was wrong.
         message: String,
     },
+    /// The key sent more requests than its rate limit allows.
+    #[error("rate limit exceeded; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a request will be accepted again.
+        retry_after_secs: u64,
+    },
     /// The request took longer than the configured timeout.
     #[error("request timed out")]
     Timeout,
@@ -66,6 +72,7 @@ impl ApiError {
             Self::Conflict(m) => (S::CONFLICT, "conflict", m.clone()),
             Self::Rejected { status, message } => (*status, rejection_code(*status), message.clone()),
             Self::Timeout => (S::REQUEST_TIMEOUT, "timeout", self.to_string()),
+            Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited", self.to_string()),
             Self::Unavailable(m) => (S::SERVICE_UNAVAILABLE, "unavailable", m.clone()),
             Self::Engine(e) => match e {
                 EngineError::UnknownConversation(_) | EngineError::UnknownCheckpoint { .. } => {
@@ -122,6 +129,10 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %self, code, "request failed");
         }
         let body = self.body().to_string();
-        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if let Self::RateLimited { retry_after_secs } = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
+        }
+        resp
     }
 }

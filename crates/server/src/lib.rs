@@ -21,7 +21,7 @@ mod turns;
 pub use error::ApiError;
 pub use state::{
     AppState, Assistant, Assistants, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
-    InputFn, Limits,
+    InputFn, Limits, RateLimit,
 };
 
 use axum::Router;

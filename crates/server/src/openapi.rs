@@ -169,7 +169,7 @@ struct Op<'a> {
     errors: &'a [u16],
 }
 
-const ERRORS: &[u16] = &[400, 401, 403, 404, 408, 409, 413, 415, 422, 503];
+const ERRORS: &[u16] = &[400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503];
 const OPEN_ERRORS: &[u16] = &[503];
 
 fn path_id() -> Value {

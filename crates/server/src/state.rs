@@ -5,7 +5,7 @@ use crate::turns::Live;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use switchboard_engine::{Engine, Update};
 use switchboard_store::Records;
 use tokio_util::sync::CancellationToken;
@@ -63,9 +63,20 @@ impl Assistants {
     }
 }
 
+/// A per-key token bucket: `per_second` requests on average, bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Largest burst.
+    pub burst: u32,
+}
+
 /// Limits and timeouts of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Per-API-key rate limit (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Longest a request may take before a response starts (streams are not cut).
@@ -84,6 +95,7 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            rate_limit: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
@@ -101,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
     /// Cancelled when streams must end (the end of shutdown).
     pub(crate) closing: CancellationToken,
+    /// Rate-limit buckets by key id: (tokens, last refill).
+    pub(crate) buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 /// The server's shared state.
@@ -120,6 +134,7 @@ impl AppState {
                 live: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 closing: CancellationToken::new(),
+                buckets: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -127,6 +142,26 @@ impl AppState {
     /// The records.
     pub fn records(&self) -> &Records {
         &self.inner.records
+    }
+
+    /// Takes one token from a key's bucket.
+    ///
+    /// # Errors
+    /// [`crate::ApiError::RateLimited`] with the seconds until the next token.
+    pub(crate) fn take_token(&self, key_id: &str) -> Result<(), crate::ApiError> {
+        let Some(limit) = self.inner.limits.rate_limit else { return Ok(()) };
+        let now = Instant::now();
+        let burst = f64::from(limit.burst.max(1));
+        let mut buckets = lock(&self.inner.buckets);
+        let (tokens, last) = buckets.entry(key_id.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * limit.per_second).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = (1.0 - *tokens) / limit.per_second.max(f64::MIN_POSITIVE);
+        Err(crate::ApiError::RateLimited { retry_after_secs: wait.ceil().max(1.0) as u64 })
     }
 
     /// Lets runs in flight finish (or checkpoint and cancel them at the deadline), waits until

@@ -443,3 +443,31 @@ async fn an_idempotency_key_never_runs_a_turn_twice() {
     let (s, v) = raw(&env.app, req).await;
     assert_eq!((s, v["conversation_id"].as_str()), (StatusCode::OK, Some(other.as_str())));
 }
+
+#[tokio::test]
+async fn each_key_has_its_own_rate_limit() {
+    use switchboard_server::RateLimit;
+    let limits = Limits { rate_limit: Some(RateLimit { per_second: 0.5, burst: 3 }), ..Limits::default() };
+    let env = setup_with(limits, std::time::Duration::ZERO).await;
+    for _ in 0..3 {
+        assert_eq!(call(&env.app, "GET", "/v1/conversations", Some(&env.a), None).await.0, StatusCode::OK);
+    }
+    let resp = env
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/v1/conversations")
+                .header("authorization", format!("Bearer {}", env.a))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited");
+    // Another key of the same tenant is not affected.
+    assert_eq!(call(&env.app, "GET", "/v1/conversations", Some(&env.a_chat), None).await.0, StatusCode::OK);
+}

@@ -32,6 +32,8 @@ def server():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Unlimited rate, so that schemathesis reaches the handlers rather than the limiter.
+        env={**os.environ, "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "0"},
     )
     try:
         lines = []
