@@ -36,11 +36,17 @@ enum Bench {
     Engine(bench_engine::EngineBenchArgs),
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`); one JSON object per line with
+/// `SWITCHBOARD_LOG_FORMAT=json`.
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {

@@ -34,6 +34,7 @@ use serde_json::json;
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
@@ -57,6 +58,28 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::Rejected { status: StatusCode::METHOD_NOT_ALLOWED, message: "method not allowed on this route".into() }
+}
+
+/// Gives every request an id (the client's `X-Request-Id` when it is short and printable),
+/// returns it in `X-Request-Id`, and logs one line per request: method, path (never the query
+/// string or the body, which may carry customer data), status and latency, with the id.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| format!("req_{}", state::random_hex(8)), str::to_string);
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let start = std::time::Instant::now();
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "request");
+    });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 /// Answers 408 when a handler has not produced a response within the configured timeout (a
@@ -95,6 +118,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 

@@ -471,3 +471,19 @@ async fn each_key_has_its_own_rate_limit() {
     // Another key of the same tenant is not affected.
     assert_eq!(call(&env.app, "GET", "/v1/conversations", Some(&env.a_chat), None).await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let env = setup().await;
+    let resp = env.app.clone().oneshot(Request::builder().uri("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(id.starts_with("req_") && id.len() == 20, "{id}");
+    let resp = env
+        .app
+        .clone()
+        .oneshot(Request::builder().uri("/nope").header("x-request-id", "abc-123").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["x-request-id"], "abc-123");
+}

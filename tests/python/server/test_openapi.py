@@ -27,10 +27,11 @@ def server():
         pytest.fail("SWITCHBOARD_BIN must point at a built switchboard binary")
     data = tempfile.mkdtemp(prefix="sb-server-")
     port = _free_port()
+    log = open(os.path.join(data, "server.log"), "w")
     proc = subprocess.Popen(
         [binary, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", data],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
         # Unlimited rate, so that schemathesis reaches the handlers rather than the limiter.
         env={**os.environ, "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "0"},
@@ -45,7 +46,7 @@ def server():
             lines.append(line.strip())
             if line.startswith("Switchboard listening on"):
                 break
-        assert any(l.startswith("Switchboard listening on") for l in lines), (lines, proc.stderr.read())
+        assert any(l.startswith("Switchboard listening on") for l in lines), lines
         key = next(l for l in lines if l.startswith("sb_"))
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/healthz", timeout=5) as r:
@@ -57,6 +58,7 @@ def server():
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
         shutil.rmtree(data, ignore_errors=True)
 
 
