@@ -52,6 +52,20 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
     axum::Json(openapi::document(&state)).into_response()
 }
 
+async fn metrics(State(state): State<AppState>) -> Response {
+    let in_flight = state::lock(&state.inner.live).len();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.inner.metrics.render(in_flight))
+        .into_response()
+}
+
+/// Counts responses by status class.
+async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let class = usize::from(resp.status().as_u16() / 100).min(5);
+    state.inner.metrics.responses[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    resp
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
@@ -113,11 +127,13 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics))
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }

@@ -200,6 +200,7 @@ fn operation(op: &Op<'_>) -> Value {
             "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}},
                 "text/event-stream": {"schema": sse_event()}}
         }),
+        Some("__text") => json!({"description": "success", "content": {"text/plain": {"schema": {"type": "string"}}}}),
         Some(s) => json!({"description": "success", "content": json_content(s)}),
         None => {
             json!({"description": "the run's events as SSE", "content": {"text/event-stream": {"schema": sse_event()}}})
@@ -272,6 +273,19 @@ pub(crate) fn document(state: &AppState) -> Value {
                 body: None,
                 ok: (200, Some("Assistant")),
                 errors: ERRORS,
+            }],
+        ),
+        (
+            "/metrics",
+            vec![Op {
+                method: "get",
+                id: "metrics",
+                summary: "Prometheus text metrics",
+                auth: false,
+                params: vec![],
+                body: None,
+                ok: (200, Some("__text")),
+                errors: &[],
             }],
         ),
         (

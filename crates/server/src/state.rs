@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
     /// Cancelled when streams must end (the end of shutdown).
     pub(crate) closing: CancellationToken,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: Metrics,
     /// Rate-limit buckets by key id: (tokens, last refill).
     pub(crate) buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
@@ -135,6 +137,7 @@ impl AppState {
                 tasks: TaskTracker::new(),
                 closing: CancellationToken::new(),
                 buckets: Mutex::new(HashMap::new()),
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -177,6 +180,38 @@ impl AppState {
         let _ = tokio::time::timeout(deadline + Duration::from_secs(5), self.inner.tasks.wait()).await;
         self.inner.closing.cancel();
         cancelled
+    }
+}
+
+/// Counters exposed at `/metrics`.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    /// HTTP responses by status class (index 1 to 5).
+    pub(crate) responses: [std::sync::atomic::AtomicU64; 6],
+    /// Finished turns by status.
+    pub(crate) turns: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub(crate) fn render(&self, in_flight: usize) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering;
+        let mut out = String::new();
+        out.push_str("# HELP switchboard_http_responses_total HTTP responses by status class.\n");
+        out.push_str("# TYPE switchboard_http_responses_total counter\n");
+        for (i, c) in self.responses.iter().enumerate().skip(1) {
+            let _ = writeln!(out, "switchboard_http_responses_total{{class=\"{i}xx\"}} {}", c.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP switchboard_turns_total Finished turns by status.\n");
+        out.push_str("# TYPE switchboard_turns_total counter\n");
+        for (status, n) in lock(&self.turns).iter() {
+            let _ = writeln!(out, "switchboard_turns_total{{status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP switchboard_runs_in_flight Turns running now.\n");
+        out.push_str("# TYPE switchboard_runs_in_flight gauge\n");
+        let _ = writeln!(out, "switchboard_runs_in_flight {in_flight}");
+        out
     }
 }
 

@@ -171,6 +171,7 @@ pub(crate) async fn start(
         }
         let _ = records.set_conversation_status(&conv_id, conversation_status(&status), now).await;
         lock(&st.inner.live).remove(&rid);
+        *lock(&st.inner.metrics.turns).entry(status.clone()).or_insert(0) += 1;
         let _ = done_tx.send(result);
     });
     Ok(Started { run_id, result: done_rx })

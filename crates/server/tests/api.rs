@@ -375,7 +375,7 @@ async fn the_openapi_document_covers_every_route() {
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["components"]["schemas"]["CreateConversation"]["properties"]["assistant"]["enum"][0], "echo");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 16);
+    assert_eq!(paths.len(), 17);
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
             let uri = path.replace("{id}", "x");
@@ -486,4 +486,19 @@ async fn every_response_carries_a_request_id() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn metrics_count_responses_and_turns() {
+    let env = setup().await;
+    let id = new_conv(&env, &env.a, "c").await;
+    say(&env, &env.a, &id, "hello").await;
+    call(&env.app, "GET", "/nope", None, None).await;
+    let resp = env.app.clone().oneshot(Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("switchboard_turns_total{status=\"completed\"} 1"), "{text}");
+    assert!(text.contains("switchboard_http_responses_total{class=\"4xx\"} 1"), "{text}");
+    assert!(text.contains("switchboard_http_responses_total{class=\"2xx\"} 2"), "{text}");
+    assert!(text.contains("switchboard_runs_in_flight 0"), "{text}");
 }

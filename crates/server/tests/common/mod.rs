@@ -125,7 +125,8 @@ pub async fn raw(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
     let v = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
+        // Non-JSON bodies (the metrics text) come back as a string.
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     (status, v)
 }
