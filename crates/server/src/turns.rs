@@ -169,7 +169,14 @@ pub(crate) async fn start(
         if let Err(e) = records.finish_run(&rid, &status, result_json.as_ref(), err_text.as_deref(), now).await {
             tracing::warn!(error = %e, run_id = %rid, "could not record a run's end");
         }
-        let _ = records.set_conversation_status(&conv_id, conversation_status(&status), now).await;
+        // A failed turn leaves the conversation where it was: still waiting for a human if it was.
+        let conv_status = match status.as_str() {
+            "failed" if assistant.engine.pending_interrupts(&conv_id).await.is_ok_and(|i| !i.is_empty()) => {
+                "interrupted"
+            }
+            s => conversation_status(s),
+        };
+        let _ = records.set_conversation_status(&conv_id, conv_status, now).await;
         lock(&st.inner.live).remove(&rid);
         *lock(&st.inner.metrics.turns).entry(status.clone()).or_insert(0) += 1;
         let _ = done_tx.send(result);

@@ -195,6 +195,11 @@ async fn interrupts_are_listed_and_resumed() {
     let (s, v) = call(&env.app, "GET", &format!("/v1/conversations/{id}/interrupts"), Some(&env.a), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    // A new message while a human is awaited is refused, and the conversation still waits.
+    let (s, v) = say(&env, &env.a_chat, &id, "hello?").await;
+    assert_eq!(error_code(s, &v), "interrupt_pending");
+    let (_, v) = call(&env.app, "GET", &format!("/v1/conversations/{id}"), Some(&env.a), None).await;
+    assert_eq!(v["status"], "interrupted");
     // A chat-only key cannot act as the desk.
     let resume = format!("/v1/conversations/{id}/interrupts/resume");
     let (s, v) = call(&env.app, "POST", &resume, Some(&env.a_chat), Some(json!({"value": "hi"}))).await;
