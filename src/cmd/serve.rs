@@ -60,6 +60,8 @@ pub(crate) struct RawConfig {
     rate_limit_per_second: Option<f64>,
     /// Burst per API key.
     rate_limit_burst: Option<u32>,
+    /// CORS origins (`*`: any).
+    cors_origins: Option<Vec<String>>,
 }
 
 /// Validated settings.
@@ -101,6 +103,9 @@ impl RawConfig {
         env_override("SWITCHBOARD_FSYNC", &mut raw.fsync)?;
         env_override("SWITCHBOARD_RATE_LIMIT_PER_SECOND", &mut raw.rate_limit_per_second)?;
         env_override("SWITCHBOARD_RATE_LIMIT_BURST", &mut raw.rate_limit_burst)?;
+        if let Ok(v) = std::env::var("SWITCHBOARD_CORS_ORIGINS") {
+            raw.cors_origins = Some(v.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect());
+        }
         Ok(raw)
     }
 }
@@ -133,10 +138,18 @@ impl Config {
             bail!("rate_limit_burst must be at least 1");
         }
         let rate_limit = (per_second > 0.0).then_some(RateLimit { per_second, burst });
+        let cors_origins = raw.cors_origins.unwrap_or_default();
+        for o in &cors_origins {
+            let ok = o == "*" || ((o.starts_with("http://") || o.starts_with("https://")) && !o.ends_with('/'));
+            if !ok {
+                bail!("cors_origins: {o:?} is not `*` or an origin like `https://app.example` (no path)");
+            }
+        }
         Ok(Self {
             addr,
             data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             limits: Limits {
+                cors_origins,
                 rate_limit,
                 max_body_bytes,
                 request_timeout: positive_ms("request_timeout_ms", raw.request_timeout_ms, d.request_timeout)?,

@@ -105,6 +105,32 @@ async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Res
     }
 }
 
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([header::RETRY_AFTER, HeaderName::from_static("x-request-id")]),
+    )
+}
+
 /// The whole HTTP API over a state.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
@@ -123,7 +149,8 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/{id}/cancel", post(api::cancel_run))
         .route("/runs/{id}/events", get(api::run_events));
     let max_body = state.inner.limits.max_body_bytes;
-    Router::new()
+    let cors = cors(&state.inner.limits.cors_origins);
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
@@ -135,7 +162,11 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(middleware::from_fn(request_id))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(c) => router.layer(c),
+        None => router,
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes; then stops accepting connections,

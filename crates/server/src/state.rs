@@ -75,6 +75,9 @@ pub struct RateLimit {
 /// Limits and timeouts of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Origins allowed by CORS (`*` for any; empty: no CORS headers, browsers on other origins
+    /// are refused).
+    pub cors_origins: Vec<String>,
     /// Per-API-key rate limit (`None`: unlimited).
     pub rate_limit: Option<RateLimit>,
     /// Largest request body.
@@ -95,6 +98,7 @@ pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            cors_origins: Vec::new(),
             rate_limit: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,

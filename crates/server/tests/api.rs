@@ -507,3 +507,28 @@ async fn metrics_count_responses_and_turns() {
     assert!(text.contains("switchboard_http_responses_total{class=\"2xx\"} 2"), "{text}");
     assert!(text.contains("switchboard_runs_in_flight 0"), "{text}");
 }
+
+#[tokio::test]
+async fn cors_answers_preflights_for_configured_origins_only() {
+    let limits = Limits { cors_origins: vec!["https://chat.example".into()], ..Limits::default() };
+    let env = setup_with(limits, std::time::Duration::ZERO).await;
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/conversations")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let resp = env.app.clone().oneshot(preflight("https://chat.example")).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.headers()["access-control-allow-origin"], "https://chat.example");
+    let resp = env.app.clone().oneshot(preflight("https://evil.example")).await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    // Without CORS config no CORS headers at all.
+    let env = setup().await;
+    let resp = env.app.clone().oneshot(preflight("https://chat.example")).await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
