@@ -6,9 +6,11 @@ mod bench_router;
 mod demo;
 mod fake_llm;
 mod guard;
+mod keys;
 mod llm;
 mod models;
 mod router;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +39,11 @@ enum Command {
     Llm(llm::Args),
     /// Run a fake LLM vendor server for offline development and tests.
     FakeLlm(fake_llm::Args),
+    /// Serve the HTTP API (SQLite in the data directory; an admin key is printed at first start).
+    Serve(serve::ServeArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Benchmarks that print figures (JSON lines with --json), to compare side by side with peers.
     #[command(subcommand)]
     Bench(Bench),
@@ -52,15 +59,19 @@ enum Bench {
     Router(bench_router::BenchRouterArgs),
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`), with PII and secrets masked.
+/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`), with PII and secrets masked; one
+/// JSON object per line with `SWITCHBOARD_LOG_FORMAT=json`.
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .fmt_fields(switchboard_guard::logging::RedactingFields)
-        .with_writer(switchboard_guard::logging::RedactingMakeWriter::new(std::io::stderr))
-        .init();
+        .with_writer(switchboard_guard::logging::RedactingMakeWriter::new(std::io::stderr));
+    if std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.fmt_fields(switchboard_guard::logging::RedactingFields).init();
+    }
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
@@ -71,6 +82,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Router(c) => router::run(c),
         Command::Llm(a) => llm::run(a),
         Command::FakeLlm(a) => fake_llm::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Keys(a) => keys::run(a),
         Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
         Command::Bench(Bench::Providers(a)) => bench_providers::run(a),
         Command::Bench(Bench::Router(a)) => bench_router::run(a),

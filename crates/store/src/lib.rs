@@ -6,7 +6,9 @@
 
 pub mod conformance;
 mod migrate;
+pub mod records;
 mod sqlite;
 
+pub use records::Records;
 pub use sqlite::{SqliteConfig, SqliteStore, WriterStats};
 pub use switchboard_engine::MemoryStore;

@@ -9,7 +9,10 @@ use std::borrow::Cow;
 pub(crate) type Embedded = &'static [(i64, &'static str, &'static str)];
 
 /// SQLite migrations.
-pub(crate) const SQLITE: Embedded = &[(1, "checkpoints", include_str!("../migrations/sqlite/0001_checkpoints.sql"))];
+pub(crate) const SQLITE: Embedded = &[
+    (1, "checkpoints", include_str!("../migrations/sqlite/0001_checkpoints.sql")),
+    (2, "server", include_str!("../migrations/sqlite/0002_server.sql")),
+];
 
 #[derive(Debug)]
 struct Source(Embedded);

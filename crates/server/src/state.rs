@@ -1,0 +1,236 @@
+//! What every handler shares: the assistants (name → engine), the records, limits, the live
+//! event fan-out of runs in flight, and the shutdown machinery.
+
+use crate::turns::Live;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchboard_engine::{Engine, Update};
+use switchboard_store::Records;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Turns a customer's message (text and metadata) into the assistant's input update.
+pub type InputFn = Arc<dyn Fn(&str, &Value) -> Update + Send + Sync>;
+
+/// One assistant the server can run. The server knows nothing of its graph beyond
+/// [`switchboard_engine::Graph::describe`], its input function, and the convention that the
+/// conversation's messages are in a `messages` field.
+#[derive(Clone)]
+pub struct Assistant {
+    /// Human-readable description.
+    pub description: String,
+    /// Version string.
+    pub version: String,
+    /// The engine that runs its graph.
+    pub engine: Engine,
+    /// How a customer message becomes input.
+    pub input: InputFn,
+}
+
+/// The assistants, by name, with a default.
+#[derive(Clone)]
+pub struct Assistants {
+    default: String,
+    map: BTreeMap<String, Arc<Assistant>>,
+}
+
+impl Assistants {
+    /// A registry whose default (and first) assistant is `name`.
+    pub fn new(name: impl Into<String>, assistant: Assistant) -> Self {
+        let name = name.into();
+        let mut map = BTreeMap::new();
+        map.insert(name.clone(), Arc::new(assistant));
+        Self { default: name, map }
+    }
+    /// Adds another assistant.
+    pub fn with(mut self, name: impl Into<String>, assistant: Assistant) -> Self {
+        self.map.insert(name.into(), Arc::new(assistant));
+        self
+    }
+    /// The default assistant's name.
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+    /// An assistant by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Assistant>> {
+        self.map.get(name)
+    }
+    /// All, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Assistant>)> {
+        self.map.iter()
+    }
+}
+
+/// A per-key token bucket: `per_second` requests on average, bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Largest burst.
+    pub burst: u32,
+}
+
+/// Limits and timeouts of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Origins allowed by CORS (`*` for any; empty: no CORS headers, browsers on other origins
+    /// are refused).
+    pub cors_origins: Vec<String>,
+    /// Per-API-key rate limit (`None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Longest a request may take before a response starts (streams are not cut).
+    pub request_timeout: Duration,
+    /// How long shutdown lets runs in flight finish before cancelling them.
+    pub shutdown_deadline: Duration,
+}
+
+/// Default of [`Limits::max_body_bytes`] (256 KiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 << 10;
+/// Default of [`Limits::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`Limits::shutdown_deadline`].
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            cors_origins: Vec::new(),
+            rate_limit: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) assistants: Assistants,
+    pub(crate) records: Records,
+    pub(crate) limits: Limits,
+    /// Runs in flight: their live event fan-out.
+    pub(crate) live: Mutex<HashMap<String, Live>>,
+    /// The tasks that record runs.
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled when streams must end (the end of shutdown).
+    pub(crate) closing: CancellationToken,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: Metrics,
+    /// Rate-limit buckets by key id: (tokens, last refill).
+    pub(crate) buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// The server's shared state.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl AppState {
+    /// State over assistants and records.
+    pub fn new(assistants: Assistants, records: Records, limits: Limits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                assistants,
+                records,
+                limits,
+                live: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+                closing: CancellationToken::new(),
+                buckets: Mutex::new(HashMap::new()),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    /// The records.
+    pub fn records(&self) -> &Records {
+        &self.inner.records
+    }
+
+    /// Takes one token from a key's bucket.
+    ///
+    /// # Errors
+    /// [`crate::ApiError::RateLimited`] with the seconds until the next token.
+    pub(crate) fn take_token(&self, key_id: &str) -> Result<(), crate::ApiError> {
+        let Some(limit) = self.inner.limits.rate_limit else { return Ok(()) };
+        let now = Instant::now();
+        let burst = f64::from(limit.burst.max(1));
+        let mut buckets = lock(&self.inner.buckets);
+        let (tokens, last) = buckets.entry(key_id.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * limit.per_second).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = (1.0 - *tokens) / limit.per_second.max(f64::MIN_POSITIVE);
+        Err(crate::ApiError::RateLimited { retry_after_secs: wait.ceil().max(1.0) as u64 })
+    }
+
+    /// Lets runs in flight finish (or checkpoint and cancel them at the deadline), waits until
+    /// their results are recorded, then ends open streams. Returns how many runs were cancelled.
+    pub async fn drain(&self) -> usize {
+        let deadline = self.inner.limits.shutdown_deadline;
+        let mut cancelled = 0;
+        let engines: Vec<Engine> = self.inner.assistants.iter().map(|(_, a)| a.engine.clone()).collect();
+        for n in futures::future::join_all(engines.iter().map(|e| e.shutdown(deadline))).await {
+            cancelled += n;
+        }
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(deadline + Duration::from_secs(5), self.inner.tasks.wait()).await;
+        self.inner.closing.cancel();
+        cancelled
+    }
+}
+
+/// Counters exposed at `/metrics`.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    /// HTTP responses by status class (index 1 to 5).
+    pub(crate) responses: [std::sync::atomic::AtomicU64; 6],
+    /// Finished turns by status.
+    pub(crate) turns: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub(crate) fn render(&self, in_flight: usize) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering;
+        let mut out = String::new();
+        out.push_str("# HELP switchboard_http_responses_total HTTP responses by status class.\n");
+        out.push_str("# TYPE switchboard_http_responses_total counter\n");
+        for (i, c) in self.responses.iter().enumerate().skip(1) {
+            let _ = writeln!(out, "switchboard_http_responses_total{{class=\"{i}xx\"}} {}", c.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP switchboard_turns_total Finished turns by status.\n");
+        out.push_str("# TYPE switchboard_turns_total counter\n");
+        for (status, n) in lock(&self.turns).iter() {
+            let _ = writeln!(out, "switchboard_turns_total{{status=\"{status}\"}} {n}");
+        }
+        out.push_str("# HELP switchboard_runs_in_flight Turns running now.\n");
+        out.push_str("# TYPE switchboard_runs_in_flight gauge\n");
+        let _ = writeln!(out, "switchboard_runs_in_flight {in_flight}");
+        out
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A random hex string of `bytes` bytes of OS entropy.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS entropy source failing is unrecoverable for a server that mints keys.
+    getrandom::fill(&mut buf).expect("the OS entropy source is available");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

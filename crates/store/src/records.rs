@@ -1,0 +1,665 @@
+//! The server's records in SQLite: API keys (hashed), conversation metadata, runs and their
+//! events, feedback. Every row has a tenant and every read filters by it, so no query of one tenant
+//! can return another's row.
+//!
+//! It shares the database file with [`crate::SqliteStore`] (WAL lets both write, each statement
+//! waiting for the lock up to the busy timeout); every write here is a single statement.
+
+use crate::migrate;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use switchboard_engine::StoreError;
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// An API key as stored (its hash only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Key id (not secret).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Scopes, e.g. `chat`, `desk`, `admin`.
+    pub scopes: Vec<String>,
+    /// Unix time, ms.
+    pub created_at_ms: i64,
+}
+
+/// A conversation's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRecord {
+    /// Id (also the engine's conversation key).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Assistant name.
+    pub assistant: String,
+    /// The customer, when known.
+    pub customer_id: Option<String>,
+    /// Free-form metadata object.
+    pub metadata: Value,
+    /// `idle`, `running`, `interrupted` or `failed`.
+    pub status: String,
+    /// Unix time, ms.
+    pub created_at_ms: i64,
+    /// Unix time, ms.
+    pub updated_at_ms: i64,
+}
+
+/// Filters and page of a conversation listing (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only this customer's.
+    pub customer_id: Option<String>,
+    /// Only with this status.
+    pub status: Option<String>,
+    /// Created at or after (ms).
+    pub created_after_ms: Option<i64>,
+    /// Created before (ms).
+    pub created_before_ms: Option<i64>,
+    /// Continue after this `(created_at_ms, id)` (the last item of the previous page).
+    pub after: Option<(i64, String)>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A run as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Run id (the engine's).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Conversation id.
+    pub conversation_id: String,
+    /// `message` or `resume`.
+    pub kind: String,
+    /// `running`, or the final status.
+    pub status: String,
+    /// The final result, when finished.
+    pub result: Option<Value>,
+    /// The error, when failed.
+    pub error: Option<String>,
+    /// Unix time, ms.
+    pub created_at_ms: i64,
+    /// Unix time, ms.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// One persisted event of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Position in the run, from 1.
+    pub seq: u64,
+    /// Event name.
+    pub event: String,
+    /// JSON payload.
+    pub data: String,
+}
+
+/// Feedback on a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackRecord {
+    /// Feedback id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Conversation id.
+    pub conversation_id: String,
+    /// The rated message, when given.
+    pub message_id: Option<String>,
+    /// Rating.
+    pub rating: i64,
+    /// Comment.
+    pub comment: Option<String>,
+    /// Unix time, ms.
+    pub created_at_ms: i64,
+}
+
+/// What deleting a conversation removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// Run records.
+    pub runs: u64,
+    /// Run events.
+    pub events: u64,
+    /// Feedback records.
+    pub feedback: u64,
+}
+
+/// The outcome of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and is now this request's.
+    New,
+    /// The key was taken by an earlier request.
+    Existing {
+        /// The hash of that request's body.
+        body_hash: String,
+        /// Its run, once started.
+        run_id: Option<String>,
+    },
+}
+
+/// The server's records.
+#[derive(Debug, Clone)]
+pub struct Records {
+    pool: SqlitePool,
+}
+
+const CONV_COLS: &str = "id, tenant, assistant, customer_id, metadata, status, created_at, updated_at";
+const RUN_COLS: &str = "id, tenant, conversation_id, kind, status, result, error, created_at, finished_at";
+
+fn conv(r: &SqliteRow) -> Result<ConversationRecord, StoreError> {
+    let meta: String = r.try_get(4).map_err(corrupt)?;
+    Ok(ConversationRecord {
+        id: r.try_get(0).map_err(corrupt)?,
+        tenant: r.try_get(1).map_err(corrupt)?,
+        assistant: r.try_get(2).map_err(corrupt)?,
+        customer_id: r.try_get(3).map_err(corrupt)?,
+        metadata: serde_json::from_str(&meta).map_err(corrupt)?,
+        status: r.try_get(5).map_err(corrupt)?,
+        created_at_ms: r.try_get(6).map_err(corrupt)?,
+        updated_at_ms: r.try_get(7).map_err(corrupt)?,
+    })
+}
+
+fn run(r: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let result: Option<String> = r.try_get(5).map_err(corrupt)?;
+    Ok(RunRecord {
+        id: r.try_get(0).map_err(corrupt)?,
+        tenant: r.try_get(1).map_err(corrupt)?,
+        conversation_id: r.try_get(2).map_err(corrupt)?,
+        kind: r.try_get(3).map_err(corrupt)?,
+        status: r.try_get(4).map_err(corrupt)?,
+        result: result.map(|s| serde_json::from_str(&s)).transpose().map_err(corrupt)?,
+        error: r.try_get(6).map_err(corrupt)?,
+        created_at_ms: r.try_get(7).map_err(corrupt)?,
+        finished_at_ms: r.try_get(8).map_err(corrupt)?,
+    })
+}
+
+impl Records {
+    /// Opens the records in a SQLite file (creating it and applying migrations if needed).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if the file cannot be opened or migrated.
+    pub async fn open(path: impl AsRef<Path>, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(unavailable)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(busy_timeout)
+            .connect_with(opts)
+            .await
+            .map_err(unavailable)?;
+        let migrator = migrate::migrator(migrate::SQLITE).await.map_err(unavailable)?;
+        migrator.run(&pool).await.map_err(unavailable)?;
+        Ok(Self { pool })
+    }
+
+    /// Whether the database answers.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Stores a key's hash.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`]-free: a duplicate hash is [`StoreError::Unavailable`].
+    pub async fn insert_key(&self, key: &ApiKeyRecord, key_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO srv_api_keys (id, tenant, key_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&key.id)
+            .bind(&key.tenant)
+            .bind(key_hash)
+            .bind(key.scopes.join(","))
+            .bind(key.created_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// The key with this hash.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT id, tenant, scopes, created_at FROM srv_api_keys WHERE key_hash = ?")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| {
+            let scopes: String = r.try_get(2).map_err(corrupt)?;
+            Ok(ApiKeyRecord {
+                id: r.try_get(0).map_err(corrupt)?,
+                tenant: r.try_get(1).map_err(corrupt)?,
+                scopes: scopes.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                created_at_ms: r.try_get(3).map_err(corrupt)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many keys exist (all tenants).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn count_keys(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM srv_api_keys").fetch_one(&self.pool).await.map_err(unavailable)?;
+        Ok(n as u64)
+    }
+
+    /// Stores a new conversation.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn insert_conversation(&self, c: &ConversationRecord) -> Result<(), StoreError> {
+        sqlx::query(&format!("INSERT INTO srv_conversations ({CONV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(&c.id)
+            .bind(&c.tenant)
+            .bind(&c.assistant)
+            .bind(&c.customer_id)
+            .bind(c.metadata.to_string())
+            .bind(&c.status)
+            .bind(c.created_at_ms)
+            .bind(c.updated_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// A tenant's conversation.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn conversation(&self, tenant: &str, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {CONV_COLS} FROM srv_conversations WHERE tenant = ? AND id = ?"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(conv).transpose()
+    }
+
+    /// A page of a tenant's conversations, newest first.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_conversations(
+        &self,
+        tenant: &str,
+        f: &ConversationFilter,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let mut sql = format!("SELECT {CONV_COLS} FROM srv_conversations WHERE tenant = ?");
+        if f.customer_id.is_some() {
+            sql.push_str(" AND customer_id = ?");
+        }
+        if f.status.is_some() {
+            sql.push_str(" AND status = ?");
+        }
+        if f.created_after_ms.is_some() {
+            sql.push_str(" AND created_at >= ?");
+        }
+        if f.created_before_ms.is_some() {
+            sql.push_str(" AND created_at < ?");
+        }
+        if f.after.is_some() {
+            sql.push_str(" AND (created_at < ? OR (created_at = ? AND id < ?))");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT ?");
+        let mut q = sqlx::query(&sql).bind(tenant);
+        if let Some(c) = &f.customer_id {
+            q = q.bind(c);
+        }
+        if let Some(s) = &f.status {
+            q = q.bind(s);
+        }
+        if let Some(t) = f.created_after_ms {
+            q = q.bind(t);
+        }
+        if let Some(t) = f.created_before_ms {
+            q = q.bind(t);
+        }
+        if let Some((t, id)) = &f.after {
+            q = q.bind(t).bind(t).bind(id);
+        }
+        let rows = q.bind(i64::from(f.limit)).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.iter().map(conv).collect()
+    }
+
+    /// Sets a conversation's status.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn set_conversation_status(&self, id: &str, status: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE srv_conversations SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Deletes a tenant's conversation record with its runs, events and feedback; `None` when the
+    /// tenant has no such conversation.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete_conversation(&self, tenant: &str, id: &str) -> Result<Option<Deleted>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let gone = sqlx::query("DELETE FROM srv_conversations WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        if gone == 0 {
+            return Ok(None);
+        }
+        let events = sqlx::query(
+            "DELETE FROM srv_run_events WHERE run_id IN (SELECT id FROM srv_runs WHERE tenant = ? AND conversation_id = ?)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        let runs = sqlx::query("DELETE FROM srv_runs WHERE tenant = ? AND conversation_id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND conversation_id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let feedback = sqlx::query("DELETE FROM srv_feedback WHERE tenant = ? AND conversation_id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(Deleted { runs, events, feedback }))
+    }
+
+    /// Records a run that started.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn insert_run(&self, r: &RunRecord) -> Result<(), StoreError> {
+        sqlx::query(&format!("INSERT INTO srv_runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(&r.id)
+            .bind(&r.tenant)
+            .bind(&r.conversation_id)
+            .bind(&r.kind)
+            .bind(&r.status)
+            .bind(r.result.as_ref().map(Value::to_string))
+            .bind(&r.error)
+            .bind(r.created_at_ms)
+            .bind(r.finished_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Records how a run ended.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn finish_run(
+        &self,
+        id: &str,
+        status: &str,
+        result: Option<&Value>,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE srv_runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(result.map(Value::to_string))
+            .bind(error)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// A tenant's run.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn run(&self, tenant: &str, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLS} FROM srv_runs WHERE tenant = ? AND id = ?"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(run).transpose()
+    }
+
+    /// Appends an event to a run.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn append_event(&self, run_id: &str, e: &EventRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO srv_run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)")
+            .bind(run_id)
+            .bind(e.seq as i64)
+            .bind(&e.event)
+            .bind(&e.data)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Events of a run after `after_seq`, in order.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn events_after(&self, run_id: &str, after_seq: u64) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query("SELECT seq, event, data FROM srv_run_events WHERE run_id = ? AND seq > ? ORDER BY seq")
+            .bind(run_id)
+            .bind(after_seq as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventRecord {
+                    seq: r.try_get::<i64, _>(0).map_err(corrupt)? as u64,
+                    event: r.try_get(1).map_err(corrupt)?,
+                    data: r.try_get(2).map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Claims an idempotency key for a request with this body hash (atomic: of two concurrent
+    /// claims exactly one is [`Claim::New`]).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn claim_idempotency(
+        &self,
+        tenant: &str,
+        key: &str,
+        body_hash: &str,
+        conversation_id: &str,
+        now_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO srv_idempotency (tenant, key, body_hash, conversation_id, run_id, created_at) \
+             VALUES (?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(body_hash)
+        .bind(conversation_id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Claim::New);
+        }
+        let row = sqlx::query("SELECT body_hash, run_id FROM srv_idempotency WHERE tenant = ? AND key = ?")
+            .bind(tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        match row {
+            Some(r) => Ok(Claim::Existing {
+                body_hash: r.try_get(0).map_err(corrupt)?,
+                run_id: r.try_get(1).map_err(corrupt)?,
+            }),
+            // Released between the two statements: the caller may simply retry.
+            None => Ok(Claim::Existing { body_hash: String::new(), run_id: None }),
+        }
+    }
+
+    /// Records the run an idempotency key started.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn set_idempotency_run(&self, tenant: &str, key: &str, run_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE srv_idempotency SET run_id = ? WHERE tenant = ? AND key = ?")
+            .bind(run_id)
+            .bind(tenant)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Frees an idempotency key (its request failed before or during its turn).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn release_idempotency(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND key = ?")
+            .bind(tenant)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Stores feedback.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn insert_feedback(&self, f: &FeedbackRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO srv_feedback (id, tenant, conversation_id, message_id, rating, comment, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&f.id)
+        .bind(&f.tenant)
+        .bind(&f.conversation_id)
+        .bind(&f.message_id)
+        .bind(f.rating)
+        .bind(&f.comment)
+        .bind(f.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn c(id: &str, tenant: &str, t: i64) -> ConversationRecord {
+        ConversationRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            assistant: "a".into(),
+            customer_id: Some(format!("cust-{}", t % 2)),
+            metadata: json!({"n": t}),
+            status: "idle".into(),
+            created_at_ms: t,
+            updated_at_ms: t,
+        }
+    }
+
+    #[tokio::test]
+    async fn conversations_are_tenant_scoped_and_paged() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Records::open(dir.path().join("x.sqlite"), Duration::from_secs(5)).await.unwrap();
+        for t in 0..5 {
+            r.insert_conversation(&c(&format!("c{t}"), "t1", t)).await.unwrap();
+        }
+        r.insert_conversation(&c("other", "t2", 3)).await.unwrap();
+        assert!(r.conversation("t2", "c1").await.unwrap().is_none());
+        assert_eq!(r.conversation("t1", "c1").await.unwrap().unwrap().metadata, json!({"n": 1}));
+        let mut f = ConversationFilter { limit: 2, ..Default::default() };
+        let mut seen = Vec::new();
+        loop {
+            let page = r.list_conversations("t1", &f).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            let last = page.last().unwrap();
+            f.after = Some((last.created_at_ms, last.id.clone()));
+            seen.extend(page.into_iter().map(|c| c.id));
+        }
+        assert_eq!(seen, ["c4", "c3", "c2", "c1", "c0"]);
+        let f = ConversationFilter { customer_id: Some("cust-1".into()), limit: 10, ..Default::default() };
+        let ids: Vec<_> = r.list_conversations("t1", &f).await.unwrap().into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["c3", "c1"]);
+        assert!(r.delete_conversation("t2", "c1").await.unwrap().is_none());
+        assert!(r.delete_conversation("t1", "c1").await.unwrap().is_some());
+        assert!(r.conversation("t1", "c1").await.unwrap().is_none());
+    }
+}

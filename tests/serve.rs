@@ -1,0 +1,119 @@
+//! `switchboard serve` and `switchboard keys create` as a user runs them.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+}
+
+fn is_key(s: &str) -> bool {
+    s.len() == 67 && s.starts_with("sb_") && s[3..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn get(addr: &str, path: &str, key: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn keys_create_prints_the_key_alone_on_its_last_line_and_serve_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = bin()
+        .args(["keys", "create", "--tenant", "acme", "--scopes", "chat,desk", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().to_string();
+    assert!(is_key(&key), "{stdout}");
+
+    let bad = bin()
+        .args(["keys", "create", "--tenant", "acme", "--scopes", "root", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope `root`"));
+
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let start = Instant::now();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        // A key already exists: no admin key is generated.
+        assert!(!line.starts_with("First start"), "{line}");
+        if let Some(rest) = line.strip_prefix("Switchboard listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+    };
+    let resp = get(&addr, "/v1/conversations", &key);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let resp = get(&addr, "/v1/conversations", "sb_wrong");
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn serve_prints_an_admin_key_at_first_start_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_line = |dir: &std::path::Path| {
+        let mut child = bin()
+            .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        for l in lines.by_ref() {
+            let l = l.unwrap();
+            let done = l.starts_with("Switchboard listening");
+            seen.push(l);
+            if done {
+                break;
+            }
+        }
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(child.wait().unwrap().success());
+        seen
+    };
+    let first = first_line(dir.path());
+    assert!(first[0].starts_with("First start"), "{first:?}");
+    assert!(is_key(&first[1]), "{first:?}");
+    let second = first_line(dir.path());
+    assert_eq!(second.len(), 1, "{second:?}");
+}
+
+#[test]
+fn a_bad_config_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sb.toml");
+    std::fs::write(&cfg, "addr = \"localhost\"\n").unwrap();
+    let out = bin().args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("addr \"localhost\" is not HOST:PORT"), "{err}");
+    let out =
+        bin().args(["serve", "--addr", "127.0.0.1:0"]).env("SWITCHBOARD_REQUEST_TIMEOUT_MS", "soon").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHBOARD_REQUEST_TIMEOUT_MS"));
+}
