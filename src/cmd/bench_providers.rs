@@ -35,10 +35,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         stream_tokens: args.stream_tokens,
         concurrency: args.concurrency,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     let report = rt.block_on(run_bench(&opts))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -51,14 +48,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             o.full_stack_overhead.p50_us,
             o.full_stack_overhead.p99_us
         );
-        println!(
-            "layers alone (no network): p50 {:.1} us, p99 {:.1} us",
-            o.layers_only.p50_us, o.layers_only.p99_us
-        );
-        println!(
-            "streaming: {:.0} tokens/s ({} tokens)",
-            report.streaming.tokens_per_second, report.streaming.tokens
-        );
+        println!("layers alone (no network): p50 {:.1} us, p99 {:.1} us", o.layers_only.p50_us, o.layers_only.p99_us);
+        println!("streaming: {:.0} tokens/s ({} tokens)", report.streaming.tokens_per_second, report.streaming.tokens);
         for c in &report.concurrency {
             println!(
                 "{} concurrent streams: {} open in {:.1} s, {:.0} KiB per 1,000 streams{}",
@@ -66,10 +57,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 c.opened,
                 c.open_seconds,
                 c.kib_per_1000_streams,
-                c.first_error
-                    .as_ref()
-                    .map(|e| format!(" (first error: {e})"))
-                    .unwrap_or_default()
+                c.first_error.as_ref().map(|e| format!(" (first error: {e})")).unwrap_or_default()
             );
         }
     }

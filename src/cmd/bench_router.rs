@@ -58,12 +58,7 @@ pub(crate) fn run(a: BenchRouterArgs) -> anyhow::Result<()> {
             .map(|e| e.text)
             .take(a.n)
             .collect(),
-        None => BUILT_IN
-            .iter()
-            .cycle()
-            .take(a.n)
-            .map(|s| (*s).to_owned())
-            .collect(),
+        None => BUILT_IN.iter().cycle().take(a.n).map(|s| (*s).to_owned()).collect(),
     };
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     // Warm-up.

@@ -28,18 +28,14 @@ pub(crate) struct Args {
 }
 
 fn parse_vendor(s: &str) -> Result<Vendor, String> {
-    s.parse()
-        .map_err(|e: switchboard_testkit::vendor::UnknownVendor| e.to_string())
+    s.parse().map_err(|e: switchboard_testkit::vendor::UnknownVendor| e.to_string())
 }
 
 /// How long shutdown waits for open streams (a stalled one never ends by itself).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async move {
         let state = Arc::new(if args.no_record {
             FakeState::without_recording(args.vendor)
@@ -47,8 +43,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             FakeState::new(args.vendor)
         });
         if let Some(path) = &args.script {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading script {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading script {}", path.display()))?;
             let scenarios: Vec<Scenario> =
                 serde_json::from_str(&text).context("script must be a JSON array of scenarios")?;
             state.push(scenarios);

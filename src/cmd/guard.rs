@@ -44,10 +44,7 @@ struct ScanArgs {
 #[derive(Debug, Args)]
 struct TrainArgs {
     /// Labelled corpus (JSONL with `text` and `label`).
-    #[arg(
-        long,
-        default_value = "../shared/data/attacks/prompt_attacks_visible.jsonl"
-    )]
+    #[arg(long, default_value = "../shared/data/attacks/prompt_attacks_visible.jsonl")]
     data: PathBuf,
     /// Where to write the model.
     #[arg(long, default_value = "crates/guard/data/injection/lexical.bin")]
@@ -86,18 +83,12 @@ fn parse_line(line: &str) -> Input {
     {
         return i;
     }
-    Input {
-        text: line.to_owned(),
-        labels: Labels::default(),
-    }
+    Input { text: line.to_owned(), labels: Labels::default() }
 }
 
 fn scan(a: ScanArgs) -> anyhow::Result<()> {
     let inputs: Box<dyn Iterator<Item = anyhow::Result<Input>>> = match (&a.jsonl, &a.text) {
-        (_, Some(t)) => Box::new(std::iter::once(Ok(Input {
-            text: t.clone(),
-            labels: Labels::default(),
-        }))),
+        (_, Some(t)) => Box::new(std::iter::once(Ok(Input { text: t.clone(), labels: Labels::default() }))),
         (Some(p), None) if p.as_os_str() != "-" => {
             let f = std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?;
             Box::new(lines(std::io::BufReader::new(f)))
@@ -116,16 +107,8 @@ fn scan(a: ScanArgs) -> anyhow::Result<()> {
         let entities = detector.detect(&input.text);
         let redacted = redact::redact_numbered(&input.text, &entities);
         // Labelled indirect-injection rows (BIPIA e-mails) are document output by definition.
-        let indirect = input
-            .labels
-            .category
-            .as_deref()
-            .is_some_and(|c| c.starts_with("indirect"));
-        let source = if a.tool_output || indirect {
-            Source::ToolOutput
-        } else {
-            Source::User
-        };
+        let indirect = input.labels.category.as_deref().is_some_and(|c| c.starts_with("indirect"));
+        let source = if a.tool_output || indirect { Source::ToolOutput } else { Source::User };
         let verdict = scorer.score(&input.text, source);
         if let Some(gold) = &input.labels.entities {
             pii_labelled = true;
@@ -198,14 +181,9 @@ fn lines(r: impl BufRead) -> impl Iterator<Item = anyhow::Result<Input>> {
 }
 
 fn train_injection(a: TrainArgs) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(&a.data).with_context(|| format!("read {}", a.data.display()))?;
+    let text = std::fs::read_to_string(&a.data).with_context(|| format!("read {}", a.data.display()))?;
     let rows = train::parse_rows(&text)?;
-    let mut opts = TrainOptions {
-        dev_percent: a.dev_percent,
-        target_fpr: a.target_fpr,
-        ..TrainOptions::default()
-    };
+    let mut opts = TrainOptions { dev_percent: a.dev_percent, target_fpr: a.target_fpr, ..TrainOptions::default() };
     if a.no_augment {
         opts.extra.clear();
     }
@@ -213,8 +191,7 @@ fn train_injection(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = a.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&a.out, model.to_bytes())
-        .with_context(|| format!("write {}", a.out.display()))?;
+    std::fs::write(&a.out, model.to_bytes()).with_context(|| format!("write {}", a.out.display()))?;
     let mut summary = serde_json::json!({
         "model": a.out.display().to_string(),
         "n_train": report.n_train,

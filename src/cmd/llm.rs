@@ -11,9 +11,7 @@ use anyhow::Context;
 use switchboard_providers::config::{ProviderEntry, build_model};
 use switchboard_providers::event::StreamExt;
 use switchboard_providers::resilience::{ChatModelExt, RetryPolicy, TimeoutPolicy};
-use switchboard_providers::{
-    Accumulator, CancellationToken, ChatModel, ChatRequest, ChatResponse, StreamEvent,
-};
+use switchboard_providers::{Accumulator, CancellationToken, ChatModel, ChatRequest, ChatResponse, StreamEvent};
 
 /// Arguments of `switchboard llm`.
 #[derive(Debug, clap::Args)]
@@ -60,10 +58,7 @@ struct ChatArgs {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let LlmCommand::Chat(args) = args.command;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(chat(args))
 }
 

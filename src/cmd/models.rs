@@ -23,12 +23,10 @@ pub(crate) enum ModelsCmd {
 pub(crate) fn run(cmd: ModelsCmd) -> anyhow::Result<()> {
     match cmd {
         ModelsCmd::Fetch { cache_dir, python } => {
-            let cache = cache_dir.or_else(fetch::models_cache_dir).context(
-                "no cache directory: set SWITCHBOARD_MODELS_DIR or HOME, or pass --cache-dir",
-            )?;
-            let dir = fetch::fetch_default_model(&cache, &python, &mut |m| {
-                eprintln!("models fetch: {m}")
-            })?;
+            let cache = cache_dir
+                .or_else(fetch::models_cache_dir)
+                .context("no cache directory: set SWITCHBOARD_MODELS_DIR or HOME, or pass --cache-dir")?;
+            let dir = fetch::fetch_default_model(&cache, &python, &mut |m| eprintln!("models fetch: {m}"))?;
             println!("{}", dir.display());
             Ok(())
         }

@@ -154,18 +154,14 @@ fn fmt_of(format: Option<DataFormat>, path: &Path) -> DataFormat {
 }
 
 /// The sentence encoder, or `None` with a warning when there is none to be had.
-fn load_encoder(
-    model_dir: Option<&Path>,
-    lexical_only: bool,
-) -> anyhow::Result<Option<Arc<BertEncoder>>> {
+fn load_encoder(model_dir: Option<&Path>, lexical_only: bool) -> anyhow::Result<Option<Arc<BertEncoder>>> {
     if lexical_only {
         return Ok(None);
     }
     match resolve_model_dir(model_dir) {
         Some(loc) => {
-            let enc = BertEncoder::load(&loc.dir, loc.pinned).with_context(|| {
-                format!("loading the sentence encoder from {}", loc.dir.display())
-            })?;
+            let enc = BertEncoder::load(&loc.dir, loc.pinned)
+                .with_context(|| format!("loading the sentence encoder from {}", loc.dir.display()))?;
             Ok(Some(Arc::new(enc)))
         }
         None => {
@@ -194,10 +190,8 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         rules.extend(Rules::compliance_defaults());
     }
     if let Some(p) = &a.rules {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let more: Vec<RuleSpec> =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let more: Vec<RuleSpec> = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         rules.extend(more);
     }
     Rules::new(rules.clone())?;
@@ -212,10 +206,7 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
         target_rejection: a.target_rejection,
         clarify_margin: a.clarify_margin,
-        head: LogRegConfig {
-            l2: a.l2,
-            max_iter: a.max_iter,
-        },
+        head: LogRegConfig { l2: a.l2, max_iter: a.max_iter },
         lexical_dim: a.lexical_dim,
         lexical_weight: a.lexical_weight,
         rules,
@@ -226,10 +217,7 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     if let (Some(p), Some(c), Some(b)) = (&a.embed_cache, &cache, &bert) {
         c.save(p, &b.info().hash)?;
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&artifact.manifest.metrics)?
-    );
+    println!("{}", serde_json::to_string_pretty(&artifact.manifest.metrics)?);
     eprintln!(
         "trained {} intents on {} examples in {:.1}s; artifact: {}",
         artifact.manifest.labels.len(),
@@ -271,11 +259,6 @@ fn split_cmd(a: SplitArgs) -> anyhow::Result<()> {
     let (train, dev) = data::stratified_split(&examples, a.fraction, a.seed);
     data::save(&a.train_out, format, &train)?;
     data::save(&a.dev_out, format, &dev)?;
-    eprintln!(
-        "split {} examples: {} train, {} dev",
-        examples.len(),
-        train.len(),
-        dev.len()
-    );
+    eprintln!("split {} examples: {} train, {} dev", examples.len(), train.len(), dev.len());
     Ok(())
 }

@@ -52,12 +52,7 @@ fn cpu_time_p50() {
         .collect();
     per_call.sort_by(f64::total_cmp);
     let q = |p: f64| per_call[((per_call.len() - 1) as f64 * p) as usize];
-    println!(
-        "scan_500_chars thread-cpu per call: p50 {:.1} us, p10 {:.1} us, p90 {:.1} us",
-        q(0.5),
-        q(0.1),
-        q(0.9)
-    );
+    println!("scan_500_chars thread-cpu per call: p50 {:.1} us, p10 {:.1} us, p90 {:.1} us", q(0.5), q(0.1), q(0.9));
 }
 
 criterion_group!(benches, bench);

@@ -164,10 +164,7 @@ pub struct UnknownEntityType(pub String);
 impl FromStr for EntityType {
     type Err = UnknownEntityType;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| UnknownEntityType(s.to_owned()))
+        Self::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| UnknownEntityType(s.to_owned()))
     }
 }
 

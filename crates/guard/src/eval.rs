@@ -116,9 +116,7 @@ impl PiiScore {
         for g in gold {
             let c = self.per_type.entry(g.kind.clone()).or_default();
             c.gold += 1;
-            let hit = got
-                .iter()
-                .find(|d| d.kind.name() == g.kind && overlaps((d.start, d.end), (g.start, g.end)));
+            let hit = got.iter().find(|d| d.kind.name() == g.kind && overlaps((d.start, d.end), (g.start, g.end)));
             if let Some(d) = hit {
                 c.found += 1;
                 if d.valid == g.valid {
@@ -135,20 +133,14 @@ impl PiiScore {
         for d in got {
             let c = self.per_type.entry(d.kind.name().to_owned()).or_default();
             c.predicted += 1;
-            if gold
-                .iter()
-                .any(|g| d.kind.name() == g.kind && overlaps((d.start, d.end), (g.start, g.end)))
-            {
+            if gold.iter().any(|g| d.kind.name() == g.kind && overlaps((d.start, d.end), (g.start, g.end))) {
                 c.predicted_correct += 1;
             }
         }
         if gold.is_empty() {
             for n in near_miss {
                 self.near_miss_total += 1;
-                if got
-                    .iter()
-                    .any(|d| overlaps((d.start, d.end), (n.start, n.end)))
-                {
+                if got.iter().any(|d| overlaps((d.start, d.end), (n.start, n.end))) {
                     self.near_miss_flagged += 1;
                 }
             }
@@ -157,11 +149,7 @@ impl PiiScore {
 
     /// Share of near misses flagged.
     pub fn near_miss_fpr(&self) -> f64 {
-        if self.near_miss_total == 0 {
-            0.0
-        } else {
-            self.near_miss_flagged as f64 / self.near_miss_total as f64
-        }
+        if self.near_miss_total == 0 { 0.0 } else { self.near_miss_flagged as f64 / self.near_miss_total as f64 }
     }
 
     /// Compact JSON summary.
@@ -229,11 +217,7 @@ impl Confusion {
     /// JSON with rates and intervals (null where a class is absent).
     pub fn to_json(&self) -> serde_json::Value {
         let f = |(p, lo, hi): (f64, f64, f64), n: usize| {
-            if n == 0 {
-                serde_json::Value::Null
-            } else {
-                serde_json::json!([round3(p), round3(lo), round3(hi)])
-            }
+            if n == 0 { serde_json::Value::Null } else { serde_json::json!([round3(p), round3(lo), round3(hi)]) }
         };
         serde_json::json!({
             "n_injection": self.tp + self.fn_,
@@ -284,17 +268,11 @@ impl InjectionScore {
         }
         if let Some(c) = &labels.category {
             let c = c.split(':').next().unwrap_or(c);
-            self.by_category
-                .entry(c.to_owned())
-                .or_default()
-                .add(inj, flagged);
+            self.by_category.entry(c.to_owned()).or_default().add(inj, flagged);
         }
         if let Some(s) = &labels.source {
             let s = s.split([' ', '@', '[']).next().unwrap_or(s);
-            self.by_source
-                .entry(s.to_owned())
-                .or_default()
-                .add(inj, flagged);
+            self.by_source.entry(s.to_owned()).or_default().add(inj, flagged);
         }
     }
 
@@ -306,9 +284,7 @@ impl InjectionScore {
     /// JSON summary.
     pub fn summary(&self) -> serde_json::Value {
         let m = |b: &BTreeMap<String, Confusion>| {
-            b.iter()
-                .map(|(k, c)| (k.clone(), c.to_json()))
-                .collect::<serde_json::Map<_, _>>()
+            b.iter().map(|(k, c)| (k.clone(), c.to_json())).collect::<serde_json::Map<_, _>>()
         };
         serde_json::json!({
             "overall": self.overall.to_json(),

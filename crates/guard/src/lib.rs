@@ -55,10 +55,7 @@ pub struct Guard {
 impl Guard {
     /// A guard from its parts.
     pub fn new(detector: Detector, injection: InjectionScorer) -> Self {
-        Self {
-            detector,
-            injection,
-        }
+        Self { detector, injection }
     }
 
     /// The detector.
@@ -68,9 +65,6 @@ impl Guard {
 
     /// Scan a text: all detectors and the injection scorer.
     pub fn inspect(&self, text: &str, source: Source) -> InputReport {
-        InputReport {
-            entities: self.detector.detect(text),
-            injection: self.injection.score(text, source),
-        }
+        InputReport { entities: self.detector.detect(text), injection: self.injection.score(text, source) }
     }
 }

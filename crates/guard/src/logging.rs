@@ -23,11 +23,7 @@ use crate::redact;
 /// `text` with every detected value replaced by its bare type mask.
 pub fn redact_for_log(text: &str) -> Cow<'_, str> {
     let found = detect(text);
-    if found.is_empty() {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(redact::mask(text, &found))
-    }
+    if found.is_empty() { Cow::Borrowed(text) } else { Cow::Owned(redact::mask(text, &found)) }
 }
 
 /// Field formatter that masks every value (`name=value`, message first, space separated).
@@ -67,11 +63,7 @@ impl Visit for Visitor<'_> {
 
 impl<'w> FormatFields<'w> for RedactingFields {
     fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut v = Visitor {
-            out: writer,
-            first: true,
-            result: Ok(()),
-        };
+        let mut v = Visitor { out: writer, first: true, result: Ok(()) };
         fields.record(&mut v);
         v.result
     }
@@ -131,10 +123,7 @@ impl<W: io::Write> Drop for RedactingWriter<W> {
 impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for RedactingMakeWriter<M> {
     type Writer = RedactingWriter<M::Writer>;
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter {
-            inner: self.inner.make_writer(),
-            buf: Vec::new(),
-        }
+        RedactingWriter { inner: self.inner.make_writer(), buf: Vec::new() }
     }
 }
 
@@ -164,37 +153,22 @@ mod tests {
     #[test]
     fn fields_spans_and_messages_are_masked() {
         let sink = Sink::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(sink.clone())
-            .fmt_fields(RedactingFields)
-            .with_ansi(false)
-            .finish();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(sink.clone()).fmt_fields(RedactingFields).with_ansi(false).finish();
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("turn", customer_email = "ana@example.com");
             let _g = span.enter();
-            tracing::warn!(
-                card = "4111 1111 1111 1111",
-                "customer pasted 723.910.967-47"
-            );
+            tracing::warn!(card = "4111 1111 1111 1111", "customer pasted 723.910.967-47");
         });
         let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert!(
-            out.contains("[CARD]") && out.contains("[CPF]") && out.contains("[EMAIL]"),
-            "{out}"
-        );
-        assert!(
-            !out.contains("4111") && !out.contains("723.910") && !out.contains("ana@"),
-            "{out}"
-        );
+        assert!(out.contains("[CARD]") && out.contains("[CPF]") && out.contains("[EMAIL]"), "{out}");
+        assert!(!out.contains("4111") && !out.contains("723.910") && !out.contains("ana@"), "{out}");
     }
 
     #[test]
     fn writer_masks_any_formatter() {
         let sink = Sink::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_writer(RedactingMakeWriter::new(sink.clone()))
-            .finish();
+        let subscriber = tracing_subscriber::fmt().json().with_writer(RedactingMakeWriter::new(sink.clone())).finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::error!(
                 seed = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
@@ -202,10 +176,7 @@ mod tests {
             );
         });
         let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert!(
-            out.contains("[RECOVERY_PHRASE]") && !out.contains("abandon"),
-            "{out}"
-        );
+        assert!(out.contains("[RECOVERY_PHRASE]") && !out.contains("abandon"), "{out}");
         assert_eq!(redact_for_log("nothing here"), "nothing here");
     }
 }

@@ -84,14 +84,8 @@ static NOUNS: LazyLock<Vec<SecretNoun>> = LazyLock::new(|| {
             "recovery_phrase",
             r"recovery (?:phrase|words|seed)|seed (?:phrase|words)|secret (?:recovery )?phrase|mnemonic|backup phrase|(?:12|24|twelve|twenty[- ]four)[- ]words?|frase (?:de recuperacao|semente|secreta)|palavras (?:de recuperacao|secretas|da carteira)|(?:12|24|doze|vinte e quatro) palavras|seed",
         ),
-        n(
-            "private_key",
-            r"private keys?|priv keys?|secret keys?|chaves? privadas?|wallet keys?",
-        ),
-        n(
-            "password",
-            r"passwords?|passcodes?|pin(?: code| number)?|senhas?",
-        ),
+        n("private_key", r"private keys?|priv keys?|secret keys?|chaves? privadas?|wallet keys?"),
+        n("password", r"passwords?|passcodes?|pin(?: code| number)?|senhas?"),
         n(
             "otp",
             r"one[- ]time (?:code|password|passcode)|otp|2fa (?:code|token)|verification code|authentication code|authenticator code|sms code|security code sent|codigo (?:de verificacao|2fa|do autenticador|de autenticacao|sms|que (?:voce )?recebeu|enviado)|token (?:de acesso|2fa)",
@@ -100,10 +94,7 @@ static NOUNS: LazyLock<Vec<SecretNoun>> = LazyLock::new(|| {
             "card_number",
             r"(?:full |complete |entire |whole )?card number|(?:numero|numeros) (?:completo )?do (?:seu )?cartao|16[- ]digit",
         ),
-        n(
-            "cvv",
-            r"cvv2?|cvc2?|card verification|security code|codigo de seguranca",
-        ),
+        n("cvv", r"cvv2?|cvc2?|card verification|security code|codigo de seguranca"),
     ]
 });
 
@@ -126,12 +117,10 @@ static LAST_DIGITS: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static IMAGE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"!\[[^\]\n]{0,500}\]\(\s*<?([^)\s>]{1,2048})>?(?:\s+[^)]{0,200})?\)")
-        .expect("image pattern")
+    Regex::new(r"!\[[^\]\n]{0,500}\]\(\s*<?([^)\s>]{1,2048})>?(?:\s+[^)]{0,200})?\)").expect("image pattern")
 });
-static URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?:https?://|www\.)[^\s<>()\[\]{}'\x22]{1,2048}").expect("url pattern")
-});
+static URL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)(?:https?://|www\.)[^\s<>()\[\]{}'\x22]{1,2048}").expect("url pattern"));
 
 fn host_of(url: &str) -> Option<String> {
     let rest = url
@@ -152,10 +141,7 @@ fn host_of(url: &str) -> Option<String> {
 impl OutputPolicy {
     /// A policy with `config` and the default detectors.
     pub fn new(config: OutputPolicyConfig) -> Self {
-        Self {
-            config,
-            detector: Detector::default(),
-        }
+        Self { config, detector: Detector::default() }
     }
 
     fn host_allowed(&self, host: &str) -> bool {
@@ -191,26 +177,16 @@ impl OutputPolicy {
         let asked = self.solicitations(reply);
         if !asked.is_empty() {
             for k in asked {
-                events.push(AuditEvent {
-                    rule: format!("solicit_secret:{k}"),
-                    action: OutputAction::Block,
-                });
+                events.push(AuditEvent { rule: format!("solicit_secret:{k}"), action: OutputAction::Block });
             }
             tracing::warn!(rules = ?events.iter().map(|e| e.rule.as_str()).collect::<Vec<_>>(), "reply blocked by output policy");
-            return OutputDecision {
-                action: OutputAction::Block,
-                text: SAFETY_MESSAGE.to_owned(),
-                events,
-            };
+            return OutputDecision { action: OutputAction::Block, text: SAFETY_MESSAGE.to_owned(), events };
         }
         // images first (a link check would otherwise see the image URL)
         let text = IMAGE
             .replace_all(reply, |c: &regex::Captures<'_>| match host_of(&c[1]) {
                 Some(h) if !self.host_allowed(&h) => {
-                    events.push(AuditEvent {
-                        rule: "markdown_image".into(),
-                        action: OutputAction::Rewrite,
-                    });
+                    events.push(AuditEvent { rule: "markdown_image".into(), action: OutputAction::Rewrite });
                     String::from("[image removed]")
                 }
                 _ => c[0].to_owned(),
@@ -222,10 +198,7 @@ impl OutputPolicy {
                 let tail = &c[0][url.len()..];
                 match host_of(url) {
                     Some(h) if !self.host_allowed(&h) => {
-                        events.push(AuditEvent {
-                            rule: "link_domain".into(),
-                            action: OutputAction::Rewrite,
-                        });
+                        events.push(AuditEvent { rule: "link_domain".into(), action: OutputAction::Rewrite });
                         format!("[link removed]{tail}")
                     }
                     _ => c[0].to_owned(),
@@ -234,31 +207,12 @@ impl OutputPolicy {
             .into_owned();
         let found = self.detector.detect(&text);
         for d in &found {
-            let rule = if d.kind.is_secret() {
-                "echo_secret"
-            } else {
-                "echo_pii"
-            };
-            events.push(AuditEvent {
-                rule: format!("{rule}:{}", d.kind),
-                action: OutputAction::Rewrite,
-            });
+            let rule = if d.kind.is_secret() { "echo_secret" } else { "echo_pii" };
+            events.push(AuditEvent { rule: format!("{rule}:{}", d.kind), action: OutputAction::Rewrite });
         }
-        let text = if found.is_empty() {
-            text
-        } else {
-            redact::mask(&text, &found)
-        };
-        let action = if events.is_empty() {
-            OutputAction::Allow
-        } else {
-            OutputAction::Rewrite
-        };
-        OutputDecision {
-            action,
-            text,
-            events,
-        }
+        let text = if found.is_empty() { text } else { redact::mask(&text, &found) };
+        let action = if events.is_empty() { OutputAction::Allow } else { OutputAction::Rewrite };
+        OutputDecision { action, text, events }
     }
 }
 
@@ -267,52 +221,28 @@ mod tests {
     use super::*;
 
     fn policy() -> OutputPolicy {
-        OutputPolicy::new(OutputPolicyConfig {
-            allowed_link_domains: vec!["exchange.example".into()],
-        })
+        OutputPolicy::new(OutputPolicyConfig { allowed_link_domains: vec!["exchange.example".into()] })
     }
 
     #[test]
     fn blocks_requests_for_secrets_en_pt() {
         for (t, rule) in [
-            (
-                "To verify your wallet, please send me your 12-word recovery phrase.",
-                "solicit_secret:recovery_phrase",
-            ),
-            (
-                "Could you share your private key so I can check the balance?",
-                "solicit_secret:private_key",
-            ),
+            ("To verify your wallet, please send me your 12-word recovery phrase.", "solicit_secret:recovery_phrase"),
+            ("Could you share your private key so I can check the balance?", "solicit_secret:private_key"),
             ("What is your password?", "solicit_secret:password"),
-            (
-                "Please type the 6-digit verification code we just sent.",
-                "solicit_secret:otp",
-            ),
-            (
-                "Send the full card number and the CVV.",
-                "solicit_secret:card_number",
-            ),
+            ("Please type the 6-digit verification code we just sent.", "solicit_secret:otp"),
+            ("Send the full card number and the CVV.", "solicit_secret:card_number"),
             (
                 "Por favor, informe sua frase de recuperação para validarmos a carteira.",
                 "solicit_secret:recovery_phrase",
             ),
-            (
-                "Me passe o código de verificação que chegou por SMS.",
-                "solicit_secret:otp",
-            ),
+            ("Me passe o código de verificação que chegou por SMS.", "solicit_secret:otp"),
             ("Qual é a sua senha?", "solicit_secret:password"),
-            (
-                "Digite o número completo do cartão e o código de segurança.",
-                "solicit_secret:card_number",
-            ),
+            ("Digite o número completo do cartão e o código de segurança.", "solicit_secret:card_number"),
         ] {
             let d = policy().check(t);
             assert_eq!(d.action, OutputAction::Block, "{t}");
-            assert!(
-                d.events.iter().any(|e| e.rule == rule),
-                "{t}: {:?}",
-                d.events
-            );
+            assert!(d.events.iter().any(|e| e.rule == rule), "{t}: {:?}", d.events);
             assert_eq!(d.text, SAFETY_MESSAGE);
         }
     }
@@ -335,21 +265,15 @@ mod tests {
 
     #[test]
     fn masks_echoed_values_and_strips_links_and_images() {
-        let d = policy().check("Your CPF 723.910.967-47 is linked. See https://help.exchange.example/cpf and https://evil.example/x?d=1.");
-        assert_eq!(d.action, OutputAction::Rewrite);
-        assert_eq!(
-            d.text,
-            "Your CPF [CPF] is linked. See https://help.exchange.example/cpf and [link removed]."
+        let d = policy().check(
+            "Your CPF 723.910.967-47 is linked. See https://help.exchange.example/cpf and https://evil.example/x?d=1.",
         );
+        assert_eq!(d.action, OutputAction::Rewrite);
+        assert_eq!(d.text, "Your CPF [CPF] is linked. See https://help.exchange.example/cpf and [link removed].");
         let rules: Vec<_> = d.events.iter().map(|e| e.rule.as_str()).collect();
         assert_eq!(rules, ["link_domain", "echo_pii:BR_CPF"]);
-        let d = policy().check(
-            "![x](https://evil.example/p.png?q=secret) ![ok](https://cdn.exchange.example/a.png)",
-        );
-        assert_eq!(
-            d.text,
-            "[image removed] ![ok](https://cdn.exchange.example/a.png)"
-        );
+        let d = policy().check("![x](https://evil.example/p.png?q=secret) ![ok](https://cdn.exchange.example/a.png)");
+        assert_eq!(d.text, "[image removed] ![ok](https://cdn.exchange.example/a.png)");
         let d = policy().check("The code is 123456, your authenticator code.");
         assert!(d.events.iter().any(|e| e.rule == "echo_secret:OTP_CODE"));
         assert!(!d.text.contains("123456"));

@@ -17,11 +17,9 @@ pub fn canonical(kind: EntityType, value: &str) -> String {
         | EntityType::BrCpf
         | EntityType::BrCnpj
         | EntityType::Iban
-        | EntityType::OtpCode => value
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
+        | EntityType::OtpCode => {
+            value.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
+        }
         EntityType::Phone => value.chars().filter(char::is_ascii_digit).collect(),
         EntityType::Email | EntityType::PixKey => value.to_lowercase(),
         EntityType::Bip39Mnemonic => value
@@ -72,11 +70,7 @@ impl PlaceholderBook {
 }
 
 fn stem_static(stem: &str) -> &'static str {
-    EntityType::ALL
-        .iter()
-        .map(|t| t.placeholder_stem())
-        .find(|s| *s == stem)
-        .unwrap_or("REDACTED")
+    EntityType::ALL.iter().map(|t| t.placeholder_stem()).find(|s| *s == stem).unwrap_or("REDACTED")
 }
 
 /// Split `[CARD_12]` into (`CARD`, 12).
@@ -88,11 +82,7 @@ pub fn parse_placeholder(p: &str) -> Option<(&str, u32)> {
 
 /// Replace each detection's span with `name(detection)`. Detections must not overlap (as
 /// returned by the detector).
-pub fn apply(
-    text: &str,
-    detections: &[Detection],
-    mut name: impl FnMut(&Detection) -> String,
-) -> String {
+pub fn apply(text: &str, detections: &[Detection], mut name: impl FnMut(&Detection) -> String) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pos = 0;
     let mut sorted: Vec<&Detection> = detections.iter().collect();
@@ -111,9 +101,7 @@ pub fn apply(
 
 /// Typed masks without numbering (`[CARD]`): for logs and traces.
 pub fn mask(text: &str, detections: &[Detection]) -> String {
-    apply(text, detections, |d| {
-        format!("[{}]", d.kind.placeholder_stem())
-    })
+    apply(text, detections, |d| format!("[{}]", d.kind.placeholder_stem()))
 }
 
 /// Number placeholders within one text (a one-off conversation, e.g. the CLI).
@@ -144,18 +132,9 @@ mod tests {
     fn book_resumes_numbering() {
         let mut b = PlaceholderBook::new();
         b.record(b"a".to_vec(), "[CPF_3]");
-        assert_eq!(
-            b.placeholder_for(EntityType::BrCpf, b"b"),
-            ("[CPF_4]".to_owned(), true)
-        );
-        assert_eq!(
-            b.placeholder_for(EntityType::BrCpf, b"a"),
-            ("[CPF_3]".to_owned(), false)
-        );
-        assert_eq!(
-            parse_placeholder("[RECOVERY_PHRASE_2]"),
-            Some(("RECOVERY_PHRASE", 2))
-        );
+        assert_eq!(b.placeholder_for(EntityType::BrCpf, b"b"), ("[CPF_4]".to_owned(), true));
+        assert_eq!(b.placeholder_for(EntityType::BrCpf, b"a"), ("[CPF_3]".to_owned(), false));
+        assert_eq!(parse_placeholder("[RECOVERY_PHRASE_2]"), Some(("RECOVERY_PHRASE", 2)));
     }
 
     #[test]

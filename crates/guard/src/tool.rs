@@ -150,27 +150,17 @@ impl ToolPolicy {
             .schema
             .as_ref()
             .map(|s| {
-                jsonschema::validator_for(s).map_err(|e| ToolPolicyError::BadSchema {
-                    tool: spec.name.clone(),
-                    error: e.masked().to_string(),
-                })
+                jsonschema::validator_for(s)
+                    .map_err(|e| ToolPolicyError::BadSchema { tool: spec.name.clone(), error: e.masked().to_string() })
             })
             .transpose()?;
-        self.tools
-            .insert(spec.name.clone(), CompiledTool { spec, validator });
+        self.tools.insert(spec.name.clone(), CompiledTool { spec, validator });
         Ok(())
     }
 
     /// Let `agent` call `tools`.
-    pub fn allow(
-        &mut self,
-        agent: impl Into<String>,
-        tools: impl IntoIterator<Item = impl Into<String>>,
-    ) {
-        self.agents
-            .entry(agent.into())
-            .or_default()
-            .extend(tools.into_iter().map(Into::into));
+    pub fn allow(&mut self, agent: impl Into<String>, tools: impl IntoIterator<Item = impl Into<String>>) {
+        self.agents.entry(agent.into()).or_default().extend(tools.into_iter().map(Into::into));
     }
 
     /// The tools `agent` may call (to offer the model only those).
@@ -178,12 +168,7 @@ impl ToolPolicy {
         let mut v: Vec<&str> = self
             .agents
             .get(agent)
-            .map(|s| {
-                s.iter()
-                    .map(String::as_str)
-                    .filter(|t| self.tools.contains_key(*t))
-                    .collect()
-            })
+            .map(|s| s.iter().map(String::as_str).filter(|t| self.tools.contains_key(*t)).collect())
             .unwrap_or_default();
         v.sort_unstable();
         v
@@ -200,27 +185,16 @@ impl ToolPolicy {
         tool: &str,
         args: &serde_json::Value,
     ) -> Result<ToolDecision, ToolPolicyError> {
-        let t = self
-            .tools
-            .get(tool)
-            .ok_or_else(|| ToolPolicyError::UnknownTool(tool.to_owned()))?;
+        let t = self.tools.get(tool).ok_or_else(|| ToolPolicyError::UnknownTool(tool.to_owned()))?;
         if !self.agents.get(agent).is_some_and(|a| a.contains(tool)) {
             tracing::warn!(agent, tool, "tool call outside the agent's allow-list");
-            return Err(ToolPolicyError::NotAllowed {
-                agent: agent.to_owned(),
-                tool: tool.to_owned(),
-            });
+            return Err(ToolPolicyError::NotAllowed { agent: agent.to_owned(), tool: tool.to_owned() });
         }
         if let Some(v) = &t.validator {
-            let errors: Vec<String> = v
-                .iter_errors(args)
-                .map(|e| format!("{}: {}", e.instance_path(), e.masked()))
-                .collect();
+            let errors: Vec<String> =
+                v.iter_errors(args).map(|e| format!("{}: {}", e.instance_path(), e.masked())).collect();
             if !errors.is_empty() {
-                return Err(ToolPolicyError::InvalidArguments {
-                    tool: tool.to_owned(),
-                    errors,
-                });
+                return Err(ToolPolicyError::InvalidArguments { tool: tool.to_owned(), errors });
             }
         }
         let Some(reason) = &t.spec.approval_required else {
@@ -231,10 +205,7 @@ impl ToolPolicy {
             h.update(part.as_bytes());
             h.update([0]);
         }
-        let id: String = h.finalize()[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id: String = h.finalize()[..12].iter().map(|b| format!("{b:02x}")).collect();
         Ok(ToolDecision::RequireApproval(ApprovalRequest {
             id: format!("appr_{id}"),
             conversation: conversation.to_owned(),
@@ -250,11 +221,9 @@ impl ToolPolicy {
         match v {
             Value::String(s) => Value::String(redact::mask(s, &self.detector.detect(s))),
             Value::Array(a) => a.iter().map(|x| self.mask_json(x)).collect(),
-            Value::Object(o) => o
-                .iter()
-                .map(|(k, x)| (k.clone(), self.mask_json(x)))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
+            Value::Object(o) => {
+                o.iter().map(|(k, x)| (k.clone(), self.mask_json(x))).collect::<serde_json::Map<_, _>>().into()
+            }
             other => other.clone(),
         }
     }
@@ -284,50 +253,25 @@ mod tests {
     fn allow_list_schema_and_approval() {
         let p = policy();
         assert_eq!(
-            p.check(
-                "c1",
-                "support",
-                "lookup_transfer",
-                &json!({"transfer_id": "tr_abc123"})
-            )
-            .unwrap(),
+            p.check("c1", "support", "lookup_transfer", &json!({"transfer_id": "tr_abc123"})).unwrap(),
             ToolDecision::Allow
         );
         assert!(matches!(
-            p.check(
-                "c1",
-                "faq",
-                "lookup_transfer",
-                &json!({"transfer_id": "tr_abc123"})
-            ),
+            p.check("c1", "faq", "lookup_transfer", &json!({"transfer_id": "tr_abc123"})),
             Err(ToolPolicyError::NotAllowed { .. })
         ));
-        assert!(matches!(
-            p.check("c1", "support", "drop_tables", &json!({})),
-            Err(ToolPolicyError::UnknownTool(_))
-        ));
-        let err = p
-            .check(
-                "c1",
-                "support",
-                "lookup_transfer",
-                &json!({"transfer_id": "723.910.967-47"}),
-            )
-            .unwrap_err();
+        assert!(matches!(p.check("c1", "support", "drop_tables", &json!({})), Err(ToolPolicyError::UnknownTool(_))));
+        let err = p.check("c1", "support", "lookup_transfer", &json!({"transfer_id": "723.910.967-47"})).unwrap_err();
         assert!(err.is_correctable());
         assert!(!err.to_string().contains("723.910"), "{err}");
 
         let args = json!({"card": "4111 1111 1111 1111"});
-        let ToolDecision::RequireApproval(a) =
-            p.check("c1", "support", "freeze_card", &args).unwrap()
-        else {
+        let ToolDecision::RequireApproval(a) = p.check("c1", "support", "freeze_card", &args).unwrap() else {
             panic!("approval expected")
         };
         assert_eq!(a.arguments, json!({"card": "[CARD]"}));
         assert!(a.id.starts_with("appr_"));
-        let ToolDecision::RequireApproval(b) =
-            p.check("c1", "support", "freeze_card", &args).unwrap()
-        else {
+        let ToolDecision::RequireApproval(b) = p.check("c1", "support", "freeze_card", &args).unwrap() else {
             panic!("approval expected")
         };
         assert_eq!(a.id, b.id);
@@ -337,11 +281,7 @@ mod tests {
     #[test]
     fn bad_schema_is_reported() {
         let r = ToolPolicy::from_config(ToolPolicyConfig {
-            tools: vec![ToolSpec {
-                name: "x".into(),
-                schema: Some(json!({"type": 12})),
-                approval_required: None,
-            }],
+            tools: vec![ToolSpec { name: "x".into(), schema: Some(json!({"type": 12})), approval_required: None }],
             agents: HashMap::new(),
         });
         assert!(matches!(r, Err(ToolPolicyError::BadSchema { .. })));

@@ -98,14 +98,9 @@ pub trait VaultStore: Send + Sync {
     /// All records of a conversation (empty if none).
     async fn records(&self, conversation: &str) -> Result<Vec<VaultRecord>, VaultError>;
     /// Append records to a conversation.
-    async fn insert(&self, conversation: &str, records: Vec<VaultRecord>)
-    -> Result<(), VaultError>;
+    async fn insert(&self, conversation: &str, records: Vec<VaultRecord>) -> Result<(), VaultError>;
     /// One record by placeholder.
-    async fn get(
-        &self,
-        conversation: &str,
-        placeholder: &str,
-    ) -> Result<Option<VaultRecord>, VaultError>;
+    async fn get(&self, conversation: &str, placeholder: &str) -> Result<Option<VaultRecord>, VaultError>;
     /// Delete every record of a conversation; returns how many were deleted.
     async fn delete_conversation(&self, conversation: &str) -> Result<usize, VaultError>;
 }
@@ -122,12 +117,8 @@ impl InMemoryVaultStore {
         Self::default()
     }
 
-    fn lock(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, Vec<VaultRecord>>>, VaultError> {
-        self.inner
-            .lock()
-            .map_err(|_| VaultError::Store("in-memory vault lock poisoned".into()))
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Vec<VaultRecord>>>, VaultError> {
+        self.inner.lock().map_err(|_| VaultError::Store("in-memory vault lock poisoned".into()))
     }
 }
 
@@ -136,26 +127,12 @@ impl VaultStore for InMemoryVaultStore {
     async fn records(&self, conversation: &str) -> Result<Vec<VaultRecord>, VaultError> {
         Ok(self.lock()?.get(conversation).cloned().unwrap_or_default())
     }
-    async fn insert(
-        &self,
-        conversation: &str,
-        records: Vec<VaultRecord>,
-    ) -> Result<(), VaultError> {
-        self.lock()?
-            .entry(conversation.to_owned())
-            .or_default()
-            .extend(records);
+    async fn insert(&self, conversation: &str, records: Vec<VaultRecord>) -> Result<(), VaultError> {
+        self.lock()?.entry(conversation.to_owned()).or_default().extend(records);
         Ok(())
     }
-    async fn get(
-        &self,
-        conversation: &str,
-        placeholder: &str,
-    ) -> Result<Option<VaultRecord>, VaultError> {
-        Ok(self
-            .lock()?
-            .get(conversation)
-            .and_then(|v| v.iter().find(|r| r.placeholder == placeholder).cloned()))
+    async fn get(&self, conversation: &str, placeholder: &str) -> Result<Option<VaultRecord>, VaultError> {
+        Ok(self.lock()?.get(conversation).and_then(|v| v.iter().find(|r| r.placeholder == placeholder).cloned()))
     }
     async fn delete_conversation(&self, conversation: &str) -> Result<usize, VaultError> {
         Ok(self.lock()?.remove(conversation).map_or(0, |v| v.len()))
@@ -185,9 +162,7 @@ impl VaultKey {
                 .collect::<Result<_, _>>()
                 .map_err(|_| VaultError::BadKey)?
         } else {
-            base64::engine::general_purpose::STANDARD
-                .decode(t)
-                .map_err(|_| VaultError::BadKey)?
+            base64::engine::general_purpose::STANDARD.decode(t).map_err(|_| VaultError::BadKey)?
         };
         let arr: [u8; 32] = bytes.try_into().map_err(|_| VaultError::BadKey)?;
         Ok(Self::from_bytes(arr))
@@ -221,11 +196,7 @@ pub struct AccessPolicy {
 
 impl AccessPolicy {
     /// Allow `tool` to receive values of `kinds`.
-    pub fn allow(
-        mut self,
-        tool: impl Into<String>,
-        kinds: impl IntoIterator<Item = EntityType>,
-    ) -> Self {
+    pub fn allow(mut self, tool: impl Into<String>, kinds: impl IntoIterator<Item = EntityType>) -> Self {
         self.tools.entry(tool.into()).or_default().extend(kinds);
         self
     }
@@ -267,9 +238,7 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault")
-            .field("access", &self.access)
-            .finish_non_exhaustive()
+        f.debug_struct("Vault").field("access", &self.access).finish_non_exhaustive()
     }
 }
 
@@ -278,18 +247,12 @@ impl Vault {
     pub fn new(store: Arc<dyn VaultStore>, key: &VaultKey, access: AccessPolicy) -> Self {
         let enc = Secret::new(key.derive(b"encrypt"));
         let cipher = ChaCha20Poly1305::new(&(*enc.expose()).into());
-        Self {
-            store,
-            cipher,
-            fingerprint_key: Secret::new(key.derive(b"fingerprint")),
-            access,
-        }
+        Self { store, cipher, fingerprint_key: Secret::new(key.derive(b"fingerprint")), access }
     }
 
     fn fingerprint(&self, conversation: &str, kind: EntityType, canonical: &str) -> Vec<u8> {
-        let mut mac =
-            <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.fingerprint_key.expose())
-                .expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.fingerprint_key.expose())
+            .expect("HMAC takes any key length");
         mac.update(conversation.as_bytes());
         mac.update(&[0]);
         mac.update(kind.name().as_bytes());
@@ -306,24 +269,13 @@ impl Vault {
         a
     }
 
-    fn seal(
-        &self,
-        conversation: &str,
-        placeholder: &str,
-        value: &str,
-    ) -> Result<Sealed, VaultError> {
+    fn seal(&self, conversation: &str, placeholder: &str, value: &str) -> Result<Sealed, VaultError> {
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| VaultError::Store(format!("random nonce: {e}")))?;
         let aad = Self::aad(conversation, placeholder);
         let ciphertext = self
             .cipher
-            .encrypt(
-                &nonce.into(),
-                chacha20poly1305::aead::Payload {
-                    msg: value.as_bytes(),
-                    aad: &aad,
-                },
-            )
+            .encrypt(&nonce.into(), chacha20poly1305::aead::Payload { msg: value.as_bytes(), aad: &aad })
             .map_err(|_| VaultError::Corrupt)?;
         Ok(Sealed { nonce, ciphertext })
     }
@@ -383,10 +335,7 @@ impl Vault {
         if !new_records.is_empty() {
             self.store.insert(conversation, new_records).await?;
         }
-        Ok(Redacted {
-            text: out,
-            replacements,
-        })
+        Ok(Redacted { text: out, replacements })
     }
 
     /// The original value behind `placeholder`, for `tool` only.
@@ -404,31 +353,18 @@ impl Vault {
             .store
             .get(conversation, placeholder)
             .await?
-            .ok_or_else(|| VaultError::NotFound {
-                placeholder: placeholder.to_owned(),
-            })?;
+            .ok_or_else(|| VaultError::NotFound { placeholder: placeholder.to_owned() })?;
         if !self.access.permits(tool, rec.kind) {
             tracing::warn!(tool, kind = %rec.kind, "vault reveal refused");
-            return Err(VaultError::NotAuthorised {
-                tool: tool.to_owned(),
-                kind: rec.kind,
-            });
+            return Err(VaultError::NotAuthorised { tool: tool.to_owned(), kind: rec.kind });
         }
         let sealed = rec.sealed.ok_or(VaultError::Withheld { kind: rec.kind })?;
         let aad = Self::aad(conversation, placeholder);
         let plain = self
             .cipher
-            .decrypt(
-                &sealed.nonce.into(),
-                chacha20poly1305::aead::Payload {
-                    msg: &sealed.ciphertext,
-                    aad: &aad,
-                },
-            )
+            .decrypt(&sealed.nonce.into(), chacha20poly1305::aead::Payload { msg: &sealed.ciphertext, aad: &aad })
             .map_err(|_| VaultError::Corrupt)?;
-        String::from_utf8(plain)
-            .map(Secret::new)
-            .map_err(|_| VaultError::Corrupt)
+        String::from_utf8(plain).map(Secret::new).map_err(|_| VaultError::Corrupt)
     }
 
     /// Replace every placeholder inside the string values of a tool's JSON arguments with the
@@ -471,35 +407,26 @@ static PLACEHOLDER_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::
 
 fn collect_placeholders(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
-        serde_json::Value::String(s) => {
-            out.extend(PLACEHOLDER_RE.find_iter(s).map(|m| m.as_str().to_owned()))
-        }
+        serde_json::Value::String(s) => out.extend(PLACEHOLDER_RE.find_iter(s).map(|m| m.as_str().to_owned())),
         serde_json::Value::Array(a) => a.iter().for_each(|x| collect_placeholders(x, out)),
         serde_json::Value::Object(o) => o.values().for_each(|x| collect_placeholders(x, out)),
         _ => {}
     }
 }
 
-fn substitute(
-    v: &serde_json::Value,
-    values: &HashMap<String, Secret<String>>,
-) -> serde_json::Value {
+fn substitute(v: &serde_json::Value, values: &HashMap<String, Secret<String>>) -> serde_json::Value {
     match v {
         serde_json::Value::String(s) => serde_json::Value::String(
             PLACEHOLDER_RE
                 .replace_all(s, |c: &regex::Captures<'_>| {
-                    values
-                        .get(&c[0])
-                        .map_or_else(|| c[0].to_owned(), |x| x.expose().clone())
+                    values.get(&c[0]).map_or_else(|| c[0].to_owned(), |x| x.expose().clone())
                 })
                 .into_owned(),
         ),
         serde_json::Value::Array(a) => a.iter().map(|x| substitute(x, values)).collect(),
-        serde_json::Value::Object(o) => o
-            .iter()
-            .map(|(k, x)| (k.clone(), substitute(x, values)))
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
+        serde_json::Value::Object(o) => {
+            o.iter().map(|(k, x)| (k.clone(), substitute(x, values))).collect::<serde_json::Map<_, _>>().into()
+        }
         other => other.clone(),
     }
 }
@@ -511,8 +438,7 @@ mod tests {
 
     fn vault(store: Arc<InMemoryVaultStore>) -> Vault {
         let key = VaultKey::parse(&Secret::new("11".repeat(32))).unwrap();
-        let access = AccessPolicy::default()
-            .allow("card_service", [EntityType::CreditCard, EntityType::Cvv]);
+        let access = AccessPolicy::default().allow("card_service", [EntityType::CreditCard, EntityType::Cvv]);
         Vault::new(store, &key, access)
     }
 
@@ -532,19 +458,10 @@ mod tests {
 
         let card = v.reveal("c1", "[CARD_2]", "card_service").await.unwrap();
         assert_eq!(card.expose(), "5555555555554444");
-        assert!(matches!(
-            v.reveal("c1", "[CPF_1]", "card_service").await,
-            Err(VaultError::NotAuthorised { .. })
-        ));
-        assert!(matches!(
-            v.reveal("c1", "[CARD_1]", "weather").await,
-            Err(VaultError::NotAuthorised { .. })
-        ));
+        assert!(matches!(v.reveal("c1", "[CPF_1]", "card_service").await, Err(VaultError::NotAuthorised { .. })));
+        assert!(matches!(v.reveal("c1", "[CARD_1]", "weather").await, Err(VaultError::NotAuthorised { .. })));
         let args = serde_json::json!({"card": "[CARD_1]", "note": "x"});
-        let resolved = v
-            .resolve_arguments("c1", "card_service", &args)
-            .await
-            .unwrap();
+        let resolved = v.resolve_arguments("c1", "card_service", &args).await.unwrap();
         assert!(resolved.expose().contains("4111 1111 1111 1111"));
 
         // nothing in the store is plaintext
@@ -552,10 +469,7 @@ mod tests {
         assert!(!dump.contains("4111") && !dump.contains("723.910"));
 
         assert_eq!(v.delete_conversation("c1").await.unwrap(), 3);
-        assert!(matches!(
-            v.reveal("c1", "[CARD_1]", "card_service").await,
-            Err(VaultError::NotFound { .. })
-        ));
+        assert!(matches!(v.reveal("c1", "[CARD_1]", "card_service").await, Err(VaultError::NotFound { .. })));
         assert_eq!(store.records("c2").await.unwrap().len(), 2);
     }
 
@@ -566,33 +480,21 @@ mod tests {
         let t = "o CVV é 123";
         let r = v.redact("c1", t, &detect(t)).await.unwrap();
         assert_eq!(r.text, "o CVV é [CVV_1]");
-        assert!(matches!(
-            v.reveal("c1", "[CVV_1]", "card_service").await,
-            Err(VaultError::Withheld { .. })
-        ));
+        assert!(matches!(v.reveal("c1", "[CVV_1]", "card_service").await, Err(VaultError::Withheld { .. })));
         // a record moved to another conversation fails authentication
         let t = "card 4111 1111 1111 1111";
         v.redact("c1", t, &detect(t)).await.unwrap();
         let rec = store.get("c1", "[CARD_1]").await.unwrap().unwrap();
         store.insert("evil", vec![rec]).await.unwrap();
-        assert!(matches!(
-            v.reveal("evil", "[CARD_1]", "card_service").await,
-            Err(VaultError::Corrupt)
-        ));
+        assert!(matches!(v.reveal("evil", "[CARD_1]", "card_service").await, Err(VaultError::Corrupt)));
         // a different key cannot read it
         let other = Vault::new(
             store.clone(),
             &VaultKey::random().unwrap(),
             AccessPolicy::default().allow("card_service", [EntityType::CreditCard]),
         );
-        assert!(matches!(
-            other.reveal("c1", "[CARD_1]", "card_service").await,
-            Err(VaultError::Corrupt)
-        ));
+        assert!(matches!(other.reveal("c1", "[CARD_1]", "card_service").await, Err(VaultError::Corrupt)));
         assert!(VaultKey::parse(&Secret::new("short".into())).is_err());
-        assert_eq!(
-            format!("{:?}", VaultKey::random().unwrap()),
-            "VaultKey(***)"
-        );
+        assert_eq!(format!("{:?}", VaultKey::random().unwrap()), "VaultKey(***)");
     }
 }

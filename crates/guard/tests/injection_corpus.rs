@@ -28,10 +28,7 @@ fn shipped_model_is_reproducible_and_meets_targets_on_dev() {
     let score = train::evaluate(&dev, dev_rows.iter().copied());
     let (tpr, _, _) = score.overall.tpr();
     let (fpr, _, _) = score.overall.fpr();
-    println!(
-        "dev TPR {tpr:.3} FPR {fpr:.3}; training report threshold {}",
-        report.threshold
-    );
+    println!("dev TPR {tpr:.3} FPR {fpr:.3}; training report threshold {}", report.threshold);
     assert!(tpr >= 0.90, "dev TPR {tpr}");
     assert!(fpr <= 0.05, "dev FPR {fpr}");
     let support = score.by_category.get("support").unwrap();
@@ -43,12 +40,6 @@ fn no_recovery_phrase_false_positive_in_the_attack_corpus() {
     let Some(rows) = rows() else { return };
     for r in &rows {
         let found = detect(&r.text);
-        assert!(
-            !found
-                .iter()
-                .any(|d| d.kind == switchboard_guard::EntityType::Bip39Mnemonic),
-            "{}",
-            r.text
-        );
+        assert!(!found.iter().any(|d| d.kind == switchboard_guard::EntityType::Bip39Mnemonic), "{}", r.text);
     }
 }

@@ -21,19 +21,11 @@ fn pii_corpus_meets_targets() {
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let row: Row = serde_json::from_str(line).unwrap();
         let got = switchboard_guard::detect(&row.text);
-        score.add(
-            row.labels.entities.as_deref().unwrap_or_default(),
-            &row.labels.near_miss,
-            &got,
-        );
+        score.add(row.labels.entities.as_deref().unwrap_or_default(), &row.labels.near_miss, &got);
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&score.summary()).unwrap()
-    );
+    println!("{}", serde_json::to_string_pretty(&score.summary()).unwrap());
     let target = |t: &str| match t {
-        "BIP39_MNEMONIC" | "WIF_PRIVATE_KEY" | "BIP32_XPRV" | "HEX_PRIVATE_KEY" | "OTP_CODE"
-        | "API_SECRET" => 1.0,
+        "BIP39_MNEMONIC" | "WIF_PRIVATE_KEY" | "BIP32_XPRV" | "HEX_PRIVATE_KEY" | "OTP_CODE" | "API_SECRET" => 1.0,
         "CREDIT_CARD" | "BR_CPF" | "BR_CNPJ" | "US_SSN" => 0.99,
         _ => 0.95,
     };
@@ -43,10 +35,6 @@ fn pii_corpus_meets_targets() {
             assert!(c.precision() >= 0.95, "{t} precision {}", c.precision());
         }
     }
-    assert!(
-        score.near_miss_fpr() <= 0.02,
-        "near-miss FPR {}",
-        score.near_miss_fpr()
-    );
+    assert!(score.near_miss_fpr() <= 0.02, "near-miss FPR {}", score.near_miss_fpr());
     assert_eq!(score.invalid_called_valid, 0);
 }

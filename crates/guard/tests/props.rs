@@ -44,12 +44,9 @@ const ISSUERS: &[(&str, usize)] = &[
 ];
 
 fn card() -> impl Strategy<Value = String> {
-    (
-        0..ISSUERS.len(),
-        prop::collection::vec(0u8..10, 19),
-        0..3usize,
-    )
-        .prop_filter_map("not one repeated digit", |(i, rand, style)| {
+    (0..ISSUERS.len(), prop::collection::vec(0u8..10, 19), 0..3usize).prop_filter_map(
+        "not one repeated digit",
+        |(i, rand, style)| {
             let (prefix, len) = ISSUERS[i];
             let mut d: Vec<u8> = prefix.bytes().map(|b| b - b'0').collect();
             d.extend_from_slice(&rand[..len - 1 - d.len()]);
@@ -59,60 +56,36 @@ fn card() -> impl Strategy<Value = String> {
             }
             let s: String = d.iter().map(|x| char::from(b'0' + x)).collect();
             Some(match (style, len) {
-                (1, 16) => s
-                    .as_bytes()
-                    .chunks(4)
-                    .map(|c| std::str::from_utf8(c).unwrap())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                (2, 16) => s
-                    .as_bytes()
-                    .chunks(4)
-                    .map(|c| std::str::from_utf8(c).unwrap())
-                    .collect::<Vec<_>>()
-                    .join("-"),
+                (1, 16) => {
+                    s.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(" ")
+                }
+                (2, 16) => {
+                    s.as_bytes().chunks(4).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("-")
+                }
                 _ => s,
-            })
-        })
-}
-
-fn cpf() -> impl Strategy<Value = String> {
-    (prop::collection::vec(0u32..10, 9), any::<bool>()).prop_filter_map(
-        "repeated",
-        |(mut d, punct)| {
-            if d.windows(2).all(|w| w[0] == w[1]) {
-                return None;
-            }
-            for n in [9usize, 10] {
-                let s: u32 = d
-                    .iter()
-                    .zip((2..=n as u32 + 1).rev())
-                    .map(|(a, w)| a * w)
-                    .sum();
-                let r = s % 11;
-                d.push(if r < 2 { 0 } else { 11 - r });
-            }
-            let s: String = d
-                .iter()
-                .map(|x| char::from_digit(*x, 10).unwrap())
-                .collect();
-            Some(if punct {
-                format!("{}.{}.{}-{}", &s[..3], &s[3..6], &s[6..9], &s[9..])
-            } else {
-                s
             })
         },
     )
 }
 
+fn cpf() -> impl Strategy<Value = String> {
+    (prop::collection::vec(0u32..10, 9), any::<bool>()).prop_filter_map("repeated", |(mut d, punct)| {
+        if d.windows(2).all(|w| w[0] == w[1]) {
+            return None;
+        }
+        for n in [9usize, 10] {
+            let s: u32 = d.iter().zip((2..=n as u32 + 1).rev()).map(|(a, w)| a * w).sum();
+            let r = s % 11;
+            d.push(if r < 2 { 0 } else { 11 - r });
+        }
+        let s: String = d.iter().map(|x| char::from_digit(*x, 10).unwrap()).collect();
+        Some(if punct { format!("{}.{}.{}-{}", &s[..3], &s[3..6], &s[6..9], &s[9..]) } else { s })
+    })
+}
+
 fn mnemonic() -> impl Strategy<Value = String> {
-    (
-        prop::collection::vec(0u16..2048, 23),
-        any::<bool>(),
-        prop::sample::select(vec![12usize, 24]),
-        0..3usize,
-    )
-        .prop_map(|(idx, pt, n, sep)| {
+    (prop::collection::vec(0u16..2048, 23), any::<bool>(), prop::sample::select(vec![12usize, 24]), 0..3usize).prop_map(
+        |(idx, pt, n, sep)| {
             let lang = if pt { Lang::Portuguese } else { Lang::English };
             let mut words: Vec<u16> = idx[..n - 1].to_vec();
             let last = (0..2048u16)
@@ -123,21 +96,14 @@ fn mnemonic() -> impl Strategy<Value = String> {
                 })
                 .unwrap();
             words.push(last);
-            let w: Vec<&str> = words
-                .iter()
-                .map(|&i| bip39::word(lang, i).unwrap())
-                .collect();
+            let w: Vec<&str> = words.iter().map(|&i| bip39::word(lang, i).unwrap()).collect();
             match sep {
                 0 => w.join(" "),
                 1 => w.join(", "),
-                _ => w
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| format!("{}. {x}", i + 1))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
+                _ => w.iter().enumerate().map(|(i, x)| format!("{}. {x}", i + 1)).collect::<Vec<_>>().join("\n"),
             }
-        })
+        },
+    )
 }
 
 /// Random filler: words, punctuation, accents and some digits.
@@ -149,26 +115,14 @@ fn seeded(value: String, kind: EntityType) -> impl Strategy<Value = (String, Str
     (filler(), filler()).prop_map(move |(a, b)| (format!("{a} {value} {b}"), value.clone(), kind))
 }
 
-fn check(
-    (text, value, kind): (String, String, EntityType),
-    require_kind: bool,
-) -> Result<(), TestCaseError> {
+fn check((text, value, kind): (String, String, EntityType), require_kind: bool) -> Result<(), TestCaseError> {
     let found = detect(&text);
     // a numbered phrase ("1. word 2. word") is covered from its first word
-    let lead = if kind == EntityType::Bip39Mnemonic {
-        value.find(char::is_alphabetic).unwrap()
-    } else {
-        0
-    };
+    let lead = if kind == EntityType::Bip39Mnemonic { value.find(char::is_alphabetic).unwrap() } else { 0 };
     let start = text.find(&value).unwrap() + lead;
     let end = start - lead + value.len();
-    let covering = found
-        .iter()
-        .find(|d| d.bytes.start <= start && d.bytes.end >= end);
-    prop_assert!(
-        covering.is_some(),
-        "{value:?} not covered in {text:?}: {found:?}"
-    );
+    let covering = found.iter().find(|d| d.bytes.start <= start && d.bytes.end >= end);
+    prop_assert!(covering.is_some(), "{value:?} not covered in {text:?}: {found:?}");
     if require_kind {
         prop_assert_eq!(covering.unwrap().kind, kind);
         prop_assert!(covering.unwrap().valid);
@@ -237,11 +191,6 @@ fn huge_hostile_inputs_are_bounded() {
         let secs = t.elapsed().as_secs_f64();
         // generous: debug build on a shared CI core; quadratic behaviour would take hours
         eprintln!("{secs:.2}s {:?}", &s[..12]);
-        assert!(
-            secs < 120.0,
-            "{secs}s on input starting {:?} ({} found)",
-            &s[..20],
-            found.len()
-        );
+        assert!(secs < 120.0, "{secs}s on input starting {:?} ({} found)", &s[..20], found.len());
     }
 }

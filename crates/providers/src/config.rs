@@ -14,9 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::cost::PriceTable;
 use crate::error::ProviderError;
 use crate::model::BoxChatModel;
-use crate::resilience::{
-    BreakerConfig, BreakerRegistry, ChatModelExt, Fallback, RetryPolicy, TimeoutPolicy,
-};
+use crate::resilience::{BreakerConfig, BreakerRegistry, ChatModelExt, Fallback, RetryPolicy, TimeoutPolicy};
 use crate::secret::Secret;
 
 /// One configured provider.
@@ -46,10 +44,7 @@ pub struct ProviderEntry {
 impl ProviderEntry {
     /// An entry of this kind with every default.
     pub fn of_kind(kind: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            ..Self::default()
-        }
+        Self { kind: kind.into(), ..Self::default() }
     }
 }
 
@@ -73,11 +68,7 @@ fn key_from(entry: &ProviderEntry, default_var: &str) -> Option<Secret> {
 /// # Errors
 /// [`ProviderError::InvalidRequest`] for an unknown kind or an HTTP client that cannot be
 /// built.
-pub fn build_model(
-    name: &str,
-    entry: &ProviderEntry,
-    model: &str,
-) -> Result<BoxChatModel, ProviderError> {
+pub fn build_model(name: &str, entry: &ProviderEntry, model: &str) -> Result<BoxChatModel, ProviderError> {
     let connect = entry.connect_timeout_ms.map(Duration::from_millis);
     let request = entry.request_timeout_ms.map(Duration::from_millis);
     match entry.kind.as_str() {
@@ -120,9 +111,7 @@ pub fn build_model(
         "bedrock" => Ok(crate::bedrock::from_entry(name, entry, model)?.boxed()),
         #[cfg(feature = "vertex")]
         "vertex" | "gemini" => Ok(crate::vertex::from_entry(name, entry, model)?.boxed()),
-        other => Err(ProviderError::InvalidRequest(format!(
-            "provider {name}: kind {other:?} is not built in"
-        ))),
+        other => Err(ProviderError::InvalidRequest(format!("provider {name}: kind {other:?} is not built in"))),
     }
 }
 
@@ -148,18 +137,16 @@ pub fn build_chain(
     chain: &[String],
     policy: &ChainPolicy,
 ) -> Result<BoxChatModel, ProviderError> {
-    let breakers = policy
-        .breakers
-        .clone()
-        .unwrap_or_else(|| BreakerRegistry::new(BreakerConfig::default()));
+    let breakers = policy.breakers.clone().unwrap_or_else(|| BreakerRegistry::new(BreakerConfig::default()));
     let mut models = Vec::with_capacity(chain.len());
     for item in chain {
-        let (provider, model) = item.split_once('/').ok_or_else(|| {
-            ProviderError::InvalidRequest(format!("{item:?} is not provider/model"))
-        })?;
-        let entry = cfg.providers.get(provider).ok_or_else(|| {
-            ProviderError::InvalidRequest(format!("unknown provider {provider:?} in chain"))
-        })?;
+        let (provider, model) = item
+            .split_once('/')
+            .ok_or_else(|| ProviderError::InvalidRequest(format!("{item:?} is not provider/model")))?;
+        let entry = cfg
+            .providers
+            .get(provider)
+            .ok_or_else(|| ProviderError::InvalidRequest(format!("unknown provider {provider:?} in chain")))?;
         let m = build_model(provider, entry, model)?
             .with_timeout(policy.timeout)
             .with_breaker(breakers.clone())
@@ -187,12 +174,8 @@ mod tests {
             "prices": {"anthropic/*": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}}
         }))
         .unwrap();
-        let m = build_chain(
-            &cfg,
-            &["anthropic/claude-x".into(), "internal/llama".into()],
-            &ChainPolicy::default(),
-        )
-        .unwrap();
+        let m = build_chain(&cfg, &["anthropic/claude-x".into(), "internal/llama".into()], &ChainPolicy::default())
+            .unwrap();
         assert_eq!(m.id().provider, "fallback");
         assert!(build_chain(&cfg, &["nope/x".into()], &ChainPolicy::default()).is_err());
         assert!(build_chain(&cfg, &["bad".into()], &ChainPolicy::default()).is_err());

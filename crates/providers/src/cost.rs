@@ -35,21 +35,13 @@ pub struct Price {
 impl Price {
     /// The cost of `usage` in micro-dollars.
     pub fn cost_micros(&self, usage: &Usage) -> u64 {
-        let uncached = usage
-            .input_tokens
-            .saturating_sub(usage.cache_read_tokens)
-            .saturating_sub(usage.cache_write_tokens);
+        let uncached =
+            usage.input_tokens.saturating_sub(usage.cache_read_tokens).saturating_sub(usage.cache_write_tokens);
         let micros = uncached as f64 * self.input_per_mtok
-            + usage.cache_read_tokens as f64
-                * self.cache_read_per_mtok.unwrap_or(self.input_per_mtok)
-            + usage.cache_write_tokens as f64
-                * self.cache_write_per_mtok.unwrap_or(self.input_per_mtok)
+            + usage.cache_read_tokens as f64 * self.cache_read_per_mtok.unwrap_or(self.input_per_mtok)
+            + usage.cache_write_tokens as f64 * self.cache_write_per_mtok.unwrap_or(self.input_per_mtok)
             + usage.output_tokens as f64 * self.output_per_mtok;
-        if micros.is_finite() && micros > 0.0 {
-            micros.round() as u64
-        } else {
-            0
-        }
+        if micros.is_finite() && micros > 0.0 { micros.round() as u64 } else { 0 }
     }
 }
 
@@ -76,15 +68,12 @@ impl PriceTable {
     /// # Errors
     /// [`ProviderError::InvalidRequest`] on malformed JSON.
     pub fn from_json(text: &str) -> Result<Self, ProviderError> {
-        serde_json::from_str(text)
-            .map_err(|e| ProviderError::InvalidRequest(format!("price table: {e}")))
+        serde_json::from_str(text).map_err(|e| ProviderError::InvalidRequest(format!("price table: {e}")))
     }
 
     /// The price of a model.
     pub fn get(&self, id: &ModelId) -> Option<&Price> {
-        self.prices
-            .get(&id.to_string())
-            .or_else(|| self.prices.get(&format!("{}/*", id.provider)))
+        self.prices.get(&id.to_string()).or_else(|| self.prices.get(&format!("{}/*", id.provider)))
     }
 
     /// The cost of a call, 0 when the model has no price (logged once per call).
@@ -128,11 +117,7 @@ pub struct Budgets {
 impl Budgets {
     /// Limits; `None` means unlimited.
     pub fn new(per_tenant: Option<u64>, per_conversation: Option<u64>) -> Self {
-        Self {
-            per_tenant,
-            per_conversation,
-            spent: Arc::default(),
-        }
+        Self { per_tenant, per_conversation, spent: Arc::default() }
     }
 
     fn scopes(&self, meta: &RequestMetadata) -> Vec<(BudgetScope, u64)> {
@@ -172,20 +157,13 @@ impl Budgets {
             *spent.entry(BudgetScope::Tenant(t.clone())).or_insert(0) += micros;
         }
         if let Some(c) = &meta.conversation {
-            *spent
-                .entry(BudgetScope::Conversation(c.clone()))
-                .or_insert(0) += micros;
+            *spent.entry(BudgetScope::Conversation(c.clone())).or_insert(0) += micros;
         }
     }
 
     /// Spent so far in a scope.
     pub fn spent(&self, scope: &BudgetScope) -> u64 {
-        self.spent
-            .lock()
-            .expect("budget lock poisoned")
-            .get(scope)
-            .copied()
-            .unwrap_or(0)
+        self.spent.lock().expect("budget lock poisoned").get(scope).copied().unwrap_or(0)
     }
 }
 
@@ -202,11 +180,7 @@ pub struct Metered<M> {
 impl<M> Metered<M> {
     /// Wraps `inner`.
     pub fn new(inner: M, prices: Arc<PriceTable>, budgets: Budgets) -> Self {
-        Self {
-            inner,
-            prices,
-            budgets,
-        }
+        Self { inner, prices, budgets }
     }
 
     /// The budgets this layer charges.
@@ -241,11 +215,7 @@ impl<M: ChatModel> ChatModel for Metered<M> {
         self.inner.capabilities()
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         self.budgets.check(&req.metadata)?;
         let meta = req.metadata.clone();
         let r = self.inner.chat(req, cancel).await?;
@@ -256,11 +226,7 @@ impl<M: ChatModel> ChatModel for Metered<M> {
         Ok(r)
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         self.budgets.check(&req.metadata)?;
         let mut charge = StreamCharge {
             id: self.inner.id().clone(),
@@ -312,11 +278,7 @@ mod tests {
                 "internal/*": {"input_per_mtok": 0.0, "output_per_mtok": 0.0}}"#,
         )
         .unwrap();
-        let u = Usage {
-            input_tokens: 500,
-            output_tokens: 100,
-            ..Usage::default()
-        };
+        let u = Usage { input_tokens: 500, output_tokens: 100, ..Usage::default() };
         assert_eq!(t.cost_micros(&ModelId::new("openai", "gpt-4.1"), &u), 1_800);
         assert_eq!(t.cost_micros(&ModelId::new("internal", "llama"), &u), 0);
         assert!(t.get(&ModelId::new("openai", "other")).is_none());
@@ -346,18 +308,8 @@ mod tests {
         m.chat(req.clone(), CancellationToken::new()).await.unwrap();
         m.chat(req.clone(), CancellationToken::new()).await.unwrap();
         assert_eq!(budgets.spent(&BudgetScope::Tenant("acme".into())), 3_000);
-        let e = m
-            .chat(req.clone(), CancellationToken::new())
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            e,
-            ProviderError::BudgetExceeded {
-                limit_micros: 2_000,
-                spent_micros: 3_000,
-                ..
-            }
-        ));
+        let e = m.chat(req.clone(), CancellationToken::new()).await.unwrap_err();
+        assert!(matches!(e, ProviderError::BudgetExceeded { limit_micros: 2_000, spent_micros: 3_000, .. }));
         // Streams are charged too, on drop.
         let mut other = req.clone();
         other.metadata.tenant = Some("globex".into());

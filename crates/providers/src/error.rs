@@ -134,9 +134,7 @@ impl ProviderError {
     /// or vendor being unavailable, not about the request itself.
     pub fn should_fall_back(&self) -> bool {
         match self {
-            Self::Api { status, .. } => {
-                self.is_retryable() || matches!(status, 401 | 403 | 404 | 429 | 500..=599)
-            }
+            Self::Api { status, .. } => self.is_retryable() || matches!(status, 401 | 403 | 404 | 429 | 500..=599),
             Self::ContextOverflow { .. }
             | Self::Timeout { .. }
             | Self::Transport { .. }
@@ -160,9 +158,7 @@ impl ProviderError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Api { retry_after, .. } => *retry_after,
-            Self::CircuitOpen { retry_in, .. } | Self::RateLimited { retry_in, .. } => {
-                Some(*retry_in)
-            }
+            Self::CircuitOpen { retry_in, .. } | Self::RateLimited { retry_in, .. } => Some(*retry_in),
             _ => None,
         }
     }
@@ -190,10 +186,7 @@ impl ProviderError {
 
     /// Shorthand for a protocol error.
     pub fn protocol(vendor: &'static str, message: impl Into<String>) -> Self {
-        Self::Protocol {
-            vendor,
-            message: message.into(),
-        }
+        Self::Protocol { vendor, message: message.into() }
     }
 }
 

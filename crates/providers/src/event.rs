@@ -67,10 +67,7 @@ impl StreamEvent {
     pub fn is_content(&self) -> bool {
         matches!(
             self,
-            Self::TextDelta { .. }
-                | Self::ToolCallDelta { .. }
-                | Self::ToolCallEnd { .. }
-                | Self::Finish { .. }
+            Self::TextDelta { .. } | Self::ToolCallDelta { .. } | Self::ToolCallEnd { .. } | Self::Finish { .. }
         )
     }
 }
@@ -136,11 +133,7 @@ impl Accumulator {
                 self.model = self.model.take().or(model);
             }
             StreamEvent::TextDelta { text } => self.text.push_str(&text),
-            StreamEvent::ToolCallDelta {
-                id,
-                name,
-                arguments,
-            } => {
+            StreamEvent::ToolCallDelta { id, name, arguments } => {
                 let idx = match self.by_id.get(&id) {
                     Some(&i) => i,
                     None => {
@@ -179,15 +172,10 @@ impl Accumulator {
                 let arguments = if raw.is_empty() {
                     serde_json::Value::Object(Default::default())
                 } else {
-                    serde_json::from_str(raw).map_err(|e| {
-                        Self::err_v(vendor, format!("tool call arguments are not JSON: {e}"))
-                    })?
+                    serde_json::from_str(raw)
+                        .map_err(|e| Self::err_v(vendor, format!("tool call arguments are not JSON: {e}")))?
                 };
-                call.done = Some(ToolCall {
-                    id: call.id.clone(),
-                    name,
-                    arguments,
-                });
+                call.done = Some(ToolCall { id: call.id.clone(), name, arguments });
             }
             StreamEvent::Usage(u) => self.usage = u,
             StreamEvent::Finish { reason } => self.finish = Some(reason),
@@ -217,20 +205,14 @@ impl Accumulator {
     /// call that started but never ended.
     pub fn finish(self) -> Result<ChatResponse, ProviderError> {
         let Some(finish_reason) = self.finish else {
-            return Err(Self::err_v(
-                self.vendor,
-                "stream ended before the model finished",
-            ));
+            return Err(Self::err_v(self.vendor, "stream ended before the model finished"));
         };
         let mut tool_calls = Vec::with_capacity(self.calls.len());
         for c in self.calls {
             match c.done {
                 Some(tc) => tool_calls.push(tc),
                 None => {
-                    return Err(Self::err_v(
-                        self.vendor,
-                        format!("tool call {} never completed", c.id),
-                    ));
+                    return Err(Self::err_v(self.vendor, format!("tool call {} never completed", c.id)));
                 }
             }
         }
@@ -257,10 +239,7 @@ impl Accumulator {
 ///
 /// # Errors
 /// The first error the stream yields, or an accumulator error if the stream is incomplete.
-pub async fn collect(
-    mut stream: EventStream,
-    vendor: &'static str,
-) -> Result<ChatResponse, ProviderError> {
+pub async fn collect(mut stream: EventStream, vendor: &'static str) -> Result<ChatResponse, ProviderError> {
     let mut acc = Accumulator::new(vendor);
     while let Some(ev) = stream.next().await {
         acc.push(ev?)?;
@@ -276,10 +255,7 @@ mod tests {
     /// Splits `s` at the given fractions (char boundaries), possibly producing empty pieces.
     fn split(s: &str, cuts: &[u8]) -> Vec<String> {
         let chars: Vec<char> = s.chars().collect();
-        let mut idx: Vec<usize> = cuts
-            .iter()
-            .map(|c| (*c as usize * chars.len()) / 255)
-            .collect();
+        let mut idx: Vec<usize> = cuts.iter().map(|c| (*c as usize * chars.len()) / 255).collect();
         idx.sort_unstable();
         let mut out = Vec::new();
         let mut prev = 0;
@@ -291,10 +267,7 @@ mod tests {
     }
 
     fn events(text: &str, calls: &[(String, serde_json::Value)], cuts: &[u8]) -> Vec<StreamEvent> {
-        let mut ev = vec![StreamEvent::Start {
-            id: Some("r1".into()),
-            model: Some("m".into()),
-        }];
+        let mut ev = vec![StreamEvent::Start { id: Some("r1".into()), model: Some("m".into()) }];
         ev.extend(split(text, cuts).into_iter().map(StreamEvent::text));
         for (i, (name, args)) in calls.iter().enumerate() {
             let id = format!("call_{i}");
@@ -308,28 +281,16 @@ mod tests {
             }
             ev.push(StreamEvent::ToolCallEnd { id });
         }
-        ev.push(StreamEvent::Usage(Usage {
-            input_tokens: 3,
-            output_tokens: 5,
-            ..Usage::default()
-        }));
+        ev.push(StreamEvent::Usage(Usage { input_tokens: 3, output_tokens: 5, ..Usage::default() }));
         ev.push(StreamEvent::Finish {
-            reason: if calls.is_empty() {
-                FinishReason::Stop
-            } else {
-                FinishReason::ToolCalls
-            },
+            reason: if calls.is_empty() { FinishReason::Stop } else { FinishReason::ToolCalls },
         });
         ev
     }
 
     fn arb_args() -> impl Strategy<Value = serde_json::Value> {
         proptest::collection::btree_map("[a-z]{1,6}", "[ -~é漢]{0,12}", 0..4).prop_map(|m| {
-            serde_json::Value::Object(
-                m.into_iter()
-                    .map(|(k, v)| (k, serde_json::Value::String(v)))
-                    .collect(),
-            )
+            serde_json::Value::Object(m.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect())
         })
     }
 
@@ -383,33 +344,18 @@ mod tests {
     #[test]
     fn bad_arguments_are_an_error_not_a_call() {
         let mut acc = Accumulator::default();
-        acc.push(StreamEvent::ToolCallDelta {
-            id: "c".into(),
-            name: Some("f".into()),
-            arguments: "{\"a\":".into(),
-        })
-        .unwrap();
-        assert!(
-            acc.push(StreamEvent::ToolCallEnd { id: "c".into() })
-                .is_err()
-        );
+        acc.push(StreamEvent::ToolCallDelta { id: "c".into(), name: Some("f".into()), arguments: "{\"a\":".into() })
+            .unwrap();
+        assert!(acc.push(StreamEvent::ToolCallEnd { id: "c".into() }).is_err());
         assert!(acc.completed_tool_calls().is_empty());
     }
 
     #[test]
     fn empty_arguments_mean_empty_object() {
         let mut acc = Accumulator::default();
-        acc.push(StreamEvent::ToolCallDelta {
-            id: "c".into(),
-            name: Some("f".into()),
-            arguments: String::new(),
-        })
-        .unwrap();
-        acc.push(StreamEvent::ToolCallEnd { id: "c".into() })
+        acc.push(StreamEvent::ToolCallDelta { id: "c".into(), name: Some("f".into()), arguments: String::new() })
             .unwrap();
-        assert_eq!(
-            acc.completed_tool_calls()[0].arguments,
-            serde_json::json!({})
-        );
+        acc.push(StreamEvent::ToolCallEnd { id: "c".into() }).unwrap();
+        assert_eq!(acc.completed_tool_calls()[0].arguments, serde_json::json!({}));
     }
 }

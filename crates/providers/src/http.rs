@@ -30,20 +30,12 @@ pub(crate) fn client(connect_timeout: Duration) -> Result<reqwest::Client, Provi
 }
 
 /// Maps a reqwest error without ever including the URL (it may carry a key).
-pub(crate) fn transport(
-    vendor: &'static str,
-    e: reqwest::Error,
-    timeout: Duration,
-) -> ProviderError {
+pub(crate) fn transport(vendor: &'static str, e: reqwest::Error, timeout: Duration) -> ProviderError {
     let connect = e.is_connect();
     if e.is_timeout() {
         return ProviderError::Timeout {
             vendor,
-            phase: if connect {
-                TimeoutPhase::Connect
-            } else {
-                TimeoutPhase::FirstByte
-            },
+            phase: if connect { TimeoutPhase::Connect } else { TimeoutPhase::FirstByte },
             after: timeout,
         };
     }
@@ -55,11 +47,7 @@ pub(crate) fn transport(
         message.push_str(&s.to_string());
         source = s.source();
     }
-    ProviderError::Transport {
-        vendor,
-        message,
-        connect,
-    }
+    ProviderError::Transport { vendor, message, connect }
 }
 
 /// Sends a request, honouring the cancellation token.
@@ -101,12 +89,8 @@ pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
         _ = cancel.cancelled() => return Err(ProviderError::Cancelled),
         b = resp.bytes() => b.map_err(|e| transport(vendor, e, timeout))?,
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ProviderError::protocol(
-            vendor,
-            format!("response body is not the expected JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ProviderError::protocol(vendor, format!("response body is not the expected JSON: {e}")))
 }
 
 /// What an error response said, before vendor-specific classification.
@@ -128,14 +112,8 @@ pub(crate) async fn error_response(
     let status = resp.status().as_u16();
     let headers = resp.headers();
     let retry_after = retry_after(headers).or_else(|| rate_limit_reset(headers));
-    let request_id = headers
-        .get(request_id_header)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let should_retry_header = headers
-        .get("x-should-retry")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v == "true");
+    let request_id = headers.get(request_id_header).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let should_retry_header = headers.get("x-should-retry").and_then(|v| v.to_str().ok()).map(|v| v == "true");
     let body = tokio::select! {
         biased;
         _ = cancel.cancelled() => Bytes::new(),
@@ -208,9 +186,7 @@ pub(crate) fn go_duration(s: &str) -> Option<Duration> {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let value: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let factor = match &rest[..unit_end] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -232,11 +208,7 @@ pub(crate) fn rfc3339_unix(s: &str) -> Option<f64> {
     let s = s.trim();
     let (date, time) = s.split_once(['T', 't', ' '])?;
     let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
+    let (y, m, day): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
     let (clock, offset) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
         (c, 0i64)
     } else {
@@ -244,10 +216,7 @@ pub(crate) fn rfc3339_unix(s: &str) -> Option<f64> {
         let (c, off) = time.split_at(i);
         let sign = if off.starts_with('-') { -1 } else { 1 };
         let (oh, om) = off[1..].split_once(':')?;
-        (
-            c,
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
-        )
+        (c, sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60))
     };
     let mut c = clock.splitn(3, ':');
     let (hh, mm): (i64, i64) = (c.next()?.parse().ok()?, c.next()?.parse().ok()?);
@@ -275,8 +244,7 @@ pub(crate) enum Flow {
 /// Turns a vendor's SSE events into [`StreamEvent`]s.
 pub(crate) trait SseDecoder: Send + 'static {
     /// Handles one SSE event, pushing zero or more stream events.
-    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>)
-    -> Result<Flow, ProviderError>;
+    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>) -> Result<Flow, ProviderError>;
     /// The body ended before [`Flow::Done`]: usually an error.
     fn on_eof(&mut self, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError>;
 }
@@ -383,16 +351,11 @@ pub(crate) fn sse_stream<D: SseDecoder>(
         finished: false,
         cancel,
     };
-    Box::pin(futures::stream::unfold(driver, |mut d| async move {
-        d.next().await.map(|item| (item, d))
-    }))
+    Box::pin(futures::stream::unfold(driver, |mut d| async move { d.next().await.map(|item| (item, d)) }))
 }
 
 /// Merges the `extra` escape hatch into a serialised request body.
-pub(crate) fn merge_extra(
-    body: &mut serde_json::Value,
-    extra: &serde_json::Map<String, serde_json::Value>,
-) {
+pub(crate) fn merge_extra(body: &mut serde_json::Value, extra: &serde_json::Map<String, serde_json::Value>) {
     if let serde_json::Value::Object(map) = body {
         for (k, v) in extra {
             map.insert(k.clone(), v.clone());
@@ -402,11 +365,7 @@ pub(crate) fn merge_extra(
 
 /// Joins a base URL and a path without doubling or dropping slashes.
 pub(crate) fn join_url(base: &str, path: &str) -> String {
-    format!(
-        "{}/{}",
-        base.trim_end_matches('/'),
-        path.trim_start_matches('/')
-    )
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
 }
 
 #[cfg(test)]
@@ -422,10 +381,7 @@ mod tests {
         h.insert("retry-after-ms", HeaderValue::from_static("150"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
         let mut h = HeaderMap::new();
-        h.insert(
-            "retry-after",
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
+        h.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&h), None);
     }
 
@@ -433,30 +389,15 @@ mod tests {
     fn rate_limit_headers() {
         assert_eq!(go_duration("6m0s"), Some(Duration::from_secs(360)));
         assert_eq!(go_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(
-            go_duration("1h2m3.5s"),
-            Some(Duration::from_secs_f64(3723.5))
-        );
+        assert_eq!(go_duration("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
         assert_eq!(go_duration("soon"), None);
         assert_eq!(rfc3339_unix("1970-01-02T00:00:00Z"), Some(86_400.0));
         assert_eq!(rfc3339_unix("2026-11-25T22:15:00Z"), Some(1_795_644_900.0));
-        assert_eq!(
-            rfc3339_unix("2026-11-25T23:15:00+01:00"),
-            Some(1_795_644_900.0)
-        );
+        assert_eq!(rfc3339_unix("2026-11-25T23:15:00+01:00"), Some(1_795_644_900.0));
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from_static("0"),
-        );
-        h.insert(
-            "x-ratelimit-reset-requests",
-            HeaderValue::from_static("1.5s"),
-        );
-        h.insert(
-            "x-ratelimit-remaining-tokens",
-            HeaderValue::from_static("900"),
-        );
+        h.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
+        h.insert("x-ratelimit-reset-requests", HeaderValue::from_static("1.5s"));
+        h.insert("x-ratelimit-remaining-tokens", HeaderValue::from_static("900"));
         h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("9m"));
         assert_eq!(rate_limit_reset(&h), Some(Duration::from_millis(1500)));
     }

@@ -47,6 +47,6 @@ pub use model::{BoxChatModel, Capabilities, ChatModel, DynChatModel, ModelId};
 pub use secret::Secret;
 pub use tokio_util::sync::CancellationToken;
 pub use types::{
-    ChatRequest, ChatResponse, FinishReason, Message, Part, RequestMetadata, ResponseFormat, Role,
-    ToolCall, ToolChoice, ToolDefinition, ToolResult, Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, Part, RequestMetadata, ResponseFormat, Role, ToolCall,
+    ToolChoice, ToolDefinition, ToolResult, Usage,
 };

@@ -27,10 +27,7 @@ pub struct ModelId {
 impl ModelId {
     /// Builds an id.
     pub fn new(provider: impl Into<String>, model: impl Into<String>) -> Self {
-        Self {
-            provider: provider.into(),
-            model: model.into(),
-        }
+        Self { provider: provider.into(), model: model.into() }
     }
 }
 
@@ -53,11 +50,7 @@ pub struct Capabilities {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self {
-            streaming: true,
-            tools: true,
-            native_structured_output: false,
-        }
+        Self { streaming: true, tools: true, native_structured_output: false }
     }
 }
 

@@ -24,11 +24,7 @@ fn type_matches(t: &str, v: &Value) -> bool {
         "array" => v.is_array(),
         "string" => v.is_string(),
         "number" => v.is_number(),
-        "integer" => {
-            v.as_i64().is_some()
-                || v.as_u64().is_some()
-                || v.as_f64().is_some_and(|f| f.fract() == 0.0)
-        }
+        "integer" => v.as_i64().is_some() || v.as_u64().is_some() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
         "boolean" => v.is_boolean(),
         "null" => v.is_null(),
         _ => true,
@@ -40,14 +36,7 @@ fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
     root.pointer(path)
 }
 
-fn check(
-    root: &Value,
-    schema: &Value,
-    v: &Value,
-    at: &str,
-    errors: &mut Vec<String>,
-    depth: usize,
-) {
+fn check(root: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<String>, depth: usize) {
     if depth > MAX_DEPTH {
         errors.push(format!("{at}: schema nesting too deep"));
         return;
@@ -70,17 +59,8 @@ fn check(
             errors.push(format!("{here}: expected {t}, got {}", kind(v)));
             return;
         }
-        Some(Value::Array(ts))
-            if !ts
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|t| type_matches(t, v)) =>
-        {
-            errors.push(format!(
-                "{here}: expected one of {}, got {}",
-                Value::Array(ts.clone()),
-                kind(v)
-            ));
+        Some(Value::Array(ts)) if !ts.iter().filter_map(Value::as_str).any(|t| type_matches(t, v)) => {
+            errors.push(format!("{here}: expected one of {}, got {}", Value::Array(ts.clone()), kind(v)));
             return;
         }
         _ => {}
@@ -88,10 +68,7 @@ fn check(
     if let Some(e) = s.get("enum").and_then(Value::as_array)
         && !e.contains(v)
     {
-        errors.push(format!(
-            "{here}: {v} is not one of {}",
-            Value::Array(e.clone())
-        ));
+        errors.push(format!("{here}: {v} is not one of {}", Value::Array(e.clone())));
     }
     if let Some(c) = s.get("const")
         && c != v
@@ -117,42 +94,23 @@ fn check(
     if let Some(text) = v.as_str() {
         let len = text.chars().count() as u64;
         if count("minLength").is_some_and(|m| len < m) {
-            errors.push(format!(
-                "{here}: string shorter than {}",
-                count("minLength").unwrap_or(0)
-            ));
+            errors.push(format!("{here}: string shorter than {}", count("minLength").unwrap_or(0)));
         }
         if count("maxLength").is_some_and(|m| len > m) {
-            errors.push(format!(
-                "{here}: string longer than {}",
-                count("maxLength").unwrap_or(0)
-            ));
+            errors.push(format!("{here}: string longer than {}", count("maxLength").unwrap_or(0)));
         }
     }
     if let Some(items) = v.as_array() {
         let len = items.len() as u64;
         if count("minItems").is_some_and(|m| len < m) {
-            errors.push(format!(
-                "{here}: fewer than {} items",
-                count("minItems").unwrap_or(0)
-            ));
+            errors.push(format!("{here}: fewer than {} items", count("minItems").unwrap_or(0)));
         }
         if count("maxItems").is_some_and(|m| len > m) {
-            errors.push(format!(
-                "{here}: more than {} items",
-                count("maxItems").unwrap_or(0)
-            ));
+            errors.push(format!("{here}: more than {} items", count("maxItems").unwrap_or(0)));
         }
         if let Some(item_schema) = s.get("items") {
             for (i, item) in items.iter().enumerate() {
-                check(
-                    root,
-                    item_schema,
-                    item,
-                    &format!("{at}/{i}"),
-                    errors,
-                    depth + 1,
-                );
+                check(root, item_schema, item, &format!("{at}/{i}"), errors, depth + 1);
             }
         }
     }
@@ -173,9 +131,7 @@ fn check(
                     Some(Value::Bool(false)) => {
                         errors.push(format!("{here}: unexpected property {k:?}"));
                     }
-                    Some(extra @ Value::Object(_)) => {
-                        check(root, extra, child, &path, errors, depth + 1)
-                    }
+                    Some(extra @ Value::Object(_)) => check(root, extra, child, &path, errors, depth + 1),
                     _ => {}
                 },
             }

@@ -43,10 +43,7 @@ pub enum SseError {
 impl SseParser {
     /// A parser with the default line limit.
     pub fn new() -> Self {
-        Self {
-            max_line: DEFAULT_MAX_LINE,
-            ..Self::default()
-        }
+        Self { max_line: DEFAULT_MAX_LINE, ..Self::default() }
     }
 
     /// Feeds bytes and appends completed events to `out`.
@@ -54,11 +51,7 @@ impl SseParser {
     /// # Errors
     /// [`SseError`] on a line over the limit or not UTF-8; the parser should then be dropped.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        let max = if self.max_line == 0 {
-            DEFAULT_MAX_LINE
-        } else {
-            self.max_line
-        };
+        let max = if self.max_line == 0 { DEFAULT_MAX_LINE } else { self.max_line };
         let mut rest = bytes;
         while !rest.is_empty() {
             if self.skip_lf {
@@ -98,10 +91,7 @@ impl SseParser {
     fn on_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
         if line.is_empty() {
             if self.has_data {
-                out.push(SseEvent {
-                    event: std::mem::take(&mut self.event),
-                    data: std::mem::take(&mut self.data),
-                });
+                out.push(SseEvent { event: std::mem::take(&mut self.event), data: std::mem::take(&mut self.data) });
             } else {
                 self.event.clear();
             }
@@ -149,23 +139,15 @@ mod tests {
     }
 
     fn ev(event: &str, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.into(),
-            data: data.into(),
-        }
+        SseEvent { event: event.into(), data: data.into() }
     }
 
     #[test]
     fn line_endings_comments_and_multiline_data() {
         for nl in ["\n", "\r\n", "\r"] {
-            let text = format!(
-                ": keep-alive{nl}event: a{nl}data: x{nl}data:y{nl}{nl}data: z{nl}{nl}event: lonely{nl}{nl}"
-            );
-            assert_eq!(
-                parse_chunks(&[text.as_bytes()]),
-                vec![ev("a", "x\ny"), ev("", "z")],
-                "{nl:?}"
-            );
+            let text =
+                format!(": keep-alive{nl}event: a{nl}data: x{nl}data:y{nl}{nl}data: z{nl}{nl}event: lonely{nl}{nl}");
+            assert_eq!(parse_chunks(&[text.as_bytes()]), vec![ev("a", "x\ny"), ev("", "z")], "{nl:?}");
         }
     }
 

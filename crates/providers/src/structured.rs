@@ -38,11 +38,7 @@ pub fn extract_json(text: &str) -> Result<Value, String> {
 fn check(format: &ResponseFormat, text: &str) -> Result<Value, String> {
     let v = extract_json(text)?;
     let errors = validate(&format.schema, &v);
-    if errors.is_empty() {
-        Ok(v)
-    } else {
-        Err(errors.join("; "))
-    }
+    if errors.is_empty() { Ok(v) } else { Err(errors.join("; ")) }
 }
 
 /// Asks `model` for a reply satisfying `format`, repairing once.
@@ -61,12 +57,7 @@ pub async fn chat_structured<M: ChatModel>(
     let mut usage = first.usage;
     let problem = match check(&format, &first.text) {
         Ok(value) => {
-            return Ok(StructuredResponse {
-                value,
-                response: first,
-                usage,
-                repaired: false,
-            });
+            return Ok(StructuredResponse { value, response: first, usage, repaired: false });
         }
         Err(p) => p,
     };
@@ -79,12 +70,7 @@ pub async fn chat_structured<M: ChatModel>(
     let second = model.chat(req, cancel).await?;
     usage.add(&second.usage);
     match check(&format, &second.text) {
-        Ok(value) => Ok(StructuredResponse {
-            value,
-            response: second,
-            usage,
-            repaired: true,
-        }),
+        Ok(value) => Ok(StructuredResponse { value, response: second, usage, repaired: true }),
         Err(p) => Err(ProviderError::StructuredOutput(p)),
     }
 }
@@ -95,10 +81,7 @@ mod tests {
 
     #[test]
     fn fences_are_tolerated() {
-        assert_eq!(
-            extract_json("```json\n{\"a\":1}\n```").unwrap(),
-            serde_json::json!({"a": 1})
-        );
+        assert_eq!(extract_json("```json\n{\"a\":1}\n```").unwrap(), serde_json::json!({"a": 1}));
         assert!(extract_json("sure! {\"a\":1}").is_err());
     }
 }

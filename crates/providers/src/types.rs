@@ -45,26 +45,17 @@ pub struct Message {
 impl Message {
     /// A user message with one text part.
     pub fn user(text: impl Into<String>) -> Self {
-        Self {
-            role: Role::User,
-            parts: vec![Part::Text { text: text.into() }],
-        }
+        Self { role: Role::User, parts: vec![Part::Text { text: text.into() }] }
     }
 
     /// An assistant message with one text part.
     pub fn assistant(text: impl Into<String>) -> Self {
-        Self {
-            role: Role::Assistant,
-            parts: vec![Part::Text { text: text.into() }],
-        }
+        Self { role: Role::Assistant, parts: vec![Part::Text { text: text.into() }] }
     }
 
     /// A user message carrying tool results.
     pub fn tool_results(results: impl IntoIterator<Item = ToolResult>) -> Self {
-        Self {
-            role: Role::User,
-            parts: results.into_iter().map(Part::ToolResult).collect(),
-        }
+        Self { role: Role::User, parts: results.into_iter().map(Part::ToolResult).collect() }
     }
 
     /// The concatenated text parts.
@@ -186,10 +177,7 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// A request with one user message.
     pub fn user(text: impl Into<String>) -> Self {
-        Self {
-            messages: vec![Message::user(text)],
-            ..Self::default()
-        }
+        Self { messages: vec![Message::user(text)], ..Self::default() }
     }
 }
 
@@ -268,14 +256,9 @@ impl ChatResponse {
     pub fn to_message(&self) -> Message {
         let mut parts = Vec::new();
         if !self.text.is_empty() {
-            parts.push(Part::Text {
-                text: self.text.clone(),
-            });
+            parts.push(Part::Text { text: self.text.clone() });
         }
         parts.extend(self.tool_calls.iter().cloned().map(Part::ToolCall));
-        Message {
-            role: Role::Assistant,
-            parts,
-        }
+        Message { role: Role::Assistant, parts }
     }
 }

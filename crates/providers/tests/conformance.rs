@@ -8,12 +8,8 @@ use switchboard_testkit::conformance::assert_conformance;
 #[tokio::test]
 async fn openai_adapter_conforms() {
     assert_conformance(Vendor::OpenAi, |base, key| {
-        OpenAiModel::new(
-            OpenAiConfig::new("gpt-test")
-                .base_url(format!("{base}/v1"))
-                .api_key(key),
-        )
-        .expect("client builds")
+        OpenAiModel::new(OpenAiConfig::new("gpt-test").base_url(format!("{base}/v1")).api_key(key))
+            .expect("client builds")
     })
     .await;
 }
@@ -21,12 +17,7 @@ async fn openai_adapter_conforms() {
 #[tokio::test]
 async fn anthropic_adapter_conforms() {
     assert_conformance(Vendor::Anthropic, |base, key| {
-        AnthropicModel::new(
-            AnthropicConfig::new("claude-test")
-                .base_url(base)
-                .api_key(key),
-        )
-        .expect("client builds")
+        AnthropicModel::new(AnthropicConfig::new("claude-test").base_url(base).api_key(key)).expect("client builds")
     })
     .await;
 }

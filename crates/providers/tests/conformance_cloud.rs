@@ -23,23 +23,13 @@ fn bedrock(base: &str, auth: BedrockAuth) -> Bedrock {
 
 #[tokio::test]
 async fn bedrock_adapter_conforms_with_an_api_key() {
-    assert_conformance(Vendor::Bedrock, |base, key| {
-        bedrock(base, BedrockAuth::ApiKey(key))
-    })
-    .await;
+    assert_conformance(Vendor::Bedrock, |base, key| bedrock(base, BedrockAuth::ApiKey(key))).await;
 }
 
 #[tokio::test]
 async fn bedrock_adapter_conforms_with_sigv4() {
     assert_conformance(Vendor::Bedrock, |base, _key| {
-        bedrock(
-            base,
-            BedrockAuth::SigV4(AwsCredentials::new(
-                TEST_ACCESS_KEY_ID,
-                TEST_SECRET_ACCESS_KEY,
-                None,
-            )),
-        )
+        bedrock(base, BedrockAuth::SigV4(AwsCredentials::new(TEST_ACCESS_KEY_ID, TEST_SECRET_ACCESS_KEY, None)))
     })
     .await;
 }
@@ -58,8 +48,7 @@ async fn gemini_api_key_adapter_conforms() {
 async fn vertex_service_account_adapter_conforms() {
     assert_conformance(Vendor::Vertex, |base, _key| {
         let json = test_service_account_json(&format!("{base}/token"), TEST_PROJECT);
-        let mut config =
-            GeminiConfig::vertex_service_account(&json, None, "us-central1").expect("key parses");
+        let mut config = GeminiConfig::vertex_service_account(&json, None, "us-central1").expect("key parses");
         config.endpoint = Some(base.to_owned());
         assert!(matches!(config.auth, GoogleAuth::ServiceAccount(_)));
         Gemini::new("gemini-2.5-flash", config).expect("client builds")

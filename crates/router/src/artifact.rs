@@ -87,10 +87,7 @@ pub struct Artifact {
 }
 
 fn bad(dir: &Path, reason: impl Into<String>) -> RouterError {
-    RouterError::BadArtifact {
-        dir: dir.to_path_buf(),
-        reason: reason.into(),
-    }
+    RouterError::BadArtifact { dir: dir.to_path_buf(), reason: reason.into() }
 }
 
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
@@ -111,15 +108,9 @@ impl Artifact {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| RouterError::io(dir, e))?;
         write_json(&dir.join("router.json"), &self.manifest)?;
-        let w = Tensor::from_slice(
-            &self.head.weights,
-            (self.head.dim, self.head.classes),
-            &Device::Cpu,
-        )?;
+        let w = Tensor::from_slice(&self.head.weights, (self.head.dim, self.head.classes), &Device::Cpu)?;
         let b = Tensor::from_slice(&self.head.bias, self.head.classes, &Device::Cpu)?;
-        let map: HashMap<String, Tensor> = [("w".to_owned(), w), ("b".to_owned(), b)]
-            .into_iter()
-            .collect();
+        let map: HashMap<String, Tensor> = [("w".to_owned(), w), ("b".to_owned(), b)].into_iter().collect();
         candle_core::safetensors::save(&map, dir.join("head.safetensors"))?;
         if let Some(lex) = &self.lexical {
             write_json(&dir.join("lexical.json"), lex)?;
@@ -139,13 +130,7 @@ impl Artifact {
         }
         let manifest: Manifest = read_json(&dir.join("router.json"))?;
         if manifest.version != ARTIFACT_VERSION {
-            return Err(bad(
-                dir,
-                format!(
-                    "artifact version {} (expected {ARTIFACT_VERSION})",
-                    manifest.version
-                ),
-            ));
+            return Err(bad(dir, format!("artifact version {} (expected {ARTIFACT_VERSION})", manifest.version)));
         }
         let head_path = dir.join("head.safetensors");
         if !head_path.is_file() {
@@ -158,51 +143,23 @@ impl Artifact {
         };
         let (dim, classes) = w.dims2().map_err(|e| bad(dir, format!("w: {e}")))?;
         if classes != manifest.labels.len() || b.dims() != [classes] {
-            return Err(bad(
-                dir,
-                format!(
-                    "head has {classes} classes but {} labels",
-                    manifest.labels.len()
-                ),
-            ));
+            return Err(bad(dir, format!("head has {classes} classes but {} labels", manifest.labels.len())));
         }
-        let head = LogReg {
-            weights: w.flatten_all()?.to_vec1()?,
-            bias: b.to_vec1()?,
-            dim,
-            classes,
-        };
+        let head = LogReg { weights: w.flatten_all()?.to_vec1()?, bias: b.to_vec1()?, dim, classes };
         let lexical = if manifest.lexical.is_some() {
             Some(read_json::<LexicalEncoder>(&dir.join("lexical.json"))?)
         } else {
             None
         };
-        let expected_dim = manifest.encoder.as_ref().map_or(0, |e| e.dim)
-            + lexical.as_ref().map_or(0, LexicalEncoder::dim);
+        let expected_dim =
+            manifest.encoder.as_ref().map_or(0, |e| e.dim) + lexical.as_ref().map_or(0, LexicalEncoder::dim);
         if expected_dim != dim {
-            return Err(bad(
-                dir,
-                format!("head expects {dim} features, encoders give {expected_dim}"),
-            ));
+            return Err(bad(dir, format!("head expects {dim} features, encoders give {expected_dim}")));
         }
         let p = dir.join("prototypes.json");
-        let prototypes = if p.is_file() {
-            read_json(&p)?
-        } else {
-            PrototypeHead::default()
-        };
+        let prototypes = if p.is_file() { read_json(&p)? } else { PrototypeHead::default() };
         let r = dir.join("rules.json");
-        let rules = if r.is_file() {
-            read_json(&r)?
-        } else {
-            Vec::new()
-        };
-        Ok(Self {
-            manifest,
-            head,
-            lexical,
-            prototypes,
-            rules,
-        })
+        let rules = if r.is_file() { read_json(&r)? } else { Vec::new() };
+        Ok(Self { manifest, head, lexical, prototypes, rules })
     }
 }

@@ -63,9 +63,7 @@ pub struct AsyncRouter {
 
 impl std::fmt::Debug for AsyncRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncRouter")
-            .field("cfg", &self.cfg)
-            .finish_non_exhaustive()
+        f.debug_struct("AsyncRouter").field("cfg", &self.cfg).finish_non_exhaustive()
     }
 }
 
@@ -78,13 +76,7 @@ impl AsyncRouter {
         let (tx, rx) = mpsc::channel(cfg.max_batch.max(1) * 64);
         tokio::spawn(collect(Arc::clone(&router), rx, cfg));
         let cache = NonZeroUsize::new(cfg.cache_size).map(|n| Mutex::new(LruCache::new(n)));
-        Self {
-            router,
-            tx,
-            cache,
-            llm: None,
-            cfg,
-        }
+        Self { router, tx, cache, llm: None, cfg }
     }
 
     /// Use an LLM for low-confidence and clarify decisions.
@@ -111,18 +103,12 @@ impl AsyncRouter {
         }
         let (reply, rx) = oneshot::channel();
         let fut = async {
-            self.tx
-                .send((text.to_owned(), reply))
-                .await
-                .map_err(|_| RouterError::BatcherClosed)?;
+            self.tx.send((text.to_owned(), reply)).await.map_err(|_| RouterError::BatcherClosed)?;
             rx.await.map_err(|_| RouterError::BatcherClosed)?
         };
         let f = tokio::time::timeout(self.cfg.request_timeout, fut)
             .await
-            .map_err(|_| RouterError::Timeout {
-                what: "routing request",
-                after: self.cfg.request_timeout,
-            })??;
+            .map_err(|_| RouterError::Timeout { what: "routing request", after: self.cfg.request_timeout })??;
         if let Some(c) = &self.cache {
             let mut guard = c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             guard.put(text.to_owned(), Arc::clone(&f));
@@ -153,40 +139,22 @@ impl AsyncRouter {
 
     async fn ask_llm(&self, llm: &dyn LlmFallback, text: &str, d: &mut Decision) {
         let oos = self.router.artifact().manifest.oos_label.clone();
-        let candidates: Vec<_> = d
-            .candidates
-            .iter()
-            .filter(|c| Some(&c.intent) != oos.as_ref())
-            .cloned()
-            .collect();
-        let q = LlmQuestion {
-            text: text.to_owned(),
-            candidates,
-        };
+        let candidates: Vec<_> = d.candidates.iter().filter(|c| Some(&c.intent) != oos.as_ref()).cloned().collect();
+        let q = LlmQuestion { text: text.to_owned(), candidates };
         match tokio::time::timeout(self.cfg.llm_timeout, llm.choose(&q)).await {
             Ok(Ok(LlmAnswer::Intent(i))) if q.candidates.iter().any(|c| c.intent == i) => {
-                d.reasons.push(format!(
-                    "llm fallback chose {i} among the top {}",
-                    q.candidates.len()
-                ));
-                d.confidence = q
-                    .candidates
-                    .iter()
-                    .find(|c| c.intent == i)
-                    .map_or(0.0, |c| c.score);
+                d.reasons.push(format!("llm fallback chose {i} among the top {}", q.candidates.len()));
+                d.confidence = q.candidates.iter().find(|c| c.intent == i).map_or(0.0, |c| c.score);
                 d.intent = Some(i);
                 d.outcome = Outcome::Intent;
                 d.rung = Rung::LlmFallback;
                 d.clarify.clear();
             }
             Ok(Ok(LlmAnswer::Intent(i))) => {
-                d.reasons.push(format!(
-                    "llm fallback answered {i:?}, not a candidate: ignored"
-                ));
+                d.reasons.push(format!("llm fallback answered {i:?}, not a candidate: ignored"));
             }
             Ok(Ok(LlmAnswer::None)) => {
-                d.reasons
-                    .push("llm fallback chose none of the candidates".into());
+                d.reasons.push("llm fallback chose none of the candidates".into());
                 d.intent = None;
                 d.outcome = Outcome::OutOfScope;
                 d.rung = Rung::LlmFallback;
@@ -194,9 +162,7 @@ impl AsyncRouter {
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "llm fallback failed; keeping the ladder's decision");
-                d.reasons.push(format!(
-                    "llm fallback failed ({e}); kept the ladder's decision"
-                ));
+                d.reasons.push(format!("llm fallback failed ({e}); kept the ladder's decision"));
             }
             Err(_) => {
                 tracing::warn!(after = ?self.cfg.llm_timeout, "llm fallback timed out");

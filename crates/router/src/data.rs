@@ -55,11 +55,7 @@ impl std::str::FromStr for DataFormat {
 }
 
 fn bad(path: &Path, line: usize, reason: impl Into<String>) -> RouterError {
-    RouterError::BadData {
-        path: path.to_path_buf(),
-        line,
-        reason: reason.into(),
-    }
+    RouterError::BadData { path: path.to_path_buf(), line, reason: reason.into() }
 }
 
 /// Read labelled data.
@@ -69,33 +65,17 @@ fn bad(path: &Path, line: usize, reason: impl Into<String>) -> RouterError {
 /// rows, empty text or labels, or a file with no rows.
 pub fn load(path: &Path, format: DataFormat) -> Result<Vec<Example>> {
     let bytes = std::fs::read(path).map_err(|e| RouterError::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        bad(
-            path,
-            0,
-            format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
-        )
-    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| bad(path, 0, format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
     let mut out = Vec::new();
     match format {
         DataFormat::Banking77 => {
-            let mut rdr = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .from_reader(text.as_bytes());
-            let headers = rdr
-                .headers()
-                .map_err(|e| bad(path, 1, e.to_string()))?
-                .clone();
+            let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+            let headers = rdr.headers().map_err(|e| bad(path, 1, e.to_string()))?.clone();
             let ti = headers.iter().position(|h| h == "text");
-            let ci = headers
-                .iter()
-                .position(|h| h == "category" || h == "intent" || h == "label");
+            let ci = headers.iter().position(|h| h == "category" || h == "intent" || h == "label");
             let (Some(ti), Some(ci)) = (ti, ci) else {
-                return Err(bad(
-                    path,
-                    1,
-                    "header must have `text` and `category` columns",
-                ));
+                return Err(bad(path, 1, "header must have `text` and `category` columns"));
             };
             for (i, rec) in rdr.records().enumerate() {
                 let line = i + 2;
@@ -117,8 +97,7 @@ pub fn load(path: &Path, format: DataFormat) -> Result<Vec<Example>> {
                 if l.trim().is_empty() {
                     continue;
                 }
-                let row: Row =
-                    serde_json::from_str(l).map_err(|e| bad(path, i + 1, e.to_string()))?;
+                let row: Row = serde_json::from_str(l).map_err(|e| bad(path, i + 1, e.to_string()))?;
                 push(&mut out, path, i + 1, &row.text, &row.intent)?;
             }
         }
@@ -136,10 +115,7 @@ fn push(out: &mut Vec<Example>, path: &Path, line: usize, text: &str, intent: &s
     if intent.trim().is_empty() {
         return Err(bad(path, line, "empty intent"));
     }
-    out.push(Example {
-        text: text.to_owned(),
-        intent: intent.trim().to_owned(),
-    });
+    out.push(Example { text: text.to_owned(), intent: intent.trim().to_owned() });
     Ok(())
 }
 
@@ -173,11 +149,7 @@ pub fn save(path: &Path, format: DataFormat, examples: &[Example]) -> Result<()>
 
 /// Stratified, seeded split: about `fraction` of each intent goes to the second part (at
 /// least one item of any intent with two or more examples).
-pub fn stratified_split(
-    examples: &[Example],
-    fraction: f32,
-    seed: u64,
-) -> (Vec<Example>, Vec<Example>) {
+pub fn stratified_split(examples: &[Example], fraction: f32, seed: u64) -> (Vec<Example>, Vec<Example>) {
     let mut by_intent: BTreeMap<&str, Vec<&Example>> = BTreeMap::new();
     for e in examples {
         by_intent.entry(&e.intent).or_default().push(e);
@@ -237,32 +209,19 @@ mod tests {
         assert_eq!(ex[0].text, "hello, there");
         assert_eq!(ex[1].intent, "leave");
         let jl = dir.path().join("d.jsonl");
-        std::fs::write(
-            &jl,
-            "{\"text\":\"hi\",\"intent\":\"greet\"}\n\n{\"text\":\"x\",\"intent\":\"oos\"}\n",
-        )
-        .expect("write");
+        std::fs::write(&jl, "{\"text\":\"hi\",\"intent\":\"greet\"}\n\n{\"text\":\"x\",\"intent\":\"oos\"}\n")
+            .expect("write");
         assert_eq!(load(&jl, DataFormat::Jsonl).expect("jsonl").len(), 2);
         std::fs::write(&jl, "{\"text\":\"hi\"}\n").expect("write");
-        assert!(matches!(
-            load(&jl, DataFormat::Jsonl),
-            Err(RouterError::BadData { line: 1, .. })
-        ));
+        assert!(matches!(load(&jl, DataFormat::Jsonl), Err(RouterError::BadData { line: 1, .. })));
         std::fs::write(&jl, b"\xff\xfe").expect("write");
-        assert!(matches!(
-            load(&jl, DataFormat::Jsonl),
-            Err(RouterError::BadData { .. })
-        ));
+        assert!(matches!(load(&jl, DataFormat::Jsonl), Err(RouterError::BadData { .. })));
     }
 
     #[test]
     fn split_is_stratified_and_seeded() {
-        let ex: Vec<Example> = (0..100)
-            .map(|i| Example {
-                text: format!("t{i}"),
-                intent: format!("i{}", i % 4),
-            })
-            .collect();
+        let ex: Vec<Example> =
+            (0..100).map(|i| Example { text: format!("t{i}"), intent: format!("i{}", i % 4) }).collect();
         let (a, b) = stratified_split(&ex, 0.2, 7);
         assert_eq!(a.len() + b.len(), 100);
         assert_eq!(b.len(), 20);

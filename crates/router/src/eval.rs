@@ -95,18 +95,10 @@ pub fn evaluate(router: &Router, data: &[Example], oos_label: &str) -> Result<Ev
     let in_rejected = in_scope.iter().filter(|&&i| pred[i] == oos_label).count();
     let oos_items = n - in_scope.len();
     let rejected = pred.iter().filter(|p| *p == oos_label).count();
-    let oos_hits = (0..n)
-        .filter(|&i| gold[i] == oos_label && pred[i] == oos_label)
-        .count();
+    let oos_hits = (0..n).filter(|&i| gold[i] == oos_label && pred[i] == oos_label).count();
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let (oos_recall, oos_precision) = if oos_items == 0 {
-        (None, None)
-    } else {
-        (
-            Some(ratio(oos_hits, oos_items)),
-            Some(ratio(oos_hits, rejected)),
-        )
-    };
+    let (oos_recall, oos_precision) =
+        if oos_items == 0 { (None, None) } else { (Some(ratio(oos_hits, oos_items)), Some(ratio(oos_hits, rejected))) };
     Ok(EvalReport {
         n,
         accuracy: ratio(correct, n),
@@ -117,10 +109,7 @@ pub fn evaluate(router: &Router, data: &[Example], oos_label: &str) -> Result<Ev
         ece: expected_calibration_error(&conf, &conf_ok, 15),
         clarify_rate: ratio(clarify, n),
         in_scope_rejection_rate: ratio(in_rejected, in_scope.len()),
-        latency_ms: Latency {
-            p50: percentile(&lat, 0.5),
-            p99: percentile(&lat, 0.99),
-        },
+        latency_ms: Latency { p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99) },
     })
 }
 
@@ -145,8 +134,7 @@ pub fn macro_f1(gold: &[String], pred: &[String]) -> f64 {
         .iter()
         .map(|l| {
             let t = *tp.get(l).unwrap_or(&0) as f64;
-            let denom =
-                2.0 * t + *fp.get(l).unwrap_or(&0) as f64 + *fneg.get(l).unwrap_or(&0) as f64;
+            let denom = 2.0 * t + *fp.get(l).unwrap_or(&0) as f64 + *fneg.get(l).unwrap_or(&0) as f64;
             if denom == 0.0 { 0.0 } else { 2.0 * t / denom }
         })
         .sum();
@@ -159,15 +147,9 @@ mod tests {
 
     #[test]
     fn macro_f1_and_percentiles() {
-        let g: Vec<String> = ["a", "a", "b", "b"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let g: Vec<String> = ["a", "a", "b", "b"].iter().map(|s| (*s).to_owned()).collect();
         assert!((macro_f1(&g, &g) - 1.0).abs() < 1e-12);
-        let p: Vec<String> = ["a", "b", "b", "b"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let p: Vec<String> = ["a", "b", "b", "b"].iter().map(|s| (*s).to_owned()).collect();
         // a: tp1 fp0 fn1 -> 2/3; b: tp2 fp1 fn0 -> 4/5
         assert!((macro_f1(&g, &p) - (2.0 / 3.0 + 0.8) / 2.0).abs() < 1e-12);
         let v = [1.0, 2.0, 3.0, 4.0];

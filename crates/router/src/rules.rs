@@ -46,11 +46,8 @@ impl Rules {
         for s in &specs {
             let mut res = Vec::with_capacity(s.patterns.len());
             for p in &s.patterns {
-                let re =
-                    Regex::new(&format!("(?i){p}")).map_err(|source| RouterError::BadRule {
-                        intent: s.intent.clone(),
-                        source,
-                    })?;
+                let re = Regex::new(&format!("(?i){p}"))
+                    .map_err(|source| RouterError::BadRule { intent: s.intent.clone(), source })?;
                 res.push(re);
             }
             compiled.push((s.intent.clone(), res));
@@ -161,11 +158,8 @@ mod tests {
 
     #[test]
     fn a_bad_pattern_is_a_typed_error() {
-        let err = Rules::new(vec![RuleSpec {
-            intent: "x".into(),
-            patterns: vec!["(unclosed".into()],
-        }])
-        .expect_err("must fail");
+        let err = Rules::new(vec![RuleSpec { intent: "x".into(), patterns: vec!["(unclosed".into()] }])
+            .expect_err("must fail");
         assert!(matches!(err, RouterError::BadRule { .. }));
     }
 }

@@ -14,9 +14,7 @@ use crate::data::{Example, hash_examples, stratified_split};
 use crate::decision::Thresholds;
 use crate::encoder::{BertEncoder, EncoderInfo, Features, Featurizer, LexicalEncoder};
 use crate::error::{Result, RouterError};
-use crate::head::calibrate::{
-    expected_calibration_error, fit_temperature, softmax, threshold_for_rejection_rate,
-};
+use crate::head::calibrate::{expected_calibration_error, fit_temperature, softmax, threshold_for_rejection_rate};
 use crate::head::{LogReg, LogRegConfig, PrototypeHead};
 use crate::rules::RuleSpec;
 
@@ -90,24 +88,13 @@ pub fn train(
             (a, b, true)
         }
     };
-    let mut labels: Vec<String> = fit_part
-        .iter()
-        .map(|e| e.intent.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let mut labels: Vec<String> =
+        fit_part.iter().map(|e| e.intent.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     labels.sort();
     if labels.len() < 2 {
-        return Err(RouterError::Training(format!(
-            "need at least 2 intents, found {}",
-            labels.len()
-        )));
+        return Err(RouterError::Training(format!("need at least 2 intents, found {}", labels.len())));
     }
-    let index: BTreeMap<&str, usize> = labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.as_str(), i))
-        .collect();
+    let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
 
     let lexical_dim = if bert.is_none() && opts.lexical_dim == 0 {
         crate::encoder::lexical::DEFAULT_LEXICAL_DIM
@@ -154,17 +141,11 @@ pub fn train(
     let (c2, ok2) = conf_correct(temperature);
     let ece_before = expected_calibration_error(&c1, &ok1, 15);
     let ece_after = expected_calibration_error(&c2, &ok2, 15);
-    let calibration_accuracy = if ok2.is_empty() {
-        0.0
-    } else {
-        ok2.iter().filter(|&&b| b).count() as f32 / ok2.len() as f32
-    };
+    let calibration_accuracy =
+        if ok2.is_empty() { 0.0 } else { ok2.iter().filter(|&&b| b).count() as f32 / ok2.len() as f32 };
 
     // OOS threshold: in-scope held-out items whose top class is not the oos class.
-    let oos_idx = opts
-        .oos_label
-        .as_deref()
-        .and_then(|l| index.get(l).copied());
+    let oos_idx = opts.oos_label.as_deref().and_then(|l| index.get(l).copied());
     let in_scope_conf: Vec<f32> = calib_logits
         .iter()
         .zip(&calib_y)
@@ -181,29 +162,18 @@ pub fn train(
     // that all but `PROTOTYPE_REJECTION` of held-out in-scope items reach.
     let mut fit_protos = PrototypeHead::default();
     for l in &labels {
-        let vecs: Vec<Vec<f32>> = fit_part
-            .iter()
-            .zip(&fit_feats)
-            .filter(|(e, _)| &e.intent == l)
-            .map(|(_, f)| f.proto.clone())
-            .collect();
+        let vecs: Vec<Vec<f32>> =
+            fit_part.iter().zip(&fit_feats).filter(|(e, _)| &e.intent == l).map(|(_, f)| f.proto.clone()).collect();
         fit_protos.add(l, &vecs);
     }
     let own_sims: Vec<f32> = calib_part
         .iter()
         .zip(&calib_feats)
         .filter(|(e, _)| Some(e.intent.as_str()) != opts.oos_label.as_deref())
-        .filter_map(|(e, f)| {
-            fit_protos
-                .scores(&f.proto)
-                .into_iter()
-                .find(|(i, _)| i == &e.intent)
-                .map(|(_, s)| s)
-        })
+        .filter_map(|(e, f)| fit_protos.scores(&f.proto).into_iter().find(|(i, _)| i == &e.intent).map(|(_, s)| s))
         .collect();
-    let prototype_threshold = opts
-        .prototype_threshold
-        .unwrap_or_else(|| threshold_for_rejection_rate(&own_sims, PROTOTYPE_REJECTION));
+    let prototype_threshold =
+        opts.prototype_threshold.unwrap_or_else(|| threshold_for_rejection_rate(&own_sims, PROTOTYPE_REJECTION));
 
     // Refit on everything when the calibration part came out of the training data.
     let (head, all, all_feats, iterations) = if refit {
@@ -221,12 +191,8 @@ pub fn train(
 
     let mut prototypes = PrototypeHead::default();
     for l in &labels {
-        let vecs: Vec<Vec<f32>> = all
-            .iter()
-            .zip(&all_feats)
-            .filter(|(e, _)| &e.intent == l)
-            .map(|(_, f)| f.proto.clone())
-            .collect();
+        let vecs: Vec<Vec<f32>> =
+            all.iter().zip(&all_feats).filter(|(e, _)| &e.intent == l).map(|(_, f)| f.proto.clone()).collect();
         prototypes.add(l, &vecs);
     }
 
@@ -267,13 +233,7 @@ pub fn train(
             embed_seconds,
         },
     };
-    Ok(Artifact {
-        manifest,
-        head,
-        lexical,
-        prototypes,
-        rules: opts.rules.clone(),
-    })
+    Ok(Artifact { manifest, head, lexical, prototypes, rules: opts.rules.clone() })
 }
 
 pub(crate) fn argmax(p: &[f32]) -> usize {

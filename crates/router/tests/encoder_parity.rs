@@ -23,11 +23,7 @@ fn vectors_match_sentence_transformers() {
     let batched = enc.encode(&refs).unwrap();
     for (i, (got, want)) in batched.vectors.iter().zip(&fx.vectors).enumerate() {
         let cos: f32 = got.iter().zip(want).map(|(a, b)| a * b).sum();
-        assert!(
-            cos >= 0.999,
-            "sentence {i} ({:?}): cosine {cos}",
-            fx.sentences[i]
-        );
+        assert!(cos >= 0.999, "sentence {i} ({:?}): cosine {cos}", fx.sentences[i]);
         let single = enc.encode(&[refs[i]]).unwrap();
         let cos1: f32 = single.vectors[0].iter().zip(want).map(|(a, b)| a * b).sum();
         assert!(cos1 >= 0.999, "sentence {i} alone: cosine {cos1}");
@@ -49,8 +45,7 @@ fn tokenizer_matches_bert_uncased_and_does_not_pad() {
 
 #[test]
 fn long_text_is_truncated_to_the_model_limit_and_reported() {
-    let Some(enc) = common::encoder("long_text_is_truncated_to_the_model_limit_and_reported")
-    else {
+    let Some(enc) = common::encoder("long_text_is_truncated_to_the_model_limit_and_reported") else {
         return;
     };
     let long = "my card payment was declined again. ".repeat(3000); // ~100 KB

@@ -22,10 +22,7 @@ fn lexical_router(train_set: &[Example], opts: &TrainOptions) -> Router {
 #[test]
 fn lexical_router_trained_on_a_slice_beats_chance_by_far() {
     let (tr, te) = common::banking_slice(10, 80, 30);
-    let opts = TrainOptions {
-        target_rejection: 0.0,
-        ..TrainOptions::default()
-    };
+    let opts = TrainOptions { target_rejection: 0.0, ..TrainOptions::default() };
     let router = lexical_router(&tr, &opts);
     let report = evaluate(&router, &te, "oos").unwrap();
     // Chance is 10%.
@@ -43,10 +40,7 @@ fn sentence_encoder_router_trained_on_a_slice_beats_chance_by_far() {
         return;
     };
     let (tr, te) = common::banking_slice(10, 40, 20);
-    let opts = TrainOptions {
-        target_rejection: 0.0,
-        ..TrainOptions::default()
-    };
+    let opts = TrainOptions { target_rejection: 0.0, ..TrainOptions::default() };
     let art = train(&tr, None, Some(Arc::clone(&enc)), &opts).unwrap();
     let router = Router::from_parts(art, Some(enc)).unwrap();
     let report = evaluate(&router, &te, "oos").unwrap();
@@ -72,10 +66,7 @@ fn artifact_round_trips_and_a_mismatched_encoder_is_refused() {
     let loaded = Router::load(dir.path(), None).unwrap();
     let original = Router::from_parts(art.clone(), None).unwrap();
     for e in &te {
-        assert_eq!(
-            loaded.route(&e.text).unwrap(),
-            original.route(&e.text).unwrap()
-        );
+        assert_eq!(loaded.route(&e.text).unwrap(), original.route(&e.text).unwrap());
     }
     // A head whose manifest names a sentence encoder cannot run without that encoder.
     let mut bad = art.clone();
@@ -89,8 +80,7 @@ fn artifact_round_trips_and_a_mismatched_encoder_is_refused() {
     assert!(matches!(err, RouterError::EncoderMismatch { .. }), "{err}");
     // A head whose width disagrees with its encoders is refused at load time.
     let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("router.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("router.json")).unwrap()).unwrap();
     json["labels"].as_array_mut().unwrap().pop();
     std::fs::write(dir.path().join("router.json"), json.to_string()).unwrap();
     let err = Router::load(dir.path(), None).unwrap_err();
@@ -104,14 +94,8 @@ fn bad_input_is_a_typed_error() {
     let (tr, _) = common::banking_slice(3, 20, 0);
     let router = lexical_router(&tr, &TrainOptions::default());
     assert!(matches!(router.route(""), Err(RouterError::EmptyText)));
-    assert!(matches!(
-        router.route("   \n\t"),
-        Err(RouterError::EmptyText)
-    ));
-    assert!(matches!(
-        router.route_bytes(b"ok \xff\xfe"),
-        Err(RouterError::InvalidUtf8 { offset: 3 })
-    ));
+    assert!(matches!(router.route("   \n\t"), Err(RouterError::EmptyText)));
+    assert!(matches!(router.route_bytes(b"ok \xff\xfe"), Err(RouterError::InvalidUtf8 { offset: 3 })));
     let huge = "why was my card declined ".repeat(5000);
     let d = router.route(&huge).unwrap();
     assert!(d.intent.is_some() || d.outcome == Outcome::OutOfScope);
@@ -120,10 +104,7 @@ fn bad_input_is_a_typed_error() {
 #[test]
 fn rules_override_the_classifier() {
     let (tr, _) = common::banking_slice(5, 30, 0);
-    let opts = TrainOptions {
-        rules: Rules::compliance_defaults(),
-        ..TrainOptions::default()
-    };
+    let opts = TrainOptions { rules: Rules::compliance_defaults(), ..TrainOptions::default() };
     let router = lexical_router(&tr, &opts);
     let d = router.route("I think someone stole my card").unwrap();
     assert_eq!(d.rung, Rung::Rule);
@@ -171,16 +152,10 @@ fn oos_class_and_threshold_reject_out_of_scope_text() {
         "what time is it in tokyo",
     ] {
         for k in 0..4 {
-            tr.push(Example {
-                text: format!("{t}{}", "?".repeat(k)),
-                intent: "oos".into(),
-            });
+            tr.push(Example { text: format!("{t}{}", "?".repeat(k)), intent: "oos".into() });
         }
     }
-    let opts = TrainOptions {
-        oos_label: Some("oos".into()),
-        ..TrainOptions::default()
-    };
+    let opts = TrainOptions { oos_label: Some("oos".into()), ..TrainOptions::default() };
     let router = lexical_router(&tr, &opts);
     assert_eq!(router.artifact().manifest.oos_label.as_deref(), Some("oos"));
     let d = router.route("tell me a joke about cats").unwrap();
@@ -194,21 +169,13 @@ fn few_shot_intents_are_added_at_run_time() {
     router
         .add_intent(
             "crypto_staking",
-            &[
-                "how do I stake my ETH",
-                "staking rewards for solana",
-                "unstake my coins",
-                "what APY does staking give",
-            ],
+            &["how do I stake my ETH", "staking rewards for solana", "unstake my coins", "what APY does staking give"],
         )
         .unwrap();
     let d = router.route("how do I stake ETH and get rewards").unwrap();
     assert_eq!(d.rung, Rung::Prototype, "{d:?}");
     assert_eq!(d.intent.as_deref(), Some("crypto_staking"));
-    assert!(matches!(
-        router.add_intent("x", &["", " "]),
-        Err(RouterError::EmptyText)
-    ));
+    assert!(matches!(router.add_intent("x", &["", " "]), Err(RouterError::EmptyText)));
 }
 
 /// An LLM stand-in that answers from the candidates by a fixed keyword table, as a real
@@ -241,17 +208,12 @@ impl LlmFallback for SlowLlm {
 async fn async_router_batches_caches_and_matches_sync_routing() {
     let (tr, te) = common::banking_slice(8, 40, 8);
     let router = Arc::new(lexical_router(&tr, &TrainOptions::default()));
-    let ar = Arc::new(AsyncRouter::new(
-        Arc::clone(&router),
-        BatchConfig::default(),
-    ));
+    let ar = Arc::new(AsyncRouter::new(Arc::clone(&router), BatchConfig::default()));
     let mut handles = Vec::new();
     for e in te.iter().cycle().take(200) {
         let ar = Arc::clone(&ar);
         let text = e.text.clone();
-        handles.push(tokio::spawn(async move {
-            (text.clone(), ar.route(&text).await)
-        }));
+        handles.push(tokio::spawn(async move { (text.clone(), ar.route(&text).await) }));
     }
     for h in handles {
         let (text, d) = h.await.unwrap();
@@ -266,37 +228,23 @@ async fn llm_fallback_decides_low_confidence_cases_within_its_timeout() {
     let mut art = train(&tr, None, None, &TrainOptions::default()).unwrap();
     art.manifest.thresholds.oos = 1.01; // everything is low confidence
     let router = Arc::new(Router::from_parts(art, None).unwrap());
-    let ar = AsyncRouter::new(Arc::clone(&router), BatchConfig::default())
-        .with_llm_fallback(Arc::new(KeywordLlm));
+    let ar = AsyncRouter::new(Arc::clone(&router), BatchConfig::default()).with_llm_fallback(Arc::new(KeywordLlm));
     let d = ar.route("my card still has not arrived").await.unwrap();
     assert_eq!(d.rung, Rung::LlmFallback);
     assert_eq!(d.outcome, Outcome::Intent);
     assert_eq!(d.intent.as_deref(), Some(d.candidates[1].intent.as_str()));
     let d = ar.route("a banana for my card").await.unwrap();
-    assert_eq!(
-        (d.rung, d.outcome),
-        (Rung::LlmFallback, Outcome::OutOfScope)
-    );
+    assert_eq!((d.rung, d.outcome), (Rung::LlmFallback, Outcome::OutOfScope));
 
-    let cfg = BatchConfig {
-        llm_timeout: std::time::Duration::from_millis(50),
-        ..BatchConfig::default()
-    };
+    let cfg = BatchConfig { llm_timeout: std::time::Duration::from_millis(50), ..BatchConfig::default() };
     let ar = AsyncRouter::new(router, cfg).with_llm_fallback(Arc::new(SlowLlm));
     let d = ar.route("my card still has not arrived").await.unwrap();
     assert_eq!(d.rung, Rung::OutOfScope);
-    assert!(
-        d.reasons.iter().any(|r| r.contains("timed out")),
-        "{:?}",
-        d.reasons
-    );
+    assert!(d.reasons.iter().any(|r| r.contains("timed out")), "{:?}", d.reasons);
 }
 
 #[test]
 fn artifact_load_of_a_non_artifact_is_typed() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        Artifact::load(dir.path()),
-        Err(RouterError::BadArtifact { .. })
-    ));
+    assert!(matches!(Artifact::load(dir.path()), Err(RouterError::BadArtifact { .. })));
 }

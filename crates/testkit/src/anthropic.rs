@@ -28,11 +28,8 @@ pub(crate) fn routes() -> Router<Arc<FakeState>> {
 
 fn error(status: u16, kind: &str, message: &str, retry_after: Option<u64>) -> Response {
     let body = json!({"type": "error", "error": {"type": kind, "message": message}, "request_id": REQUEST_ID});
-    let mut resp = (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(body),
-    )
-        .into_response();
+    let mut resp =
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body)).into_response();
     let h = resp.headers_mut();
     h.insert("request-id", HeaderValue::from_static(REQUEST_ID));
     if let Some(s) = retry_after {
@@ -47,14 +44,8 @@ fn status_fault(status: u16, retry_after: Option<u64>, message: Option<&str>) ->
         401 => ("authentication_error", "invalid x-api-key"),
         403 => ("permission_error", "Your API key does not have permission."),
         404 => ("not_found_error", "Not found."),
-        413 => (
-            "request_too_large",
-            "Request exceeds the maximum allowed size.",
-        ),
-        429 => (
-            "rate_limit_error",
-            "Number of requests has exceeded your rate limit.",
-        ),
+        413 => ("request_too_large", "Request exceeds the maximum allowed size."),
+        429 => ("rate_limit_error", "Number of requests has exceeded your rate limit."),
         529 => ("overloaded_error", "Overloaded"),
         _ => ("api_error", "Internal server error"),
     };
@@ -69,28 +60,13 @@ fn validate(headers: &HeaderMap, body: &Value) -> Result<(), Response> {
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.is_empty())
-        .or_else(|| {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        })
+        .or_else(|| headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")))
         .unwrap_or("");
     if key.is_empty() {
-        return Err(error(
-            401,
-            "authentication_error",
-            "x-api-key header is required",
-            None,
-        ));
+        return Err(error(401, "authentication_error", "x-api-key header is required", None));
     }
     if headers.get("anthropic-version").is_none() {
-        return Err(error(
-            400,
-            "invalid_request_error",
-            "anthropic-version: header is required",
-            None,
-        ));
+        return Err(error(400, "invalid_request_error", "anthropic-version: header is required", None));
     }
     let bad = |m: &str| Err(error(400, "invalid_request_error", m, None));
     if !body["model"].is_string() {
@@ -106,9 +82,7 @@ fn validate(headers: &HeaderMap, body: &Value) -> Result<(), Response> {
     for (i, m) in messages.iter().enumerate() {
         let role = m["role"].as_str().unwrap_or("");
         if role != "user" && role != "assistant" {
-            return bad(&format!(
-                "messages.{i}.role: Input should be 'user' or 'assistant'"
-            ));
+            return bad(&format!("messages.{i}.role: Input should be 'user' or 'assistant'"));
         }
         let blocks: Vec<Value> = match &m["content"] {
             Value::String(_) => Vec::new(),
@@ -145,10 +119,7 @@ fn validate(headers: &HeaderMap, body: &Value) -> Result<(), Response> {
 }
 
 fn usage_json(u: &ScriptedUsage, output: u64) -> Value {
-    let uncached = u
-        .input_tokens
-        .saturating_sub(u.cache_read_tokens)
-        .saturating_sub(u.cache_write_tokens);
+    let uncached = u.input_tokens.saturating_sub(u.cache_read_tokens).saturating_sub(u.cache_write_tokens);
     json!({
         "input_tokens": uncached,
         "cache_creation_input_tokens": u.cache_write_tokens,
@@ -176,47 +147,30 @@ async fn messages(
         tokio::time::sleep(Duration::from_millis(scenario.latency_ms)).await;
     }
     match &scenario.fault {
-        Some(Fault::Status {
-            status,
-            retry_after,
-            message,
-        }) => return status_fault(*status, *retry_after, message.as_deref()),
+        Some(Fault::Status { status, retry_after, message }) => {
+            return status_fault(*status, *retry_after, message.as_deref());
+        }
         Some(Fault::ContextOverflow) => {
-            return error(
-                400,
-                "invalid_request_error",
-                "prompt is too long: 210000 tokens > 200000 maximum",
-                None,
-            );
+            return error(400, "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum", None);
         }
         _ => {}
     }
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let reply = &scenario.reply;
-    let stop_reason = reply.finish_reason.clone().unwrap_or_else(|| {
-        if reply.tool_calls.is_empty() {
-            "end_turn".into()
-        } else {
-            "tool_use".into()
-        }
-    });
+    let stop_reason = reply
+        .finish_reason
+        .clone()
+        .unwrap_or_else(|| if reply.tool_calls.is_empty() { "end_turn".into() } else { "tool_use".into() });
     let usage = reply.usage.unwrap_or_else(|| ScriptedUsage {
         input_tokens: (count_tokens(&body["messages"]) + count_tokens(&body["system"])).max(1),
         output_tokens: tokens(&reply.text).len() as u64
-            + reply
-                .tool_calls
-                .iter()
-                .map(|c| 1 + count_tokens(&c.arguments))
-                .sum::<u64>(),
+            + reply.tool_calls.iter().map(|c| 1 + count_tokens(&c.arguments)).sum::<u64>(),
         ..ScriptedUsage::default()
     });
     let id = format!("msg_fake{seq:06}");
     let model = body["model"].as_str().unwrap_or("claude-fake").to_owned();
-    let tool_id = |i: usize, explicit: &Option<String>| {
-        explicit
-            .clone()
-            .unwrap_or_else(|| format!("toolu_fake{seq:04}{i:02}"))
-    };
+    let tool_id =
+        |i: usize, explicit: &Option<String>| explicit.clone().unwrap_or_else(|| format!("toolu_fake{seq:04}{i:02}"));
     if body["stream"].as_bool() == Some(true) {
         let mut frames = Vec::new();
         let ev = |name: &str, data: Value| Bytes::from(format!("event: {name}\ndata: {data}\n\n"));
@@ -241,15 +195,15 @@ async fn messages(
                     "delta": {"type": "text_delta", "text": t}}),
                 ));
             }
-            frames.push(ev(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
-            ));
+            frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": index})));
             index += 1;
         }
         for (i, c) in reply.tool_calls.iter().enumerate() {
-            frames.push(ev("content_block_start", json!({"type": "content_block_start", "index": index,
-                "content_block": {"type": "tool_use", "id": tool_id(i, &c.id), "name": c.name, "input": {}}})));
+            frames.push(ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index,
+                "content_block": {"type": "tool_use", "id": tool_id(i, &c.id), "name": c.name, "input": {}}}),
+            ));
             let args = c.arguments.to_string();
             let chars: Vec<char> = args.chars().collect();
             for p in chars.chunks(8) {
@@ -260,10 +214,7 @@ async fn messages(
                     "delta": {"type": "input_json_delta", "partial_json": p}}),
                 ));
             }
-            frames.push(ev(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
-            ));
+            frames.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": index})));
             index += 1;
         }
         frames.push(ev(
@@ -297,16 +248,11 @@ async fn messages(
             frames,
             frame_delay: Duration::from_millis(scenario.token_delay_ms),
             split_writes: scenario.split_writes,
-            keepalive: scenario
-                .keepalive
-                .then(|| Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")),
+            keepalive: scenario.keepalive.then(|| Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")),
             fault,
         }));
         let h = resp.headers_mut();
-        h.insert(
-            "content-type",
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
+        h.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
         h.insert("cache-control", HeaderValue::from_static("no-cache"));
         h.insert("request-id", HeaderValue::from_static(REQUEST_ID));
         return resp;
@@ -332,13 +278,11 @@ async fn messages(
     match &scenario.fault {
         Some(Fault::Stall { .. }) => json_resp(never_body()),
         Some(Fault::Malformed { .. }) => json_resp(Body::from(text[..text.len() / 2].to_owned())),
-        Some(Fault::Disconnect { .. }) | Some(Fault::Truncate { .. }) => {
-            json_resp(stream_body(StreamPlan {
-                frames: vec![Bytes::from(text[..text.len() / 2].to_owned())],
-                fault: Some(StreamFault::Disconnect { after: 1 }),
-                ..StreamPlan::default()
-            }))
-        }
+        Some(Fault::Disconnect { .. }) | Some(Fault::Truncate { .. }) => json_resp(stream_body(StreamPlan {
+            frames: vec![Bytes::from(text[..text.len() / 2].to_owned())],
+            fault: Some(StreamFault::Disconnect { after: 1 }),
+            ..StreamPlan::default()
+        })),
         _ => json_resp(Body::from(text)),
     }
 }

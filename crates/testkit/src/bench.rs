@@ -21,9 +21,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use switchboard_providers::cost::{Budgets, Metered, PriceTable};
 use switchboard_providers::openai::{OpenAiConfig, OpenAiModel};
-use switchboard_providers::resilience::{
-    BreakerRegistry, ChatModelExt, RetryPolicy, TimeoutPolicy,
-};
+use switchboard_providers::resilience::{BreakerRegistry, ChatModelExt, RetryPolicy, TimeoutPolicy};
 use switchboard_providers::{CancellationToken, ChatModel, ChatRequest, StreamEvent};
 
 use crate::script::{Reply, Scenario};
@@ -45,12 +43,7 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        Self {
-            fake_binary: None,
-            calls: 2_000,
-            stream_tokens: 50_000,
-            concurrency: vec![1_000, 10_000],
-        }
+        Self { fake_binary: None, calls: 2_000, stream_tokens: 50_000, concurrency: vec![1_000, 10_000] }
     }
 }
 
@@ -158,26 +151,14 @@ impl Fake {
         match binary {
             Some(bin) => {
                 let mut child = Command::new(bin)
-                    .args([
-                        "fake-llm",
-                        "--vendor",
-                        "openai",
-                        "--addr",
-                        "127.0.0.1:0",
-                        "--no-record",
-                    ])
+                    .args(["fake-llm", "--vendor", "openai", "--addr", "127.0.0.1:0", "--no-record"])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
                     .spawn()
                     .map_err(|e| BenchError::Fake(e.to_string()))?;
-                let stdout = child
-                    .stdout
-                    .take()
-                    .ok_or_else(|| BenchError::Fake("no stdout".into()))?;
+                let stdout = child.stdout.take().ok_or_else(|| BenchError::Fake("no stdout".into()))?;
                 let mut line = String::new();
-                BufReader::new(stdout)
-                    .read_line(&mut line)
-                    .map_err(|e| BenchError::Fake(e.to_string()))?;
+                BufReader::new(stdout).read_line(&mut line).map_err(|e| BenchError::Fake(e.to_string()))?;
                 let url = line
                     .trim()
                     .strip_prefix("listening on ")
@@ -186,12 +167,10 @@ impl Fake {
                 Ok(Self::Child(child, url))
             }
             None => {
-                let server = FakeServer::start_with(
-                    Arc::new(FakeState::without_recording(Vendor::OpenAi)),
-                    "127.0.0.1:0",
-                )
-                .await
-                .map_err(|e| BenchError::Fake(e.to_string()))?;
+                let server =
+                    FakeServer::start_with(Arc::new(FakeState::without_recording(Vendor::OpenAi)), "127.0.0.1:0")
+                        .await
+                        .map_err(|e| BenchError::Fake(e.to_string()))?;
                 Ok(Self::InProcess(server))
             }
         }
@@ -217,19 +196,11 @@ impl Drop for Fake {
 fn percentiles(mut v: Vec<f64>) -> Percentiles {
     v.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    Percentiles {
-        p50_us: at(0.50),
-        p99_us: at(0.99),
-        mean_us: v.iter().sum::<f64>() / v.len() as f64,
-    }
+    Percentiles { p50_us: at(0.50), p99_us: at(0.99), mean_us: v.iter().sum::<f64>() / v.len() as f64 }
 }
 
 fn diff(a: &Percentiles, b: &Percentiles) -> Percentiles {
-    Percentiles {
-        p50_us: a.p50_us - b.p50_us,
-        p99_us: a.p99_us - b.p99_us,
-        mean_us: a.mean_us - b.mean_us,
-    }
+    Percentiles { p50_us: a.p50_us - b.p50_us, p99_us: a.p99_us - b.p99_us, mean_us: a.mean_us - b.mean_us }
 }
 
 /// Resident set size of this process in KiB (Linux; 0 elsewhere).
@@ -245,11 +216,7 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn script(
-    client: &reqwest::Client,
-    base: &str,
-    scenarios: &[Scenario],
-) -> Result<(), BenchError> {
+async fn script(client: &reqwest::Client, base: &str, scenarios: &[Scenario]) -> Result<(), BenchError> {
     client
         .post(format!("{base}/_fake/script"))
         .json(scenarios)
@@ -262,9 +229,7 @@ async fn script(
 }
 
 fn model(base: &str, client: reqwest::Client) -> OpenAiModel {
-    let mut cfg = OpenAiConfig::new("gpt-bench")
-        .base_url(format!("{base}/v1"))
-        .api_key("sk-bench");
+    let mut cfg = OpenAiConfig::new("gpt-bench").base_url(format!("{base}/v1")).api_key("sk-bench");
     cfg.request_timeout = Duration::from_secs(120);
     OpenAiModel::with_client(cfg, client)
 }
@@ -310,9 +275,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             .send()
             .await
             .map_err(|e| BenchError::Http(e.without_url().to_string()))?;
-        r.bytes()
-            .await
-            .map_err(|e| BenchError::Http(e.without_url().to_string()))?;
+        r.bytes().await.map_err(|e| BenchError::Http(e.without_url().to_string()))?;
         Ok::<_, BenchError>(())
     };
     let warmup = (opts.calls / 10).max(50);
@@ -351,9 +314,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let text: String = (0..opts.stream_tokens).map(|i| format!(" w{i}")).collect();
     script(&client, &base, &[Scenario::reply(Reply::text(text))]).await?;
     let t = Instant::now();
-    let mut s = adapter
-        .stream(req.clone(), CancellationToken::new())
-        .await?;
+    let mut s = adapter.stream(req.clone(), CancellationToken::new()).await?;
     let mut tokens = 0;
     while let Some(ev) = s.next().await {
         if let StreamEvent::TextDelta { .. } = ev? {
@@ -361,11 +322,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    let streaming = Streaming {
-        tokens,
-        seconds: secs,
-        tokens_per_second: tokens as f64 / secs,
-    };
+    let streaming = Streaming { tokens, seconds: secs, tokens_per_second: tokens as f64 / secs };
 
     // --- Concurrent streams ------------------------------------------------------------
     let mut concurrency = Vec::new();
@@ -377,11 +334,7 @@ pub async fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         streaming,
         concurrency,
         client_threads: tokio::runtime::Handle::current().metrics().num_workers(),
-        fake: if opts.fake_binary.is_some() {
-            "child process"
-        } else {
-            "in process"
-        },
+        fake: if opts.fake_binary.is_some() { "child process" } else { "in process" },
     })
 }
 
@@ -425,11 +378,7 @@ async fn layers_only(calls: usize) -> Result<Percentiles, BenchError> {
             text: "Your withdrawal is on its way.".into(),
             tool_calls: Vec::new(),
             finish_reason: switchboard_providers::FinishReason::Stop,
-            usage: switchboard_providers::Usage {
-                input_tokens: 20,
-                output_tokens: 8,
-                ..Default::default()
-            },
+            usage: switchboard_providers::Usage { input_tokens: 20, output_tokens: 8, ..Default::default() },
         },
     };
     let mut prices = PriceTable::new();
@@ -449,13 +398,9 @@ async fn layers_only(calls: usize) -> Result<Percentiles, BenchError> {
             .with_retry(RetryPolicy::default())
             .boxed(),
     ])?;
-    let stack = Metered::new(
-        chain,
-        Arc::new(prices),
-        Budgets::new(Some(u64::MAX), Some(u64::MAX)),
-    )
-    .with_concurrency_limit(1024)
-    .with_tenant_limit(TenantLimiter::new(u32::MAX, 1e12));
+    let stack = Metered::new(chain, Arc::new(prices), Budgets::new(Some(u64::MAX), Some(u64::MAX)))
+        .with_concurrency_limit(1024)
+        .with_tenant_limit(TenantLimiter::new(u32::MAX, 1e12));
     let mut req = ChatRequest::user("Where is my withdrawal?");
     req.metadata.tenant = Some("acme".into());
     req.metadata.conversation = Some("c1".into());
@@ -479,12 +424,8 @@ async fn concurrent(
 ) -> Result<Concurrency, BenchError> {
     // Each stream: 40 tokens one second apart, so all stay open while we measure.
     let text: String = (0..40).map(|i| format!(" t{i}")).collect();
-    let scenarios: Vec<Scenario> = (0..n)
-        .map(|_| Scenario {
-            token_delay_ms: 1_000,
-            ..Scenario::reply(Reply::text(text.clone()))
-        })
-        .collect();
+    let scenarios: Vec<Scenario> =
+        (0..n).map(|_| Scenario { token_delay_ms: 1_000, ..Scenario::reply(Reply::text(text.clone())) }).collect();
     for batch in scenarios.chunks(1_000) {
         script(client, base, batch).await?;
     }
@@ -554,10 +495,6 @@ async fn concurrent(
         first_error,
         open_seconds,
         rss_delta_kib: delta,
-        kib_per_1000_streams: if opened > 0 {
-            delta as f64 * 1000.0 / opened as f64
-        } else {
-            0.0
-        },
+        kib_per_1000_streams: if opened > 0 { delta as f64 * 1000.0 / opened as f64 } else { 0.0 },
     })
 }

@@ -74,8 +74,7 @@ fn async_stream(
     plan: StreamPlan,
 ) -> impl futures::Stream<Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send {
     use futures::StreamExt;
-    let (tx, rx) =
-        tokio::sync::mpsc::channel::<Result<Bytes, Box<dyn std::error::Error + Send + Sync>>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Box<dyn std::error::Error + Send + Sync>>>(4);
     tokio::spawn(async move {
         let send = |b: Bytes| {
             let tx = tx.clone();

@@ -13,8 +13,8 @@ use futures::StreamExt;
 use serde_json::json;
 use switchboard_providers::event::collect;
 use switchboard_providers::{
-    Accumulator, CancellationToken, ChatModel, ChatRequest, FinishReason, Message, ProviderError,
-    Secret, ToolDefinition, ToolResult,
+    Accumulator, CancellationToken, ChatModel, ChatRequest, FinishReason, Message, ProviderError, Secret,
+    ToolDefinition, ToolResult,
 };
 
 use crate::script::{Fault, Reply, Scenario};
@@ -48,9 +48,7 @@ fn ensure(cond: bool, msg: impl FnOnce() -> String) -> CheckResult {
 
 fn no_leak(e: &ProviderError) -> CheckResult {
     let shown = format!("{e} {e:?}");
-    ensure(!shown.contains(CONFORMANCE_KEY), || {
-        format!("error leaks the API key: {shown}")
-    })
+    ensure(!shown.contains(CONFORMANCE_KEY), || format!("error leaks the API key: {shown}"))
 }
 
 fn weather_tool() -> ToolDefinition {
@@ -76,10 +74,7 @@ async fn stream_all<M: ChatModel>(
 }
 
 /// Streams until the stream fails; returns the error and the tool calls that were complete.
-async fn stream_until_error<M: ChatModel>(
-    model: &M,
-    req: ChatRequest,
-) -> Result<(ProviderError, usize), String> {
+async fn stream_until_error<M: ChatModel>(model: &M, req: ChatRequest) -> Result<(ProviderError, usize), String> {
     let mut s = model
         .stream(req, CancellationToken::new())
         .await
@@ -117,11 +112,7 @@ where
             }
         }};
     }
-    let fresh = || async {
-        FakeServer::start(vendor)
-            .await
-            .map_err(|e| format!("fake did not start: {e}"))
-    };
+    let fresh = || async { FakeServer::start(vendor).await.map_err(|e| format!("fake did not start: {e}")) };
     let key = || Secret::new(CONFORMANCE_KEY);
 
     check!("plain_reply", async {
@@ -135,40 +126,22 @@ where
             stop: vec!["###".into()],
             ..ChatRequest::user("Weather in Paris?")
         };
-        let r = model
-            .chat(req, CancellationToken::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure(r.text == "Paris is sunny today.", || {
-            format!("text {:?}", r.text)
-        })?;
-        ensure(r.finish_reason == FinishReason::Stop, || {
-            format!("finish {:?}", r.finish_reason)
-        })?;
-        ensure(
-            r.usage.input_tokens > 0 && r.usage.output_tokens > 0,
-            || format!("usage {:?}", r.usage),
-        )?;
+        let r = model.chat(req, CancellationToken::new()).await.map_err(|e| e.to_string())?;
+        ensure(r.text == "Paris is sunny today.", || format!("text {:?}", r.text))?;
+        ensure(r.finish_reason == FinishReason::Stop, || format!("finish {:?}", r.finish_reason))?;
+        ensure(r.usage.input_tokens > 0 && r.usage.output_tokens > 0, || format!("usage {:?}", r.usage))?;
         let sent = fake.requests();
         let body = sent.first().map(|r| r.body.to_string()).unwrap_or_default();
-        ensure(
-            body.contains("You are terse.")
-                && body.contains("###")
-                && body.contains("Weather in Paris?"),
-            || format!("system prompt, stop sequence or message missing from the request: {body}"),
-        )
+        ensure(body.contains("You are terse.") && body.contains("###") && body.contains("Weather in Paris?"), || {
+            format!("system prompt, stop sequence or message missing from the request: {body}")
+        })
     });
 
     check!("default_reply_without_script", async {
         let fake = fresh().await?;
         let model = make(&fake.base_url(), key());
-        let r = model
-            .chat(ChatRequest::user("hi"), CancellationToken::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure(r.text == crate::script::DEFAULT_REPLY, || {
-            format!("text {:?}", r.text)
-        })
+        let r = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.map_err(|e| e.to_string())?;
+        ensure(r.text == crate::script::DEFAULT_REPLY, || format!("text {:?}", r.text))
     });
 
     check!("streamed_reply", async {
@@ -181,43 +154,23 @@ where
             ..Scenario::reply(Reply::text(text))
         });
         let model = make(&fake.base_url(), key());
-        let (r, events) = stream_all(&model, ChatRequest::user("stream please"))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (r, events) = stream_all(&model, ChatRequest::user("stream please")).await.map_err(|e| e.to_string())?;
         ensure(r.text == text, || format!("text {:?}", r.text))?;
         ensure(events > 5, || format!("only {events} events: not streamed"))?;
-        ensure(r.finish_reason == FinishReason::Stop, || {
-            format!("finish {:?}", r.finish_reason)
-        })?;
-        ensure(r.usage.output_tokens > 0, || {
-            format!("no usage in stream: {:?}", r.usage)
-        })
+        ensure(r.finish_reason == FinishReason::Stop, || format!("finish {:?}", r.finish_reason))?;
+        ensure(r.usage.output_tokens > 0, || format!("no usage in stream: {:?}", r.usage))
     });
 
     check!("tool_call_round_trip", async {
         let fake = fresh().await?;
-        fake.push(Scenario::reply(Reply::tool_call(
-            "get_weather",
-            json!({"city": "Paris"}),
-        )));
+        fake.push(Scenario::reply(Reply::tool_call("get_weather", json!({"city": "Paris"}))));
         fake.push(Scenario::reply(Reply::text("It is 18C in Paris.")));
         let model = make(&fake.base_url(), key());
-        let mut req = ChatRequest {
-            tools: vec![weather_tool()],
-            ..ChatRequest::user("Weather in Paris?")
-        };
-        let r = model
-            .chat(req.clone(), CancellationToken::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        ensure(r.finish_reason == FinishReason::ToolCalls, || {
-            format!("finish {:?}", r.finish_reason)
-        })?;
+        let mut req = ChatRequest { tools: vec![weather_tool()], ..ChatRequest::user("Weather in Paris?") };
+        let r = model.chat(req.clone(), CancellationToken::new()).await.map_err(|e| e.to_string())?;
+        ensure(r.finish_reason == FinishReason::ToolCalls, || format!("finish {:?}", r.finish_reason))?;
         let call = r.tool_calls.first().ok_or("no tool call")?;
-        ensure(
-            call.name == "get_weather" && call.arguments == json!({"city": "Paris"}),
-            || format!("call {call:?}"),
-        )?;
+        ensure(call.name == "get_weather" && call.arguments == json!({"city": "Paris"}), || format!("call {call:?}"))?;
         req.messages.push(r.to_message());
         req.messages.push(Message::tool_results([ToolResult {
             call_id: call.id.clone(),
@@ -228,15 +181,12 @@ where
             .chat(req, CancellationToken::new())
             .await
             .map_err(|e| format!("fake rejected the tool result round trip: {e}"))?;
-        ensure(r2.text == "It is 18C in Paris.", || {
-            format!("text {:?}", r2.text)
-        })?;
+        ensure(r2.text == "It is 18C in Paris.", || format!("text {:?}", r2.text))?;
         let sent = fake.requests();
         let second = sent.get(1).map(|r| r.body.to_string()).unwrap_or_default();
-        ensure(
-            second.contains(&call.id) && second.contains("temp_c"),
-            || format!("tool result not sent back: {second}"),
-        )
+        ensure(second.contains(&call.id) && second.contains("temp_c"), || {
+            format!("tool result not sent back: {second}")
+        })
     });
 
     check!("streamed_parallel_tool_calls", async {
@@ -248,65 +198,35 @@ where
             name: "get_weather".into(),
             arguments: json!({"city": "Zürich", "unit": "C"}),
         });
-        fake.push(Scenario {
-            split_writes: true,
-            ..Scenario::reply(reply)
-        });
+        fake.push(Scenario { split_writes: true, ..Scenario::reply(reply) });
         let model = make(&fake.base_url(), key());
-        let req = ChatRequest {
-            tools: vec![weather_tool()],
-            ..ChatRequest::user("Paris and Zürich?")
-        };
+        let req = ChatRequest { tools: vec![weather_tool()], ..ChatRequest::user("Paris and Zürich?") };
         let (r, _) = stream_all(&model, req).await.map_err(|e| e.to_string())?;
-        ensure(r.tool_calls.len() == 2, || {
-            format!("calls {:?}", r.tool_calls)
+        ensure(r.tool_calls.len() == 2, || format!("calls {:?}", r.tool_calls))?;
+        ensure(r.tool_calls[1].arguments == json!({"city": "Zürich", "unit": "C"}), || {
+            format!("second call {:?}", r.tool_calls[1])
         })?;
-        ensure(
-            r.tool_calls[1].arguments == json!({"city": "Zürich", "unit": "C"}),
-            || format!("second call {:?}", r.tool_calls[1]),
-        )?;
-        ensure(r.tool_calls[0].id != r.tool_calls[1].id, || {
-            "duplicate call ids".into()
-        })?;
+        ensure(r.tool_calls[0].id != r.tool_calls[1].id, || "duplicate call ids".into())?;
         ensure(r.text == "Checking both.", || format!("text {:?}", r.text))
     });
 
     check!("rate_limited_429_with_retry_after", async {
         let fake = fresh().await?;
-        fake.push(Scenario::fault(Fault::Status {
-            status: 429,
-            retry_after: Some(2),
-            message: None,
-        }));
+        fake.push(Scenario::fault(Fault::Status { status: 429, retry_after: Some(2), message: None }));
         let model = make(&fake.base_url(), key());
-        let e = model
-            .chat(ChatRequest::user("hi"), CancellationToken::new())
-            .await
-            .err()
-            .ok_or("429 was not an error")?;
+        let e =
+            model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.err().ok_or("429 was not an error")?;
         no_leak(&e)?;
-        ensure(e.status() == Some(429) && e.is_retryable(), || {
-            format!("{e:?}")
-        })?;
-        ensure(e.retry_after() == Some(Duration::from_secs(2)), || {
-            format!("retry_after {:?}", e.retry_after())
-        })?;
+        ensure(e.status() == Some(429) && e.is_retryable(), || format!("{e:?}"))?;
+        ensure(e.retry_after() == Some(Duration::from_secs(2)), || format!("retry_after {:?}", e.retry_after()))?;
         ensure(e.vendor().is_some(), || "no vendor in error".into())
     });
 
     for status in [500u16, 503] {
-        let name: &'static str = if status == 500 {
-            "server_error_500"
-        } else {
-            "unavailable_503"
-        };
+        let name: &'static str = if status == 500 { "server_error_500" } else { "unavailable_503" };
         let r: CheckResult = async {
             let fake = fresh().await?;
-            fake.push(Scenario::fault(Fault::Status {
-                status,
-                retry_after: None,
-                message: None,
-            }));
+            fake.push(Scenario::fault(Fault::Status { status, retry_after: None, message: None }));
             let model = make(&fake.base_url(), key());
             let e = model
                 .chat(ChatRequest::user("hi"), CancellationToken::new())
@@ -314,9 +234,7 @@ where
                 .err()
                 .ok_or("5xx was not an error")?;
             no_leak(&e)?;
-            ensure(e.status() == Some(status) && e.is_retryable(), || {
-                format!("{e:?}")
-            })
+            ensure(e.status() == Some(status) && e.is_retryable(), || format!("{e:?}"))
         }
         .await;
         match r {
@@ -328,40 +246,25 @@ where
     if vendor == Vendor::Anthropic {
         check!("overloaded_529", async {
             let fake = fresh().await?;
-            fake.push(Scenario::fault(Fault::Status {
-                status: 529,
-                retry_after: None,
-                message: None,
-            }));
+            fake.push(Scenario::fault(Fault::Status { status: 529, retry_after: None, message: None }));
             let model = make(&fake.base_url(), key());
             let e = model
                 .chat(ChatRequest::user("hi"), CancellationToken::new())
                 .await
                 .err()
                 .ok_or("529 was not an error")?;
-            ensure(e.status() == Some(529) && e.is_retryable(), || {
-                format!("{e:?}")
-            })
+            ensure(e.status() == Some(529) && e.is_retryable(), || format!("{e:?}"))
         });
     }
 
     check!("unauthorized_is_not_retryable", async {
         let fake = fresh().await?;
-        fake.push(Scenario::fault(Fault::Status {
-            status: 401,
-            retry_after: None,
-            message: None,
-        }));
+        fake.push(Scenario::fault(Fault::Status { status: 401, retry_after: None, message: None }));
         let model = make(&fake.base_url(), key());
-        let e = model
-            .chat(ChatRequest::user("hi"), CancellationToken::new())
-            .await
-            .err()
-            .ok_or("401 was not an error")?;
+        let e =
+            model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.err().ok_or("401 was not an error")?;
         no_leak(&e)?;
-        ensure(e.status() == Some(401) && !e.is_retryable(), || {
-            format!("{e:?}")
-        })
+        ensure(e.status() == Some(401) && !e.is_retryable(), || format!("{e:?}"))
     });
 
     check!("context_overflow", async {
@@ -373,10 +276,7 @@ where
             .await
             .err()
             .ok_or("overflow was not an error")?;
-        ensure(
-            matches!(e, ProviderError::ContextOverflow { .. }) && !e.is_retryable(),
-            || format!("{e:?}"),
-        )
+        ensure(matches!(e, ProviderError::ContextOverflow { .. }) && !e.is_retryable(), || format!("{e:?}"))
     });
 
     check!("connect_refused", async {
@@ -384,58 +284,35 @@ where
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         drop(listener);
         let model = make(&format!("http://{addr}"), key());
-        let e = model
-            .chat(ChatRequest::user("hi"), CancellationToken::new())
-            .await
-            .err()
-            .ok_or("closed port answered")?;
+        let e =
+            model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.err().ok_or("closed port answered")?;
         no_leak(&e)?;
-        ensure(
-            matches!(e, ProviderError::Transport { connect: true, .. }) && e.is_retryable(),
-            || format!("{e:?}"),
-        )
+        ensure(matches!(e, ProviderError::Transport { connect: true, .. }) && e.is_retryable(), || format!("{e:?}"))
     });
 
     // Broken streams: each must end in an error and never complete the tool call it cut.
     let faults: [(&'static str, Fault); 4] = [
         ("mid_stream_error", Fault::StreamError { after_events: 3 }),
         ("malformed_chunk", Fault::Malformed { after_events: 3 }),
-        (
-            "disconnect_mid_stream",
-            Fault::Disconnect { after_events: 3 },
-        ),
-        (
-            "eof_without_terminator",
-            Fault::Truncate { after_events: 3 },
-        ),
+        ("disconnect_mid_stream", Fault::Disconnect { after_events: 3 }),
+        ("eof_without_terminator", Fault::Truncate { after_events: 3 }),
     ];
     for (name, fault) in faults {
         let r: CheckResult = async {
             let fake = fresh().await?;
-            let mut reply = Reply::tool_call(
-                "get_weather",
-                json!({"city": "Paris", "note": "a long enough argument string"}),
-            );
+            let mut reply =
+                Reply::tool_call("get_weather", json!({"city": "Paris", "note": "a long enough argument string"}));
             reply.text = "One moment.".into();
-            fake.push(Scenario {
-                fault: Some(fault.clone()),
-                ..Scenario::reply(reply)
-            });
+            fake.push(Scenario { fault: Some(fault.clone()), ..Scenario::reply(reply) });
             let model = make(&fake.base_url(), key());
-            let req = ChatRequest {
-                tools: vec![weather_tool()],
-                ..ChatRequest::user("hi")
-            };
+            let req = ChatRequest { tools: vec![weather_tool()], ..ChatRequest::user("hi") };
             let (e, complete_calls) = stream_until_error(&model, req).await?;
             no_leak(&e)?;
-            ensure(complete_calls == 0, || {
-                format!("{complete_calls} tool call(s) completed from a broken stream")
-            })?;
+            ensure(complete_calls == 0, || format!("{complete_calls} tool call(s) completed from a broken stream"))?;
             if name == "mid_stream_error" {
-                ensure(
-                    e.status().is_some_and(|s| s >= 500) && e.is_retryable(),
-                    || format!("mid-stream error not typed as a retryable vendor error: {e:?}"),
-                )?;
+                ensure(e.status().is_some_and(|s| s >= 500) && e.is_retryable(), || {
+                    format!("mid-stream error not typed as a retryable vendor error: {e:?}")
+                })?;
             }
             Ok(())
         }
@@ -450,14 +327,9 @@ where
         let fake = fresh().await?;
         fake.push(Scenario::fault(Fault::Malformed { after_events: 0 }));
         let model = make(&fake.base_url(), key());
-        let e = model
-            .chat(ChatRequest::user("hi"), CancellationToken::new())
-            .await
-            .err()
-            .ok_or("malformed body parsed")?;
-        ensure(matches!(e, ProviderError::Protocol { .. }), || {
-            format!("{e:?}")
-        })
+        let e =
+            model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.err().ok_or("malformed body parsed")?;
+        ensure(matches!(e, ProviderError::Protocol { .. }), || format!("{e:?}"))
     });
 
     check!("cancel_aborts_a_stalled_call", async {
@@ -472,22 +344,11 @@ where
             c.cancel();
         });
         let started = std::time::Instant::now();
-        let r = tokio::time::timeout(
-            Duration::from_secs(5),
-            model.chat(ChatRequest::user("hi"), cancel),
-        )
-        .await;
-        ensure(matches!(r, Ok(Err(ProviderError::Cancelled))), || {
-            format!("chat: {r:?}")
-        })?;
-        ensure(started.elapsed() < Duration::from_secs(2), || {
-            "cancel took too long".into()
-        })?;
+        let r = tokio::time::timeout(Duration::from_secs(5), model.chat(ChatRequest::user("hi"), cancel)).await;
+        ensure(matches!(r, Ok(Err(ProviderError::Cancelled))), || format!("chat: {r:?}"))?;
+        ensure(started.elapsed() < Duration::from_secs(2), || "cancel took too long".into())?;
         let cancel = CancellationToken::new();
-        let mut s = model
-            .stream(ChatRequest::user("hi"), cancel.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut s = model.stream(ChatRequest::user("hi"), cancel.clone()).await.map_err(|e| e.to_string())?;
         let mut got = 0;
         let deadline = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(ev) = s.next().await {
@@ -504,10 +365,7 @@ where
             None
         })
         .await;
-        ensure(
-            matches!(deadline, Ok(Some(ProviderError::Cancelled))),
-            || format!("stream after cancel: {deadline:?}"),
-        )
+        ensure(matches!(deadline, Ok(Some(ProviderError::Cancelled))), || format!("stream after cancel: {deadline:?}"))
     });
 
     check!("collect_matches_chat", async {
@@ -516,18 +374,9 @@ where
         fake.push(Scenario::reply(reply.clone()));
         fake.push(Scenario::reply(reply));
         let model = make(&fake.base_url(), key());
-        let req = ChatRequest {
-            tools: vec![weather_tool()],
-            ..ChatRequest::user("Oslo?")
-        };
-        let a = model
-            .chat(req.clone(), CancellationToken::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        let s = model
-            .stream(req, CancellationToken::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        let req = ChatRequest { tools: vec![weather_tool()], ..ChatRequest::user("Oslo?") };
+        let a = model.chat(req.clone(), CancellationToken::new()).await.map_err(|e| e.to_string())?;
+        let s = model.stream(req, CancellationToken::new()).await.map_err(|e| e.to_string())?;
         let b = collect(s, "conformance").await.map_err(|e| e.to_string())?;
         ensure(
             a.text == b.text
@@ -554,18 +403,10 @@ where
     assert!(
         report.ok(),
         "{vendor} adapter failed conformance checks:\n{}",
-        report
-            .failed
-            .iter()
-            .map(|(n, e)| format!("  {n}: {e}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        report.failed.iter().map(|(n, e)| format!("  {n}: {e}")).collect::<Vec<_>>().join("\n")
     );
 }
 
 fn names_and_args(r: &switchboard_providers::ChatResponse) -> Vec<(String, serde_json::Value)> {
-    r.tool_calls
-        .iter()
-        .map(|c| (c.name.clone(), c.arguments.clone()))
-        .collect()
+    r.tool_calls.iter().map(|c| (c.name.clone(), c.arguments.clone())).collect()
 }

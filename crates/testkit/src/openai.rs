@@ -37,11 +37,8 @@ fn error_body(message: &str, kind: &str, param: Option<&str>, code: Option<&str>
 }
 
 fn error(status: u16, retry_after: Option<u64>, body: Value) -> Response {
-    let mut resp = (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(body),
-    )
-        .into_response();
+    let mut resp =
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(body)).into_response();
     let h = resp.headers_mut();
     h.insert("x-request-id", HeaderValue::from_static("req_fake_openai"));
     if let Some(s) = retry_after {
@@ -53,72 +50,33 @@ fn error(status: u16, retry_after: Option<u64>, body: Value) -> Response {
 fn status_fault(status: u16, retry_after: Option<u64>, message: Option<&str>) -> Response {
     let (kind, code, default_msg) = match status {
         400 => ("invalid_request_error", None, "Invalid request."),
-        401 => (
-            "invalid_request_error",
-            Some("invalid_api_key"),
-            "Incorrect API key provided.",
-        ),
+        401 => ("invalid_request_error", Some("invalid_api_key"), "Incorrect API key provided."),
         403 => ("invalid_request_error", None, "Forbidden."),
-        404 => (
-            "invalid_request_error",
-            Some("model_not_found"),
-            "The model does not exist.",
-        ),
-        429 => (
-            "requests",
-            Some("rate_limit_exceeded"),
-            "Rate limit reached for requests. Please try again later.",
-        ),
+        404 => ("invalid_request_error", Some("model_not_found"), "The model does not exist."),
+        429 => ("requests", Some("rate_limit_exceeded"), "Rate limit reached for requests. Please try again later."),
         503 => ("server_error", None, "The engine is currently overloaded."),
-        _ => (
-            "server_error",
-            None,
-            "The server had an error while processing your request.",
-        ),
+        _ => ("server_error", None, "The server had an error while processing your request."),
     };
-    error(
-        status,
-        retry_after,
-        error_body(message.unwrap_or(default_msg), kind, None, code),
-    )
+    error(status, retry_after, error_body(message.unwrap_or(default_msg), kind, None, code))
 }
 
 /// Checks the request the way the real API does, for the faults a client can cause.
 // A rejection is the whole HTTP answer; it is built once per bad request, so its size is moot.
 #[allow(clippy::result_large_err)]
 fn validate(headers: &HeaderMap, body: &Value) -> Result<(), Response> {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !auth.starts_with("Bearer ") || auth.len() <= "Bearer ".len() {
-        return Err(status_fault(
-            401,
-            None,
-            Some("You didn't provide an API key."),
-        ));
+        return Err(status_fault(401, None, Some("You didn't provide an API key.")));
     }
-    let bad = |msg: &str, param: &str| {
-        error(
-            400,
-            None,
-            error_body(msg, "invalid_request_error", Some(param), None),
-        )
-    };
+    let bad = |msg: &str, param: &str| error(400, None, error_body(msg, "invalid_request_error", Some(param), None));
     if !body.is_object() {
-        return Err(bad(
-            "We could not parse the JSON body of your request.",
-            "body",
-        ));
+        return Err(bad("We could not parse the JSON body of your request.", "body"));
     }
     if !body["model"].is_string() {
         return Err(bad("you must provide a model parameter", "model"));
     }
     let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
-        return Err(bad(
-            "'messages' must contain at least one message",
-            "messages",
-        ));
+        return Err(bad("'messages' must contain at least one message", "messages"));
     };
     let mut open_calls: Vec<String> = Vec::new();
     for m in messages {
@@ -129,10 +87,7 @@ fn validate(headers: &HeaderMap, body: &Value) -> Result<(), Response> {
                     for c in calls {
                         let args = c["function"]["arguments"].as_str();
                         if args.is_none() || c["id"].as_str().is_none() {
-                            return Err(bad(
-                                "tool_calls need an id and string function.arguments",
-                                "messages",
-                            ));
+                            return Err(bad("tool_calls need an id and string function.arguments", "messages"));
                         }
                         open_calls.push(c["id"].as_str().unwrap_or_default().to_owned());
                     }
@@ -173,30 +128,18 @@ fn render_usage(u: ScriptedUsage) -> Value {
 }
 
 fn call_id(i: usize, explicit: Option<&String>) -> String {
-    explicit
-        .cloned()
-        .unwrap_or_else(|| format!("call_fake{i:04}"))
+    explicit.cloned().unwrap_or_else(|| format!("call_fake{i:04}"))
 }
 
 fn prepare(reply: &Reply, body: &Value, seq: u64) -> Rendered {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let finish = reply.finish_reason.clone().unwrap_or_else(|| {
-        if reply.tool_calls.is_empty() {
-            "stop".into()
-        } else {
-            "tool_calls".into()
-        }
-    });
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let finish = reply
+        .finish_reason
+        .clone()
+        .unwrap_or_else(|| if reply.tool_calls.is_empty() { "stop".into() } else { "tool_calls".into() });
     let usage = reply.usage.unwrap_or_else(|| {
         let out = tokens(&reply.text).len() as u64
-            + reply
-                .tool_calls
-                .iter()
-                .map(|c| 1 + count_tokens(&c.arguments))
-                .sum::<u64>();
+            + reply.tool_calls.iter().map(|c| 1 + count_tokens(&c.arguments)).sum::<u64>();
         ScriptedUsage {
             input_tokens: count_tokens(&body["messages"]).max(1),
             output_tokens: out,
@@ -230,11 +173,9 @@ async fn chat(
         tokio::time::sleep(Duration::from_millis(scenario.latency_ms)).await;
     }
     match &scenario.fault {
-        Some(Fault::Status {
-            status,
-            retry_after,
-            message,
-        }) => return status_fault(*status, *retry_after, message.as_deref()),
+        Some(Fault::Status { status, retry_after, message }) => {
+            return status_fault(*status, *retry_after, message.as_deref());
+        }
         Some(Fault::ContextOverflow) => {
             return error(
                 400,
@@ -262,10 +203,7 @@ async fn chat(
 fn sse_response(body: Body) -> Response {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
+    h.insert("content-type", HeaderValue::from_static("text/event-stream; charset=utf-8"));
     h.insert("cache-control", HeaderValue::from_static("no-cache"));
     h.insert("x-request-id", HeaderValue::from_static("req_fake_openai"));
     resp
@@ -300,15 +238,13 @@ fn complete(scenario: &Scenario, r: &Rendered) -> Response {
     match &scenario.fault {
         Some(Fault::Stall { .. }) => {
             let mut resp = Response::new(never_body());
-            resp.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
             resp
         }
         Some(Fault::Malformed { .. }) => {
             let cut = &text[..text.len() / 2];
             let mut resp = Response::new(Body::from(cut.to_owned()));
-            resp.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
             resp
         }
         Some(Fault::Disconnect { .. }) | Some(Fault::Truncate { .. }) => {
@@ -319,8 +255,7 @@ fn complete(scenario: &Scenario, r: &Rendered) -> Response {
                 ..StreamPlan::default()
             };
             let mut resp = Response::new(stream_body(plan));
-            resp.headers_mut()
-                .insert("content-type", HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
             resp
         }
         _ => {
@@ -354,10 +289,7 @@ fn stream(scenario: &Scenario, r: &Rendered, include_usage: bool) -> Response {
         }
         frame(&c)
     };
-    let mut frames = vec![chunk(
-        json!({"role": "assistant", "content": "", "refusal": null}),
-        Value::Null,
-    )];
+    let mut frames = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null)];
     for t in tokens(&reply.text) {
         frames.push(chunk(json!({"content": t}), Value::Null));
     }
@@ -368,33 +300,24 @@ fn stream(scenario: &Scenario, r: &Rendered, include_usage: bool) -> Response {
             Value::Null,
         ));
         for p in pieces(&c.arguments.to_string(), 8) {
-            frames.push(chunk(
-                json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}),
-                Value::Null,
-            ));
+            frames.push(chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}), Value::Null));
         }
     }
     frames.push(chunk(json!({}), json!(r.finish)));
     if include_usage {
-        frames.push(frame(
-            &json!({"id": r.id, "object": "chat.completion.chunk", "created": r.created,
-            "model": r.model, "system_fingerprint": "fp_fake", "choices": [], "usage": r.usage}),
-        ));
+        frames.push(frame(&json!({"id": r.id, "object": "chat.completion.chunk", "created": r.created,
+            "model": r.model, "system_fingerprint": "fp_fake", "choices": [], "usage": r.usage})));
     }
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let fault = match &scenario.fault {
-        Some(Fault::Stall { after_events }) => Some(StreamFault::Stall {
-            after: *after_events,
-        }),
-        Some(Fault::Disconnect { after_events }) => Some(StreamFault::Disconnect {
-            after: *after_events,
-        }),
-        Some(Fault::Truncate { after_events }) => Some(StreamFault::Truncate {
-            after: *after_events,
-        }),
+        Some(Fault::Stall { after_events }) => Some(StreamFault::Stall { after: *after_events }),
+        Some(Fault::Disconnect { after_events }) => Some(StreamFault::Disconnect { after: *after_events }),
+        Some(Fault::Truncate { after_events }) => Some(StreamFault::Truncate { after: *after_events }),
         Some(Fault::Malformed { after_events }) => Some(StreamFault::Inject {
             after: *after_events,
-            frame: Bytes::from_static(b"data: {\"id\":\"chatcmpl-fake\",\"choices\":[{\"index\":0,\"delta\":{\"content\n\n"),
+            frame: Bytes::from_static(
+                b"data: {\"id\":\"chatcmpl-fake\",\"choices\":[{\"index\":0,\"delta\":{\"content\n\n",
+            ),
         }),
         Some(Fault::StreamError { after_events }) => Some(StreamFault::Inject {
             after: *after_events,
@@ -411,9 +334,7 @@ fn stream(scenario: &Scenario, r: &Rendered, include_usage: bool) -> Response {
         frames,
         frame_delay: Duration::from_millis(scenario.token_delay_ms),
         split_writes: scenario.split_writes,
-        keepalive: scenario
-            .keepalive
-            .then(|| Bytes::from_static(b": keep-alive\n\n")),
+        keepalive: scenario.keepalive.then(|| Bytes::from_static(b": keep-alive\n\n")),
         fault,
     }))
 }

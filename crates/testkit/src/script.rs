@@ -73,23 +73,14 @@ impl Default for Reply {
 impl Reply {
     /// A plain text reply.
     pub fn text(text: impl Into<String>) -> Self {
-        Self {
-            text: text.into(),
-            tool_calls: Vec::new(),
-            finish_reason: None,
-            usage: None,
-        }
+        Self { text: text.into(), tool_calls: Vec::new(), finish_reason: None, usage: None }
     }
 
     /// A reply that calls one tool.
     pub fn tool_call(name: impl Into<String>, arguments: serde_json::Value) -> Self {
         Self {
             text: String::new(),
-            tool_calls: vec![ScriptedToolCall {
-                id: None,
-                name: name.into(),
-                arguments,
-            }],
+            tool_calls: vec![ScriptedToolCall { id: None, name: name.into(), arguments }],
             finish_reason: None,
             usage: None,
         }
@@ -174,18 +165,12 @@ pub struct Scenario {
 impl Scenario {
     /// A scenario answering with this reply.
     pub fn reply(reply: Reply) -> Self {
-        Self {
-            reply,
-            ..Self::default()
-        }
+        Self { reply, ..Self::default() }
     }
 
     /// A scenario injecting this fault.
     pub fn fault(fault: Fault) -> Self {
-        Self {
-            fault: Some(fault),
-            ..Self::default()
-        }
+        Self { fault: Some(fault), ..Self::default() }
     }
 }
 

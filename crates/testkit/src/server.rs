@@ -39,20 +39,12 @@ pub struct FakeState {
 impl FakeState {
     /// Fresh state for a vendor, recording requests.
     pub fn new(vendor: Vendor) -> Self {
-        Self {
-            vendor,
-            script: Mutex::new(VecDeque::new()),
-            requests: Mutex::new(Vec::new()),
-            record: true,
-        }
+        Self { vendor, script: Mutex::new(VecDeque::new()), requests: Mutex::new(Vec::new()), record: true }
     }
 
     /// Fresh state that does not keep a request log.
     pub fn without_recording(vendor: Vendor) -> Self {
-        Self {
-            record: false,
-            ..Self::new(vendor)
-        }
+        Self { record: false, ..Self::new(vendor) }
     }
 
     /// Which vendor this fake speaks.
@@ -62,72 +54,42 @@ impl FakeState {
 
     /// Appends scenarios to the script.
     pub fn push(&self, scenarios: impl IntoIterator<Item = Scenario>) {
-        self.script
-            .lock()
-            .expect("fake script lock poisoned")
-            .extend(scenarios);
+        self.script.lock().expect("fake script lock poisoned").extend(scenarios);
     }
 
     /// The next scripted scenario, or the default reply.
     pub fn next_scenario(&self) -> Scenario {
-        self.script
-            .lock()
-            .expect("fake script lock poisoned")
-            .pop_front()
-            .unwrap_or_default()
+        self.script.lock().expect("fake script lock poisoned").pop_front().unwrap_or_default()
     }
 
     /// Records a request and returns its parsed body.
-    pub fn record(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> serde_json::Value {
+    pub fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> serde_json::Value {
         let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         if self.record {
             let headers: BTreeMap<String, String> = headers
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
+                .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect();
-            self.requests
-                .lock()
-                .expect("fake request log poisoned")
-                .push(RecordedRequest {
-                    method: method.to_string(),
-                    path: uri.path().to_owned(),
-                    query: uri.query().map(str::to_owned),
-                    headers,
-                    body: json.clone(),
-                });
+            self.requests.lock().expect("fake request log poisoned").push(RecordedRequest {
+                method: method.to_string(),
+                path: uri.path().to_owned(),
+                query: uri.query().map(str::to_owned),
+                headers,
+                body: json.clone(),
+            });
         }
         json
     }
 
     /// Every request recorded so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests
-            .lock()
-            .expect("fake request log poisoned")
-            .clone()
+        self.requests.lock().expect("fake request log poisoned").clone()
     }
 
     /// Forgets the script and the request log.
     pub fn reset(&self) {
-        self.script
-            .lock()
-            .expect("fake script lock poisoned")
-            .clear();
-        self.requests
-            .lock()
-            .expect("fake request log poisoned")
-            .clear();
+        self.script.lock().expect("fake script lock poisoned").clear();
+        self.requests.lock().expect("fake request log poisoned").clear();
     }
 }
 
@@ -183,9 +145,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), FakeError> {
     let app = router(vendor, state)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 
@@ -217,18 +177,12 @@ impl FakeServer {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
+            let r = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "fake server stopped with an error");
             }
         });
-        Ok(Self {
-            addr,
-            state,
-            shutdown,
-        })
+        Ok(Self { addr, state, shutdown })
     }
 
     /// The bound address.
@@ -280,9 +234,7 @@ pub async fn run_until_ctrl_c(
     let stop = CancellationToken::new();
     let stop_serving = stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop_serving.cancelled().await })
-            .await
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop_serving.cancelled().await }).await
     });
     tokio::signal::ctrl_c().await?;
     stop.cancel();

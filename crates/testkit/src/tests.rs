@@ -42,14 +42,7 @@ fn scenarios_parse_from_the_documented_json() {
     ]))
     .unwrap();
     assert_eq!(s[0].reply.tool_calls[0].name, "f");
-    assert_eq!(
-        s[1].fault,
-        Some(Fault::Status {
-            status: 429,
-            retry_after: Some(2),
-            message: None
-        })
-    );
+    assert_eq!(s[1].fault, Some(Fault::Status { status: 429, retry_after: Some(2), message: None }));
 }
 
 #[tokio::test]
@@ -83,27 +76,22 @@ async fn script_is_consumed_in_order_then_default_reply() {
 async fn fakes_reject_what_the_real_apis_reject() {
     let fake = FakeServer::start(Vendor::OpenAi).await.unwrap();
     let url = format!("{}/v1/chat/completions", fake.base_url());
-    let (s, _) = post(
-        &url,
-        &[],
-        json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
-    )
-    .await;
+    let (s, _) = post(&url, &[], json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(s, 401);
     // A tool message that answers no tool call.
-    let (s, b) = post(&url, &[("authorization", "Bearer k")], json!({"model": "m", "messages": [
-        {"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "1"}]})).await;
+    let (s, b) = post(
+        &url,
+        &[("authorization", "Bearer k")],
+        json!({"model": "m", "messages": [
+        {"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "1"}]}),
+    )
+    .await;
     assert_eq!(s, 400, "{b}");
 
     let fake = FakeServer::start(Vendor::Anthropic).await.unwrap();
     let url = format!("{}/v1/messages", fake.base_url());
     let h = [("x-api-key", "k"), ("anthropic-version", "2023-06-01")];
-    let (s, _) = post(
-        &url,
-        &h,
-        json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}),
-    )
-    .await;
+    let (s, _) = post(&url, &h, json!({"model": "m", "messages": [{"role": "user", "content": "x"}]})).await;
     assert_eq!(s, 400, "max_tokens is required");
     let (s, _) = post(
         &url,
@@ -112,8 +100,13 @@ async fn fakes_reject_what_the_real_apis_reject() {
     )
     .await;
     assert_eq!(s, 400, "anthropic-version is required");
-    let (s, b) = post(&url, &h, json!({"model": "m", "max_tokens": 5, "messages": [
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "1"}]}]})).await;
+    let (s, b) = post(
+        &url,
+        &h,
+        json!({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "1"}]}]}),
+    )
+    .await;
     assert_eq!(s, 400, "{b}");
 }
 
@@ -129,10 +122,7 @@ async fn openai_stream_ends_with_usage_chunk_and_done() {
     )
     .await;
     assert_eq!(s, 200);
-    let datas: Vec<&str> = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .collect();
+    let datas: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
     assert_eq!(*datas.last().unwrap(), "[DONE]");
     let usage: serde_json::Value = serde_json::from_str(datas[datas.len() - 2]).unwrap();
     assert_eq!(usage["choices"], json!([]));
@@ -144,10 +134,7 @@ async fn anthropic_stream_has_every_event_type_and_ping() {
     let fake = FakeServer::start(Vendor::Anthropic).await.unwrap();
     fake.push(Scenario {
         keepalive: true,
-        ..Scenario::reply(Reply {
-            text: "Checking.".into(),
-            ..Reply::tool_call("f", json!({"a": 1}))
-        })
+        ..Scenario::reply(Reply { text: "Checking.".into(), ..Reply::tool_call("f", json!({"a": 1})) })
     });
     let (_, body) = post(
         &format!("{}/v1/messages", fake.base_url()),
@@ -167,8 +154,5 @@ async fn anthropic_stream_has_every_event_type_and_ping() {
         assert!(body.contains(&format!("event: {ev}\n")), "missing {ev}");
     }
     assert!(body.contains("input_json_delta"));
-    assert!(
-        body.trim_end()
-            .ends_with("data: {\"type\":\"message_stop\"}")
-    );
+    assert!(body.trim_end().ends_with("data: {\"type\":\"message_stop\"}"));
 }

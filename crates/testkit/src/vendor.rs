@@ -46,9 +46,6 @@ impl FromStr for Vendor {
     type Err = UnknownVendor;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownVendor(s.to_owned()))
+        Self::ALL.into_iter().find(|v| v.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| UnknownVendor(s.to_owned()))
     }
 }

@@ -36,11 +36,7 @@ impl std::hash::Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
         for &b in bytes {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -60,37 +56,19 @@ static LISTS: LazyLock<Lists> = LazyLock::new(|| {
     let mut words = HashMap::with_capacity_and_hasher(4096, FnvBuild::default());
     let mut prefixes: HashMap<&'static str, Option<(Lang, u16)>> = HashMap::with_capacity(4096);
     let mut by_index = [Vec::with_capacity(2048), Vec::with_capacity(2048)];
-    for (lang, list, slot) in [
-        (Lang::English, ENGLISH, 0),
-        (Lang::Portuguese, PORTUGUESE, 1),
-    ] {
-        for (i, w) in list
-            .lines()
-            .map(str::trim)
-            .filter(|w| !w.is_empty())
-            .enumerate()
-        {
+    for (lang, list, slot) in [(Lang::English, ENGLISH, 0), (Lang::Portuguese, PORTUGUESE, 1)] {
+        for (i, w) in list.lines().map(str::trim).filter(|w| !w.is_empty()).enumerate() {
             let i = u16::try_from(i).expect("a BIP-39 list has 2048 words");
             words.insert(w, (lang, i));
             by_index[slot].push(w);
             if w.len() > 4 && w.is_char_boundary(4) {
-                prefixes
-                    .entry(&w[..4])
-                    .and_modify(|e| *e = None)
-                    .or_insert(Some((lang, i)));
+                prefixes.entry(&w[..4]).and_modify(|e| *e = None).or_insert(Some((lang, i)));
             }
         }
     }
-    let prefixes = prefixes
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .filter(|(k, _)| !words.contains_key(k))
-        .collect();
-    Lists {
-        words,
-        prefixes,
-        by_index,
-    }
+    let prefixes =
+        prefixes.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).filter(|(k, _)| !words.contains_key(k)).collect();
+    Lists { words, prefixes, by_index }
 });
 
 /// The list word at `index` in `lang` (for tests and generators).
@@ -115,22 +93,18 @@ pub fn lookup(token: &str) -> Option<(Lang, u16)> {
         lower.copy_from_slice(token.as_bytes());
         lower.make_ascii_lowercase();
         let lower = std::str::from_utf8(lower).ok()?;
-        return lists.words.get(lower).copied().or_else(|| {
-            (lower.len() == 4)
-                .then(|| lists.prefixes.get(lower).copied())
-                .flatten()
-        });
+        return lists
+            .words
+            .get(lower)
+            .copied()
+            .or_else(|| (lower.len() == 4).then(|| lists.prefixes.get(lower).copied()).flatten());
     }
-    let folded: String = token
-        .nfkd()
-        .filter(|c| !is_combining_mark(*c))
-        .flat_map(char::to_lowercase)
-        .collect();
-    lists.words.get(folded.as_str()).copied().or_else(|| {
-        (folded.len() == 4)
-            .then(|| lists.prefixes.get(folded.as_str()).copied())
-            .flatten()
-    })
+    let folded: String = token.nfkd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect();
+    lists
+        .words
+        .get(folded.as_str())
+        .copied()
+        .or_else(|| (folded.len() == 4).then(|| lists.prefixes.get(folded.as_str()).copied()).flatten())
 }
 
 /// Whether `indices` (one list) form a phrase with a valid BIP-39 checksum.
@@ -173,9 +147,7 @@ pub struct MnemonicRun {
 fn gap_ok(gap: &str) -> bool {
     gap.len() <= 12
         && !gap.is_empty()
-        && gap
-            .bytes()
-            .all(|b| b.is_ascii_whitespace() || b.is_ascii_digit() || b",;.:)(-|/#\"'".contains(&b))
+        && gap.bytes().all(|b| b.is_ascii_whitespace() || b.is_ascii_digit() || b",;.:)(-|/#\"'".contains(&b))
 }
 
 /// Minimum number of list words that triggers masking.
@@ -234,15 +206,10 @@ fn close_run(words: &[(Range<usize>, Lang, u16)]) -> MnemonicRun {
             && (0..=n - size).any(|off| {
                 let w = &words[off..off + size];
                 let lang = w[0].1;
-                w.iter().all(|x| x.1 == lang)
-                    && checksum_ok(&w.iter().map(|x| x.2).collect::<Vec<_>>())
+                w.iter().all(|x| x.1 == lang) && checksum_ok(&w.iter().map(|x| x.2).collect::<Vec<_>>())
             })
     });
-    MnemonicRun {
-        bytes: words[0].0.start..words[n - 1].0.end,
-        words: n,
-        valid,
-    }
+    MnemonicRun { bytes: words[0].0.start..words[n - 1].0.end, words: n, valid }
 }
 
 #[cfg(test)]
@@ -280,10 +247,7 @@ mod tests {
         let runs = find_runs(t);
         assert_eq!(runs.len(), 1);
         assert!(runs[0].valid);
-        assert_eq!(
-            &t[runs[0].bytes.clone()].split(' ').next_back(),
-            &Some("drive")
-        );
+        assert_eq!(&t[runs[0].bytes.clone()].split(' ').next_back(), &Some("drive"));
     }
 
     #[test]

@@ -143,12 +143,8 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     ssn: re(r"(?-u:\b)(?:\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}|\d{9})(?-u:\b)"),
     cpf: re(r"(?-u:\b)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?-u:\b)"),
     cnpj: re(r"(?-u:\b)[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?\d{2}(?-u:\b)"),
-    phone: re(
-        r"(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,5}){1,4}|\(?\d{2,3}\)?[ .-]?\d{3,5}[ .-]\d{4}|\d{10,11})",
-    ),
-    email: re(
-        r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?-u:\b)",
-    ),
+    phone: re(r"(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,5}){1,4}|\(?\d{2,3}\)?[ .-]?\d{3,5}[ .-]\d{4}|\d{10,11})"),
+    email: re(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}(?-u:\b)"),
     iban: re(r"(?-u:\b)[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?-u:\b)"),
     btc_legacy: re(r"(?-u:\b)[13mn2][1-9A-HJ-NP-Za-km-z]{25,34}(?-u:\b)"),
     btc_segwit: re(r"(?i)(?-u:\b)(?:bc|tb)1[02-9ac-hj-np-z]{6,87}(?-u:\b)"),
@@ -200,10 +196,7 @@ impl Context {
         let hi = r.end.saturating_add(self.after);
         let hits = &self.hits[c as usize];
         let first = hits.partition_point(|h| h.end < lo);
-        hits[first..]
-            .iter()
-            .take_while(|h| h.start <= hi)
-            .any(|h| !(h.start >= r.start && h.end <= r.end))
+        hits[first..].iter().take_while(|h| h.start <= hi).any(|h| !(h.start >= r.start && h.end <= r.end))
     }
 }
 
@@ -233,19 +226,10 @@ impl Detector {
         for (i, r) in p.ctx.iter().enumerate() {
             hits[i] = r.find_iter(text).map(|m| m.range()).collect();
         }
-        let ctx = Context {
-            hits,
-            before: self.config.context_before,
-            after: self.config.context_after,
-        };
+        let ctx = Context { hits, before: self.config.context_before, after: self.config.context_after };
         let mut out: Vec<Found> = Vec::new();
         let mut push = |kind, bytes: Range<usize>, valid, confidence| {
-            out.push(Found {
-                kind,
-                bytes,
-                valid,
-                confidence,
-            });
+            out.push(Found { kind, bytes, valid, confidence });
         };
         self.cards(text, &ctx, &mut push);
         self.ids(text, &ctx, &mut push);
@@ -255,12 +239,7 @@ impl Detector {
         resolve(text, out)
     }
 
-    fn cards(
-        &self,
-        text: &str,
-        ctx: &Context,
-        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
-    ) {
+    fn cards(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
         let p = &*PATTERNS;
         for m in p.card.find_iter(text) {
             // Flagged windows of one run that overlap are merged: when digits typed next to a
@@ -306,12 +285,7 @@ impl Detector {
         }
     }
 
-    fn ids(
-        &self,
-        text: &str,
-        ctx: &Context,
-        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
-    ) {
+    fn ids(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
         let p = &*PATTERNS;
         for m in p.ssn.find_iter(text) {
             let d = v::digits(m.as_str());
@@ -319,12 +293,7 @@ impl Detector {
             let near = ctx.near(Ctx::Ssn, &m.range());
             let valid = v::ssn_valid(&d);
             match (delimited, valid, near) {
-                (true, true, _) => push(
-                    EntityType::UsSsn,
-                    m.range(),
-                    true,
-                    if near { 0.97 } else { 0.75 },
-                ),
+                (true, true, _) => push(EntityType::UsSsn, m.range(), true, if near { 0.97 } else { 0.75 }),
                 (true, false, true) => push(EntityType::UsSsn, m.range(), false, 0.6),
                 (false, true, true) => push(EntityType::UsSsn, m.range(), true, 0.85),
                 _ => {}
@@ -338,9 +307,7 @@ impl Detector {
                 (true, _, true) => push(EntityType::BrCpf, m.range(), true, 0.97),
                 (true, true, false) => push(EntityType::BrCpf, m.range(), true, 0.9),
                 (true, false, false) => push(EntityType::BrCpf, m.range(), true, 0.6),
-                (false, true, _) | (false, false, true) => {
-                    push(EntityType::BrCpf, m.range(), false, 0.55)
-                }
+                (false, true, _) | (false, false, true) => push(EntityType::BrCpf, m.range(), false, 0.55),
                 _ => {}
             }
         }
@@ -361,12 +328,10 @@ impl Detector {
             let s = m.as_str();
             let cut = v::iban_country_len(&s[..2]).and_then(|len| {
                 let mut n = 0;
-                s.char_indices()
-                    .filter(|(_, ch)| !ch.is_whitespace())
-                    .find_map(|(i, _)| {
-                        n += 1;
-                        (n == len).then_some(i + 1)
-                    })
+                s.char_indices().filter(|(_, ch)| !ch.is_whitespace()).find_map(|(i, _)| {
+                    n += 1;
+                    (n == len).then_some(i + 1)
+                })
             });
             let (end, known_len) = match cut {
                 Some(e) => (m.start() + e, true),
@@ -385,23 +350,12 @@ impl Detector {
                 continue;
             }
             let b = m.as_str().as_bytes();
-            let v4 =
-                b[14] == b'4' && matches!(b[19].to_ascii_lowercase(), b'8' | b'9' | b'a' | b'b');
-            push(
-                EntityType::PixKey,
-                m.range(),
-                v4,
-                if v4 { 0.9 } else { 0.5 },
-            );
+            let v4 = b[14] == b'4' && matches!(b[19].to_ascii_lowercase(), b'8' | b'9' | b'a' | b'b');
+            push(EntityType::PixKey, m.range(), v4, if v4 { 0.9 } else { 0.5 });
         }
     }
 
-    fn contact(
-        &self,
-        text: &str,
-        ctx: &Context,
-        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
-    ) {
+    fn contact(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
         let p = &*PATTERNS;
         let bytes = text.as_bytes();
         for m in p.phone.find_iter(text) {
@@ -447,12 +401,7 @@ impl Detector {
         }
     }
 
-    fn crypto(
-        &self,
-        text: &str,
-        ctx: &Context,
-        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
-    ) {
+    fn crypto(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
         let p = &*PATTERNS;
         for m in p.btc_segwit.find_iter(text) {
             if v::btc_segwit_valid(m.as_str()) {
@@ -509,12 +458,7 @@ impl Detector {
         }
     }
 
-    fn secrets(
-        &self,
-        text: &str,
-        ctx: &Context,
-        push: &mut impl FnMut(EntityType, Range<usize>, bool, f32),
-    ) {
+    fn secrets(&self, text: &str, ctx: &Context, push: &mut impl FnMut(EntityType, Range<usize>, bool, f32)) {
         let p = &*PATTERNS;
         for m in p.hex64.find_iter(text) {
             if ctx.near(Ctx::Key, &m.range()) {
@@ -540,12 +484,7 @@ impl Detector {
             let tok = g.as_str().trim_end_matches(['.', ',', ';', '!', '?']);
             let strong = tok.bytes().any(|b| !b.is_ascii_lowercase());
             if tok.len() >= 4 && strong {
-                push(
-                    EntityType::Password,
-                    g.start()..g.start() + tok.len(),
-                    false,
-                    0.6,
-                );
+                push(EntityType::Password, g.start()..g.start() + tok.len(), false, 0.6);
             }
         }
     }
@@ -592,18 +531,14 @@ fn card_windows(run: &str, offset: usize) -> Vec<(Range<usize>, bool)> {
 
 /// Brazilian area codes (DDD) in use, from the Anatel numbering plan.
 const BR_DDD: &[u8] = &[
-    11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28, 31, 32, 33, 34, 35, 37, 38, 41, 42, 43,
-    44, 45, 46, 47, 48, 49, 51, 53, 54, 55, 61, 62, 63, 64, 65, 66, 67, 68, 69, 71, 73, 74, 75, 77,
-    79, 81, 82, 83, 84, 85, 86, 87, 88, 89, 91, 92, 93, 94, 95, 96, 97, 98, 99,
+    11, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 24, 27, 28, 31, 32, 33, 34, 35, 37, 38, 41, 42, 43, 44, 45, 46, 47, 48,
+    49, 51, 53, 54, 55, 61, 62, 63, 64, 65, 66, 67, 68, 69, 71, 73, 74, 75, 77, 79, 81, 82, 83, 84, 85, 86, 87, 88, 89,
+    91, 92, 93, 94, 95, 96, 97, 98, 99,
 ];
 
 /// NANP: NXX-NXX-XXXX with N = 2–9 (area and exchange), neither an N11 service code.
 fn nanp_valid(d: &[u8]) -> bool {
-    d.len() == 10
-        && d[0] >= 2
-        && d[3] >= 2
-        && !(d[1] == 1 && d[2] == 1)
-        && !(d[4] == 1 && d[5] == 1)
+    d.len() == 10 && d[0] >= 2 && d[3] >= 2 && !(d[1] == 1 && d[2] == 1) && !(d[4] == 1 && d[5] == 1)
 }
 
 /// Brazil: DDD from the Anatel list, then mobile 9 + 8 digits or landline [2-5] + 7 digits.
@@ -650,10 +585,7 @@ fn resolve(text: &str, mut found: Vec<Found>) -> Vec<Detection> {
         if f.bytes.is_empty() {
             continue;
         }
-        let clash = kept
-            .range(..f.bytes.end)
-            .next_back()
-            .is_some_and(|(_, k)| k.bytes.end > f.bytes.start);
+        let clash = kept.range(..f.bytes.end).next_back().is_some_and(|(_, k)| k.bytes.end > f.bytes.start);
         if !clash {
             kept.insert(f.bytes.start, f);
         }
@@ -679,11 +611,7 @@ fn resolve(text: &str, mut found: Vec<Found>) -> Vec<Detection> {
                 end,
                 bytes: f.bytes,
                 valid: f.valid,
-                tier: if f.valid {
-                    Tier::Strict
-                } else {
-                    Tier::FailSafe
-                },
+                tier: if f.valid { Tier::Strict } else { Tier::FailSafe },
                 confidence: f.confidence,
             }
         })
@@ -702,10 +630,7 @@ mod tests {
     use super::*;
 
     fn kinds(text: &str) -> Vec<(EntityType, String, bool)> {
-        detect(text)
-            .into_iter()
-            .map(|d| (d.kind, d.value(text).to_owned(), d.valid))
-            .collect()
+        detect(text).into_iter().map(|d| (d.kind, d.value(text).to_owned(), d.valid)).collect()
     }
 
     macro_rules! cases {
@@ -773,10 +698,7 @@ mod tests {
             allowed_email_domains: vec!["exchange.example".into()],
             ..DetectorConfig::default()
         });
-        assert!(
-            det.detect("write to help@support.exchange.example")
-                .is_empty()
-        );
+        assert!(det.detect("write to help@support.exchange.example").is_empty());
         assert_eq!(det.detect("or me@gmail.com").len(), 1);
     }
 }

@@ -9,10 +9,7 @@ use sha3::Keccak256;
 
 /// Digits of `s`, ignoring everything else.
 pub fn digits(s: &str) -> Vec<u8> {
-    s.bytes()
-        .filter(u8::is_ascii_digit)
-        .map(|b| b - b'0')
-        .collect()
+    s.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect()
 }
 
 fn all_same(d: &[u8]) -> bool {
@@ -60,9 +57,7 @@ pub enum Issuer {
 }
 
 fn prefix_num(d: &[u8], n: usize) -> u32 {
-    d.iter()
-        .take(n)
-        .fold(0u32, |acc, &x| acc * 10 + u32::from(x))
+    d.iter().take(n).fold(0u32, |acc, &x| acc * 10 + u32::from(x))
 }
 
 /// Elo BIN ranges (6 digits), from the public Elo BIN table.
@@ -145,13 +140,7 @@ pub fn ssn_valid(d: &[u8]) -> bool {
     let group = prefix_num(&d[3..], 2);
     let serial = prefix_num(&d[5..], 4);
     let whole = prefix_num(d, 9);
-    area != 0
-        && area != 666
-        && area < 900
-        && group != 0
-        && serial != 0
-        && whole != 78_051_120
-        && whole != 123_456_789
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 && whole != 78_051_120 && whole != 123_456_789
 }
 
 fn mod11_dv(values: &[u32], weights: &[u32]) -> u32 {
@@ -176,9 +165,7 @@ pub fn cpf_valid(d: &[u8]) -> bool {
 pub fn cnpj_chars(s: &str) -> Option<Vec<u8>> {
     let c: Vec<u8> = s.bytes().filter(u8::is_ascii_alphanumeric).collect();
     if c.len() != 14
-        || !c[..12]
-            .iter()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        || !c[..12].iter().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
         || !c[12..].iter().all(u8::is_ascii_digit)
     {
         return None;
@@ -239,11 +226,7 @@ pub fn eip55_encode(bytes: &[u8; 20]) -> String {
     for (i, c) in lower.chars().enumerate() {
         let byte = hash[i / 2];
         let nibble = if i % 2 == 0 { byte >> 4 } else { byte & 0x0f };
-        out.push(if nibble >= 8 {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        });
+        out.push(if nibble >= 8 { c.to_ascii_uppercase() } else { c });
     }
     out
 }
@@ -276,8 +259,7 @@ pub fn btc_segwit_valid(s: &str) -> bool {
     if !(lower.starts_with("bc1") || lower.starts_with("tb1")) {
         return false;
     }
-    let mixed =
-        s.bytes().any(|b| b.is_ascii_lowercase()) && s.bytes().any(|b| b.is_ascii_uppercase());
+    let mixed = s.bytes().any(|b| b.is_ascii_lowercase()) && s.bytes().any(|b| b.is_ascii_uppercase());
     !mixed && bech32::segwit::decode(s).is_ok()
 }
 
@@ -290,26 +272,10 @@ pub fn wif_valid(s: &str) -> bool {
     }
 }
 
-const XPRV_VERSIONS: &[u32] = &[
-    0x0488_ADE4,
-    0x0435_8394,
-    0x049D_7878,
-    0x04B2_430C,
-    0x0295_B005,
-    0x02AA_7A99,
-    0x044A_4E28,
-    0x045F_18BC,
-];
-const XPUB_VERSIONS: &[u32] = &[
-    0x0488_B21E,
-    0x0435_87CF,
-    0x049D_7CB2,
-    0x04B2_4746,
-    0x0295_B43F,
-    0x02AA_7ED3,
-    0x044A_5262,
-    0x045F_1CF6,
-];
+const XPRV_VERSIONS: &[u32] =
+    &[0x0488_ADE4, 0x0435_8394, 0x049D_7878, 0x04B2_430C, 0x0295_B005, 0x02AA_7A99, 0x044A_4E28, 0x045F_18BC];
+const XPUB_VERSIONS: &[u32] =
+    &[0x0488_B21E, 0x0435_87CF, 0x049D_7CB2, 0x04B2_4746, 0x0295_B43F, 0x02AA_7ED3, 0x044A_5262, 0x045F_1CF6];
 
 /// BIP-32 extended key: `Some(true)` for a valid private key, `Some(false)` for a valid public
 /// key, `None` otherwise (78-byte base58check payload with a known version).
@@ -448,18 +414,9 @@ mod tests {
 
     #[test]
     fn eip55_cases() {
-        assert_eq!(
-            eip55("0xa9CDf8FA1D6a7ab5cb9abd650F73776b14A4B212"),
-            Eip55::Checksummed
-        );
-        assert_eq!(
-            eip55("0x0e38f59001f523a1dd3fd032cf7c4cc7f2d8c6ac"),
-            Eip55::Uncased
-        );
-        assert_eq!(
-            eip55("0x58031045ed9B3e5613154F163E6FaB4fF1542455"),
-            Eip55::Bad
-        );
+        assert_eq!(eip55("0xa9CDf8FA1D6a7ab5cb9abd650F73776b14A4B212"), Eip55::Checksummed);
+        assert_eq!(eip55("0x0e38f59001f523a1dd3fd032cf7c4cc7f2d8c6ac"), Eip55::Uncased);
+        assert_eq!(eip55("0x58031045ed9B3e5613154F163E6FaB4fF1542455"), Eip55::Bad);
         let enc = eip55_encode(&[0xab; 20]);
         assert_eq!(eip55(&enc), Eip55::Checksummed);
     }
@@ -467,25 +424,15 @@ mod tests {
     #[test]
     fn bitcoin() {
         assert!(btc_legacy_valid("1AfKsJhroMWUET1kXCUgfQVadh4toQ1zyd"));
-        assert!(btc_segwit_valid(
-            "bc1pkzzluj2662ws0sp2lgg579e2jpc8z27y9cv6zxc3n2qxde8mnqdsj2qdcd"
-        ));
-        assert!(!btc_segwit_valid(
-            "bc1ps2mzxqxlpw5rv4q2kq65rgjjah0egplfwgpk2rggzeghs32mresq9kd5js"
-        ));
-        assert!(!btc_segwit_valid(
-            "bc1qw8ahx5Smpqltnmcxlpd0whv486kqr2v76mjgwq"
-        ));
+        assert!(btc_segwit_valid("bc1pkzzluj2662ws0sp2lgg579e2jpc8z27y9cv6zxc3n2qxde8mnqdsj2qdcd"));
+        assert!(!btc_segwit_valid("bc1ps2mzxqxlpw5rv4q2kq65rgjjah0egplfwgpk2rggzeghs32mresq9kd5js"));
+        assert!(!btc_segwit_valid("bc1qw8ahx5Smpqltnmcxlpd0whv486kqr2v76mjgwq"));
     }
 
     #[test]
     fn keys_and_iban() {
-        assert!(wif_valid(
-            "L2eVydKUwRYtBwQJSK11bkiAQAaRw3RJZ5oqnFwxPNkHbo42LaRw"
-        ));
-        assert!(wif_valid(
-            "5JkW9XaQoU6CimjTb9dbhJjN44pY6AJVyLmAYnRCYWWzqrwsVZy"
-        ));
+        assert!(wif_valid("L2eVydKUwRYtBwQJSK11bkiAQAaRw3RJZ5oqnFwxPNkHbo42LaRw"));
+        assert!(wif_valid("5JkW9XaQoU6CimjTb9dbhJjN44pY6AJVyLmAYnRCYWWzqrwsVZy"));
         assert_eq!(
             bip32_kind(
                 "xprv9u1ZPstGXz3P13TBBhew8E4pxH4ZvFwXQDtRQaYpFAEDNeoxEo7X38fXmL8oCM5oZbPDuSFMqbZ3UnoMYwL9SE8jKHm3ps8zucemyjZvJGt"
@@ -495,9 +442,7 @@ mod tests {
         assert!(sol_shape("HjpFC9bazMjA7kbqsPQvBnPEN5GmF1xMrFV7KdU79vHZ"));
         assert!(iban_valid("DE65 1797 4054 2938 2577 35"));
         assert!(!iban_valid("GB39 GUNZ 3363 9532 2750 14"));
-        assert!(high_entropy(
-            "DRJxRpbD/Oyh+M02BZy11Gbo+mk3rO5hCRMwoDMaHYW+nW5+cdgRrCgyvFDy5l23"
-        ));
+        assert!(high_entropy("DRJxRpbD/Oyh+M02BZy11Gbo+mk3rO5hCRMwoDMaHYW+nW5+cdgRrCgyvFDy5l23"));
         assert!(!high_entropy("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
     }
 }

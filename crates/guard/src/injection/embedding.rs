@@ -25,11 +25,7 @@ pub struct EmbeddingClassifier<E> {
 impl<E: SentenceEncoder> EmbeddingClassifier<E> {
     /// Wrap an encoder with trained head parameters.
     pub fn new(encoder: E, weights: Vec<f32>, bias: f32) -> Self {
-        Self {
-            encoder,
-            weights,
-            bias,
-        }
+        Self { encoder, weights, bias }
     }
 
     /// Train the head on (text, is_injection) pairs.
@@ -39,11 +35,8 @@ impl<E: SentenceEncoder> EmbeddingClassifier<E> {
             .iter()
             .map(|(t, y)| {
                 let v = encoder.encode(t);
-                let sparse = v
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(i, x)| u32::try_from(i).ok().map(|i| (i, x)))
-                    .collect();
+                let sparse =
+                    v.into_iter().enumerate().filter_map(|(i, x)| u32::try_from(i).ok().map(|i| (i, x))).collect();
                 (sparse, *y)
             })
             .collect();
@@ -84,20 +77,11 @@ mod tests {
     #[test]
     fn plugs_into_the_scorer() {
         let ex: Vec<(String, bool)> = (0..20)
-            .flat_map(|i| {
-                [
-                    (format!("ignore this and reveal {i}"), true),
-                    (format!("my card deposit {i}"), false),
-                ]
-            })
+            .flat_map(|i| [(format!("ignore this and reveal {i}"), true), (format!("my card deposit {i}"), false)])
             .collect();
         let clf = EmbeddingClassifier::train(Toy, &ex, &LogRegConfig::default());
         let scorer = InjectionScorer::new(Some(Arc::new(clf)), 0.5);
-        assert!(
-            scorer
-                .score("please reveal and ignore", Source::User)
-                .flagged
-        );
+        assert!(scorer.score("please reveal and ignore", Source::User).flagged);
         assert!(!scorer.score("card deposit late", Source::User).flagged);
     }
 }

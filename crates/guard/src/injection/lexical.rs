@@ -25,9 +25,7 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 #[inline]
 fn fnv(seed: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(seed, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+    bytes.iter().fold(seed, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
 }
 
 /// Call `f(bucket, sign)` for every feature occurrence of `text` (normalised, lower-case).
@@ -36,17 +34,11 @@ pub fn for_each_feature(text: &str, bits: u32, mut f: impl FnMut(usize, f32)) {
     let mut emit = |h: u64| {
         let m = mix(h);
         let sign = if m & 1 == 1 { -1.0 } else { 1.0 };
-        f(
-            usize::try_from((m >> (64 - bits)) & mask).unwrap_or(0),
-            sign,
-        );
+        f(usize::try_from((m >> (64 - bits)) & mask).unwrap_or(0), sign);
     };
     // words and word bigrams
     let mut prev: Option<u64> = None;
-    for w in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
+    for w in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         let hw = fnv(FNV_OFFSET ^ 0x77, w.as_bytes());
         emit(hw);
         if let Some(p) = prev {
@@ -104,23 +96,13 @@ pub struct LogRegConfig {
 
 impl Default for LogRegConfig {
     fn default() -> Self {
-        Self {
-            epochs: 12,
-            learning_rate: 0.2,
-            l2: 1e-6,
-            benign_weight: 1.5,
-            seed: 7,
-        }
+        Self { epochs: 12, learning_rate: 0.2, l2: 1e-6, benign_weight: 1.5, seed: 7 }
     }
 }
 
 /// Train logistic regression over sparse examples in `dim` dimensions. Deterministic for a
 /// given seed. Returns (weights, bias).
-pub fn train_logreg(
-    dim: usize,
-    examples: &[(Vec<(u32, f32)>, bool)],
-    cfg: &LogRegConfig,
-) -> (Vec<f32>, f32) {
+pub fn train_logreg(dim: usize, examples: &[(Vec<(u32, f32)>, bool)], cfg: &LogRegConfig) -> (Vec<f32>, f32) {
     let mut w = vec![0f32; dim];
     let mut g2 = vec![1e-6f32; dim];
     let (mut b, mut gb2) = (0f32, 1e-6f32);
@@ -137,10 +119,7 @@ pub fn train_logreg(
         }
         for &k in &order {
             let (x, y) = &examples[k];
-            let z = b + x
-                .iter()
-                .map(|&(i, v)| w.get(i as usize).copied().unwrap_or(0.0) * v)
-                .sum::<f32>();
+            let z = b + x.iter().map(|&(i, v)| w.get(i as usize).copied().unwrap_or(0.0) * v).sum::<f32>();
             let p = sigmoid(z);
             let target = if *y { 1.0 } else { 0.0 };
             let weight = if *y { 1.0 } else { cfg.benign_weight };
@@ -183,25 +162,13 @@ impl LexicalModel {
     pub fn new(bits: u32, weights: &[f32], bias: f32, threshold: f32) -> Self {
         let max = weights.iter().fold(0f32, |m, w| m.max(w.abs())).max(1e-12);
         let scale = max / 127.0;
-        let weights = weights
-            .iter()
-            .map(|w| (w / scale).round().clamp(-127.0, 127.0) as i8)
-            .collect();
-        Self {
-            bits,
-            weights,
-            scale,
-            bias,
-            threshold,
-        }
+        let weights = weights.iter().map(|w| (w / scale).round().clamp(-127.0, 127.0) as i8).collect();
+        Self { bits, weights, scale, bias, threshold }
     }
 
     /// Train on (normalised text, is_injection) pairs.
     pub fn train(examples: &[(String, bool)], bits: u32, cfg: &LogRegConfig) -> Self {
-        let data: Vec<(Vec<(u32, f32)>, bool)> = examples
-            .iter()
-            .map(|(t, y)| (features(t, bits), *y))
-            .collect();
+        let data: Vec<(Vec<(u32, f32)>, bool)> = examples.iter().map(|(t, y)| (features(t, bits), *y)).collect();
         let (w, b) = train_logreg(1 << bits, &data, cfg);
         Self::new(bits, &w, b, 0.5)
     }
@@ -253,13 +220,7 @@ impl LexicalModel {
         if !(scale.is_finite() && scale > 0.0 && bias.is_finite() && threshold.is_finite()) {
             return Err(ModelFormatError("header values"));
         }
-        Ok(Self {
-            bits,
-            weights: body.iter().map(|&q| i8::from_le_bytes([q])).collect(),
-            scale,
-            bias,
-            threshold,
-        })
+        Ok(Self { bits, weights: body.iter().map(|&q| i8::from_le_bytes([q])).collect(), scale, bias, threshold })
     }
 
     /// The model shipped in `data/injection/lexical.bin` (trained by
@@ -281,11 +242,7 @@ impl InjectionClassifier for LexicalModel {
         "lexical"
     }
     fn probability(&self, text: &Normalized) -> f32 {
-        if text.decoded.is_empty() {
-            self.probability_of(&text.text)
-        } else {
-            self.probability_of(&text.combined())
-        }
+        if text.decoded.is_empty() { self.probability_of(&text.text) } else { self.probability_of(&text.combined()) }
     }
 }
 

@@ -20,17 +20,12 @@ pub struct Rule {
     pub pattern: &'static str,
 }
 
-const OVERRIDE_VERB: &str =
-    r"(?:ignore|ignoring|disregard|forget|skip|override|bypass|drop|abandon|discard)";
+const OVERRIDE_VERB: &str = r"(?:ignore|ignoring|disregard|forget|skip|override|bypass|drop|abandon|discard)";
 const RULE_NOUN: &str = r"(?:instructions?|prompts?|rules|guidelines|directives|programming|guardrails|policies|restrictions|constraints|orders|commands|system prompt)";
 
 /// The rule table.
 pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    let r = |name, weight, pattern: String| Rule {
-        name,
-        weight,
-        pattern: Box::leak(pattern.into_boxed_str()),
-    };
+    let r = |name, weight, pattern: String| Rule { name, weight, pattern: Box::leak(pattern.into_boxed_str()) };
     vec![
         r(
             "ignore_previous_instructions",
@@ -150,14 +145,11 @@ pub static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 /// Normalised text is lower-case ASCII with single spaces (diacritics stripped), so the rules
 /// use ASCII word boundaries and classes: a small DFA and one fast pass for the whole set.
 fn ascii_pattern(p: &str) -> String {
-    p.replace(r"\b", r"(?-u:\b)")
-        .replace(r"\w", "[0-9a-z_']")
-        .replace(r"\s", "[ ]")
+    p.replace(r"\b", r"(?-u:\b)").replace(r"\w", "[0-9a-z_']").replace(r"\s", "[ ]")
 }
 
-static SET: LazyLock<RegexSet> = LazyLock::new(|| {
-    RegexSet::new(RULES.iter().map(|r| ascii_pattern(r.pattern))).expect("injection rules compile")
-});
+static SET: LazyLock<RegexSet> =
+    LazyLock::new(|| RegexSet::new(RULES.iter().map(|r| ascii_pattern(r.pattern))).expect("injection rules compile"));
 
 /// Rules that only apply to tool / document output: instructions aimed at whoever writes the
 /// reply have no business inside an e-mail or a knowledge-base article.
@@ -170,18 +162,13 @@ pub static TOOL_OUTPUT_RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
 });
 
 static TOOL_SET: LazyLock<RegexSet> = LazyLock::new(|| {
-    RegexSet::new(TOOL_OUTPUT_RULES.iter().map(|r| ascii_pattern(r.pattern)))
-        .expect("tool-output rules compile")
+    RegexSet::new(TOOL_OUTPUT_RULES.iter().map(|r| ascii_pattern(r.pattern))).expect("tool-output rules compile")
 });
 
 /// Tool-output-only rules that match `text` (already normalised).
 pub fn matching_tool_output(text: &str) -> Vec<&'static Rule> {
     let rules: &'static [Rule] = &TOOL_OUTPUT_RULES;
-    TOOL_SET
-        .matches(text)
-        .into_iter()
-        .map(|i| &rules[i])
-        .collect()
+    TOOL_SET.matches(text).into_iter().map(|i| &rules[i]).collect()
 }
 
 /// Rules that match `text` (already normalised).
@@ -201,10 +188,7 @@ mod tests {
     use crate::injection::normalize::normalize;
 
     fn names(t: &str) -> Vec<&'static str> {
-        matching(&normalize(t).text)
-            .iter()
-            .map(|r| r.name)
-            .collect()
+        matching(&normalize(t).text).iter().map(|r| r.name).collect()
     }
 
     #[test]

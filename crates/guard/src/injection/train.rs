@@ -55,10 +55,7 @@ pub fn parse_rows(jsonl: &str) -> Result<Vec<Row>, TrainError> {
         if line.trim().is_empty() {
             continue;
         }
-        let row: Row = serde_json::from_str(line).map_err(|source| TrainError::Json {
-            line: i + 1,
-            source,
-        })?;
+        let row: Row = serde_json::from_str(line).map_err(|source| TrainError::Json { line: i + 1, source })?;
         if row.labels.label.is_some() {
             rows.push(row);
         }
@@ -102,9 +99,7 @@ impl Default for TrainOptions {
 /// else its text.
 fn bucket(row: &Row) -> u64 {
     let key = row.labels.pair.as_deref().unwrap_or(&row.text);
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
     h % 100
 }
 
@@ -116,12 +111,7 @@ pub fn is_dev(row: &Row, dev_percent: u64) -> bool {
 /// Out-of-fold scores: the rows are cut into `folds` parts by the same hash (part 0 of 5 is the
 /// dev split), each part is scored by a model trained on the others, all at `threshold`. Gives a
 /// held-out figure for every row, e.g. all 70 Portuguese ones, not only the dev split's few.
-pub fn cross_validate(
-    rows: &[Row],
-    folds: u64,
-    threshold: f32,
-    opts: &TrainOptions,
-) -> InjectionScore {
+pub fn cross_validate(rows: &[Row], folds: u64, threshold: f32, opts: &TrainOptions) -> InjectionScore {
     let folds = folds.clamp(2, 100);
     let fold_of = |r: &Row| bucket(r) * folds / 100;
     let mut score = InjectionScore::default();
@@ -172,10 +162,7 @@ pub fn source_of(row: &Row) -> Source {
 }
 
 /// Score `rows` with `scorer`.
-pub fn evaluate<'a>(
-    scorer: &InjectionScorer,
-    rows: impl IntoIterator<Item = &'a Row>,
-) -> InjectionScore {
+pub fn evaluate<'a>(scorer: &InjectionScorer, rows: impl IntoIterator<Item = &'a Row>) -> InjectionScore {
     let mut score = InjectionScore::default();
     for r in rows {
         let v = scorer.score(&r.text, source_of(r));
@@ -185,23 +172,18 @@ pub fn evaluate<'a>(
 }
 
 fn examples_of<'a>(rows: impl Iterator<Item = &'a Row>) -> Vec<(String, bool)> {
-    rows.map(|r| (normalize(&r.text).combined(), r.is_injection()))
-        .collect()
+    rows.map(|r| (normalize(&r.text).combined(), r.is_injection())).collect()
 }
 
 /// Train the lexical model on the non-dev rows (plus `extra`) and pick the threshold on the dev rows.
 pub fn train_injection(rows: &[Row], opts: &TrainOptions) -> (LexicalModel, TrainReport) {
-    let (dev, train): (Vec<&Row>, Vec<&Row>) =
-        rows.iter().partition(|r| is_dev(r, opts.dev_percent));
+    let (dev, train): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| is_dev(r, opts.dev_percent));
     let examples = examples_of(train.iter().copied().chain(&opts.extra));
     // the model holds quantised weights: the threshold is chosen on exactly what ships
     let mut model = LexicalModel::train(&examples, opts.bits, &opts.logreg);
     let probe = InjectionScorer::new(Some(Arc::new(model.clone())), 0.5);
-    let benign: Vec<f32> = dev
-        .iter()
-        .filter(|r| !r.is_injection())
-        .map(|r| probe.score(&r.text, source_of(r)).score)
-        .collect();
+    let benign: Vec<f32> =
+        dev.iter().filter(|r| !r.is_injection()).map(|r| probe.score(&r.text, source_of(r)).score).collect();
     model.threshold = choose_threshold(&benign, opts.target_fpr);
     let scorer = InjectionScorer::new(Some(Arc::new(model.clone())), model.threshold);
     let report = TrainReport {
@@ -231,21 +213,13 @@ mod tests {
     fn dev_split_keeps_pairs_together() {
         let row = |text: &str, pair: Option<&str>| Row {
             text: text.into(),
-            labels: Labels {
-                pair: pair.map(Into::into),
-                label: Some("benign".into()),
-                ..Labels::default()
-            },
+            labels: Labels { pair: pair.map(Into::into), label: Some("benign".into()), ..Labels::default() },
         };
         for i in 0..50 {
             let p = format!("p{i}");
-            assert_eq!(
-                is_dev(&row("clean e-mail", Some(&p)), 20),
-                is_dev(&row("attacked e-mail", Some(&p)), 20)
-            );
+            assert_eq!(is_dev(&row("clean e-mail", Some(&p)), 20), is_dev(&row("attacked e-mail", Some(&p)), 20));
         }
-        let rows =
-            parse_rows("{\"text\":\"a\",\"label\":\"benign\"}\n\n{\"text\":\"b\"}\n").unwrap();
+        let rows = parse_rows("{\"text\":\"a\",\"label\":\"benign\"}\n\n{\"text\":\"b\"}\n").unwrap();
         assert_eq!(rows.len(), 1);
     }
 }

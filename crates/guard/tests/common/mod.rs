@@ -10,10 +10,7 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     if path.exists() {
         Some(path)
     } else {
-        eprintln!(
-            "SKIPPED: {} not found (the shared/ folder is expected beside the repository)",
-            path.display()
-        );
+        eprintln!("SKIPPED: {} not found (the shared/ folder is expected beside the repository)", path.display());
         None
     }
 }

@@ -2,29 +2,19 @@
 
 use serde_json::{Value, json};
 
-use super::wire::{
-    Block, ErrorEnvelope, Metadata, Request, RespBlock, Response, Tool, WireMessage, WireUsage,
-};
+use super::wire::{Block, ErrorEnvelope, Metadata, Request, RespBlock, Response, Tool, WireMessage, WireUsage};
 use super::{AnthropicConfig, VENDOR};
 use crate::error::ProviderError;
 use crate::http::{ErrorResponse, merge_extra};
-use crate::types::{
-    ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage,
-};
+use crate::types::{ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage};
 
 /// Instruction appended to the system prompt for structured output (no native mode).
 pub(super) fn schema_instruction(schema: &Value) -> String {
-    format!(
-        "Reply with only a JSON document, no prose and no code fences, that satisfies this JSON Schema:\n{schema}"
-    )
+    format!("Reply with only a JSON document, no prose and no code fences, that satisfies this JSON Schema:\n{schema}")
 }
 
 /// Builds the JSON body for a request.
-pub(super) fn request_body(
-    cfg: &AnthropicConfig,
-    req: &ChatRequest,
-    stream: bool,
-) -> Result<Value, ProviderError> {
+pub(super) fn request_body(cfg: &AnthropicConfig, req: &ChatRequest, stream: bool) -> Result<Value, ProviderError> {
     let mut messages: Vec<WireMessage> = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
         let role = match m.role {
@@ -44,11 +34,7 @@ pub(super) fn request_body(
                 (Role::Assistant, Part::ToolCall(c)) => others.push(Block::ToolUse {
                     id: c.id.clone(),
                     name: c.name.clone(),
-                    input: if c.arguments.is_object() {
-                        c.arguments.clone()
-                    } else {
-                        json!({})
-                    },
+                    input: if c.arguments.is_object() { c.arguments.clone() } else { json!({}) },
                 }),
                 (Role::User, Part::ToolResult(r)) => results.push(Block::ToolResult {
                     tool_use_id: r.call_id.clone(),
@@ -56,9 +42,7 @@ pub(super) fn request_body(
                     is_error: r.is_error,
                 }),
                 _ => {
-                    return Err(ProviderError::InvalidRequest(format!(
-                        "a {role} message cannot contain this part"
-                    )));
+                    return Err(ProviderError::InvalidRequest(format!("a {role} message cannot contain this part")));
                 }
             }
         }
@@ -69,11 +53,7 @@ pub(super) fn request_body(
         // Consecutive messages of one role are merged (the API wants alternation).
         match messages.last_mut() {
             Some(last) if last.role == role => {
-                if role == "user"
-                    && results
-                        .iter()
-                        .any(|b| matches!(b, Block::ToolResult { .. }))
-                {
+                if role == "user" && results.iter().any(|b| matches!(b, Block::ToolResult { .. })) {
                     let mut merged = results;
                     merged.append(&mut last.content);
                     // Keep tool results first.
@@ -83,10 +63,7 @@ pub(super) fn request_body(
                     last.content.extend(results);
                 }
             }
-            _ => messages.push(WireMessage {
-                role,
-                content: results,
-            }),
+            _ => messages.push(WireMessage { role, content: results }),
         }
     }
     let mut system = req.system.clone();
@@ -100,11 +77,7 @@ pub(super) fn request_body(
     let tools: Vec<Tool<'_>> = req
         .tools
         .iter()
-        .map(|t| Tool {
-            name: &t.name,
-            description: &t.description,
-            input_schema: &t.parameters,
-        })
+        .map(|t| Tool { name: &t.name, description: &t.description, input_schema: &t.parameters })
         .collect();
     let tool_choice = (!tools.is_empty()).then(|| match &req.tool_choice {
         ToolChoice::Auto => json!({"type": "auto"}),
@@ -121,11 +94,7 @@ pub(super) fn request_body(
         tool_choice,
         temperature: req.temperature,
         stop_sequences: &req.stop,
-        metadata: req
-            .metadata
-            .user
-            .as_deref()
-            .map(|u| Metadata { user_id: u }),
+        metadata: req.metadata.user.as_deref().map(|u| Metadata { user_id: u }),
         stream,
     };
     let mut body = serde_json::to_value(&wire)
@@ -182,11 +151,9 @@ pub(super) fn response(resp: Response) -> ChatResponse {
     for b in resp.content {
         match b {
             RespBlock::Text { text: t } => text.push_str(&t),
-            RespBlock::ToolUse { id, name, input } => tool_calls.push(ToolCall {
-                id,
-                name,
-                arguments: if input.is_null() { json!({}) } else { input },
-            }),
+            RespBlock::ToolUse { id, name, input } => {
+                tool_calls.push(ToolCall { id, name, arguments: if input.is_null() { json!({}) } else { input } })
+            }
             RespBlock::Other => {}
         }
     }
@@ -195,11 +162,7 @@ pub(super) fn response(resp: Response) -> ChatResponse {
         model: resp.model,
         text,
         tool_calls,
-        finish_reason: resp
-            .stop_reason
-            .as_deref()
-            .map(finish_reason)
-            .unwrap_or(FinishReason::Stop),
+        finish_reason: resp.stop_reason.as_deref().map(finish_reason).unwrap_or(FinishReason::Stop),
         usage: usage(&resp.usage),
     }
 }
@@ -224,24 +187,13 @@ pub(super) fn status_of(kind: &str) -> u16 {
 pub(super) fn error(e: ErrorResponse) -> ProviderError {
     let env: ErrorEnvelope = serde_json::from_str(&e.body).unwrap_or_default();
     let message = if env.error.message.is_empty() {
-        if e.body.is_empty() {
-            format!("HTTP {}", e.status)
-        } else {
-            e.body.chars().take(300).collect()
-        }
+        if e.body.is_empty() { format!("HTTP {}", e.status) } else { e.body.chars().take(300).collect() }
     } else {
         env.error.message
     };
-    let kind = if env.error.kind.is_empty() {
-        "unknown".to_owned()
-    } else {
-        env.error.kind
-    };
+    let kind = if env.error.kind.is_empty() { "unknown".to_owned() } else { env.error.kind };
     if e.status == 400 && message.starts_with("prompt is too long") {
-        return ProviderError::ContextOverflow {
-            vendor: VENDOR,
-            message,
-        };
+        return ProviderError::ContextOverflow { vendor: VENDOR, message };
     }
     let spend_limit = e.body.contains("enforced_spend_limit_reached");
     let retryable = match e.should_retry_header {
@@ -274,9 +226,7 @@ mod tests {
                 Message {
                     role: Role::Assistant,
                     parts: vec![
-                        Part::Text {
-                            text: "Checking.".into(),
-                        },
+                        Part::Text { text: "Checking.".into() },
                         Part::ToolCall(ToolCall {
                             id: "toolu_01".into(),
                             name: "get_weather".into(),
@@ -291,34 +241,17 @@ mod tests {
                 }]),
                 Message::user("and tomorrow?"),
             ],
-            response_format: Some(ResponseFormat {
-                name: "w".into(),
-                schema: json!({"type": "object"}),
-            }),
+            response_format: Some(ResponseFormat { name: "w".into(), schema: json!({"type": "object"}) }),
             ..ChatRequest::default()
         };
         let body = request_body(&cfg, &req, false).unwrap();
         assert_eq!(body["max_tokens"], json!(1024));
-        assert!(
-            body["system"]
-                .as_str()
-                .unwrap()
-                .starts_with("terse\n\nReply with only a JSON")
-        );
-        assert_eq!(
-            body["messages"][1]["content"][1]["input"],
-            json!({"city": "Paris"})
-        );
+        assert!(body["system"].as_str().unwrap().starts_with("terse\n\nReply with only a JSON"));
+        assert_eq!(body["messages"][1]["content"][1]["input"], json!({"city": "Paris"}));
         // The tool result and the following user text are merged, result first.
         assert_eq!(body["messages"].as_array().unwrap().len(), 3);
-        assert_eq!(
-            body["messages"][2]["content"][0]["type"],
-            json!("tool_result")
-        );
-        assert_eq!(
-            body["messages"][2]["content"][1]["text"],
-            json!("and tomorrow?")
-        );
+        assert_eq!(body["messages"][2]["content"][0]["type"], json!("tool_result"));
+        assert_eq!(body["messages"][2]["content"][1]["text"], json!("and tomorrow?"));
         assert!(body.get("stream").is_none());
     }
 
@@ -332,10 +265,7 @@ mod tests {
             ("max_tokens", FinishReason::Length),
             ("model_context_window_exceeded", FinishReason::ContextWindow),
             ("refusal", FinishReason::ContentFilter),
-            (
-                "brand_new_reason",
-                FinishReason::Other("brand_new_reason".into()),
-            ),
+            ("brand_new_reason", FinishReason::Other("brand_new_reason".into())),
         ] {
             assert_eq!(finish_reason(raw), want, "{raw}");
         }
@@ -349,10 +279,7 @@ mod tests {
             cache_creation_input_tokens: Some(100),
             cache_read_input_tokens: Some(1000),
         });
-        assert_eq!(
-            (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens),
-            (1110, 1000, 100)
-        );
+        assert_eq!((u.input_tokens, u.cache_read_tokens, u.cache_write_tokens), (1110, 1000, 100));
     }
 
     #[test]

@@ -128,11 +128,7 @@ impl AnthropicModel {
         cancel: &CancellationToken,
     ) -> Result<reqwest::Response, ProviderError> {
         let body = convert::request_body(&self.cfg, req, stream)?;
-        let mut rb = self
-            .client
-            .post(&self.url)
-            .header("anthropic-version", API_VERSION)
-            .json(&body);
+        let mut rb = self.client.post(&self.url).header("anthropic-version", API_VERSION).json(&body);
         if let Some(key) = &self.cfg.api_key {
             rb = rb.header("x-api-key", key.expose());
         }
@@ -153,28 +149,14 @@ impl ChatModel for AnthropicModel {
         &self.id
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let resp = self.send(&req, false, &cancel).await?;
-        let wire: wire::Response =
-            http::json_body(VENDOR, resp, self.cfg.request_timeout, &cancel).await?;
+        let wire: wire::Response = http::json_body(VENDOR, resp, self.cfg.request_timeout, &cancel).await?;
         Ok(convert::response(wire))
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let resp = self.send(&req, true, &cancel).await?;
-        Ok(http::sse_stream(
-            VENDOR,
-            resp,
-            stream::Decoder::default(),
-            cancel,
-        ))
+        Ok(http::sse_stream(VENDOR, resp, stream::Decoder::default(), cancel))
     }
 }

@@ -23,26 +23,16 @@ pub(super) struct Decoder {
 }
 
 impl SseDecoder for Decoder {
-    fn on_event(
-        &mut self,
-        ev: SseEvent,
-        out: &mut Vec<StreamEvent>,
-    ) -> Result<Flow, ProviderError> {
+    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>) -> Result<Flow, ProviderError> {
         let parsed: StreamEventWire = serde_json::from_str(&ev.data)
             .map_err(|e| ProviderError::protocol(VENDOR, format!("bad {} event: {e}", ev.event)))?;
         match parsed {
             StreamEventWire::MessageStart { message } => {
-                out.push(StreamEvent::Start {
-                    id: message.id,
-                    model: message.model,
-                });
+                out.push(StreamEvent::Start { id: message.id, model: message.model });
                 merge_usage(&mut self.usage, &message.usage);
                 out.push(StreamEvent::Usage(usage(&self.usage)));
             }
-            StreamEventWire::ContentBlockStart {
-                index,
-                content_block,
-            } => match content_block {
+            StreamEventWire::ContentBlockStart { index, content_block } => match content_block {
                 RespBlock::Text { text } => {
                     if !text.is_empty() {
                         out.push(StreamEvent::TextDelta { text });
@@ -51,17 +41,11 @@ impl SseDecoder for Decoder {
                 RespBlock::ToolUse { id, name, input } => {
                     // `input` is `{}` here; the arguments arrive as `input_json_delta`s.
                     let initial = match input {
-                        serde_json::Value::Object(m) if !m.is_empty() => {
-                            serde_json::Value::Object(m).to_string()
-                        }
+                        serde_json::Value::Object(m) if !m.is_empty() => serde_json::Value::Object(m).to_string(),
                         _ => String::new(),
                     };
                     self.tool_blocks.insert(index, id.clone());
-                    out.push(StreamEvent::ToolCallDelta {
-                        id,
-                        name: Some(name),
-                        arguments: initial,
-                    });
+                    out.push(StreamEvent::ToolCallDelta { id, name: Some(name), arguments: initial });
                 }
                 RespBlock::Other => {}
             },
@@ -74,11 +58,7 @@ impl SseDecoder for Decoder {
                             "input_json_delta for a block that is not a tool_use",
                         ));
                     };
-                    out.push(StreamEvent::ToolCallDelta {
-                        id: id.clone(),
-                        name: None,
-                        arguments: partial_json,
-                    });
+                    out.push(StreamEvent::ToolCallDelta { id: id.clone(), name: None, arguments: partial_json });
                 }
                 BlockDelta::Other => {}
             },
@@ -93,25 +73,22 @@ impl SseDecoder for Decoder {
                     && !self.finished
                 {
                     self.finished = true;
-                    out.push(StreamEvent::Finish {
-                        reason: finish_reason(&reason),
-                    });
+                    out.push(StreamEvent::Finish { reason: finish_reason(&reason) });
                 }
                 out.push(StreamEvent::Usage(usage(&self.usage)));
             }
             StreamEventWire::MessageStop => {
                 if !self.finished {
                     self.finished = true;
-                    out.push(StreamEvent::Finish {
-                        reason: FinishReason::Stop,
-                    });
+                    out.push(StreamEvent::Finish { reason: FinishReason::Stop });
                 }
                 return Ok(Flow::Done);
             }
             StreamEventWire::Ping | StreamEventWire::Other => {}
             StreamEventWire::Error { error } => {
                 let status = status_of(&error.kind);
-                let body = serde_json::json!({"type": "error", "error": {"type": error.kind, "message": error.message}});
+                let body =
+                    serde_json::json!({"type": "error", "error": {"type": error.kind, "message": error.message}});
                 return Err(super::convert::error(ErrorResponse {
                     status,
                     retry_after: None,
@@ -125,10 +102,7 @@ impl SseDecoder for Decoder {
     }
 
     fn on_eof(&mut self, _out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
-        Err(ProviderError::protocol(
-            VENDOR,
-            "stream ended before message_stop",
-        ))
+        Err(ProviderError::protocol(VENDOR, "stream ended before message_stop"))
     }
 }
 
@@ -197,10 +171,7 @@ data: {"type":"message_stop"}
     fn fact_sheet_example_assembles() {
         let r = run(EXAMPLE).unwrap();
         assert_eq!(r.text, "Checking.");
-        assert_eq!(
-            r.tool_calls[0].arguments,
-            serde_json::json!({"city": "Paris"})
-        );
+        assert_eq!(r.tool_calls[0].arguments, serde_json::json!({"city": "Paris"}));
         assert_eq!(r.finish_reason, FinishReason::ToolCalls);
         assert_eq!(r.usage.input_tokens, 502);
         assert_eq!(r.usage.cache_read_tokens, 100);

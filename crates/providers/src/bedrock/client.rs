@@ -87,12 +87,7 @@ impl Bedrock {
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://bedrock-runtime.{}.amazonaws.com", config.region));
-        Ok(Self {
-            id: ModelId::new(VENDOR, model),
-            http: http::client(config.connect_timeout)?,
-            base,
-            config,
-        })
+        Ok(Self { id: ModelId::new(VENDOR, model), http: http::client(config.connect_timeout)?, base, config })
     }
 
     /// Uses another provider name in the [`ModelId`] (for config-named providers).
@@ -103,10 +98,7 @@ impl Bedrock {
     }
 
     fn url(&self, op: &str) -> String {
-        http::join_url(
-            &self.base,
-            &format!("/model/{}/{op}", path_label(&self.id.model)),
-        )
+        http::join_url(&self.base, &format!("/model/{}/{op}", path_label(&self.id.model)))
     }
 
     /// Builds the signed (or bearer-authenticated) request.
@@ -117,16 +109,8 @@ impl Bedrock {
         let body = serde_json::to_vec(&body)
             .map_err(|e| ProviderError::InvalidRequest(format!("cannot encode request: {e}")))?;
         let url = self.url(op);
-        let accept = if op == "converse-stream" {
-            "application/vnd.amazon.eventstream"
-        } else {
-            "application/json"
-        };
-        let mut rb = self
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("accept", accept);
+        let accept = if op == "converse-stream" { "application/vnd.amazon.eventstream" } else { "application/json" };
+        let mut rb = self.http.post(&url).header("content-type", "application/json").header("accept", accept);
         match &self.config.auth {
             BedrockAuth::ApiKey(key) => {
                 rb = rb.header("authorization", format!("Bearer {}", key.expose()));
@@ -162,17 +146,9 @@ impl Bedrock {
         let rb = self.build(op, req)?;
         let streaming = op == "converse-stream";
         let resp = http::send(VENDOR, rb, self.config.request_timeout, streaming, cancel).await?;
-        let request_id = resp
-            .headers()
-            .get("x-amzn-requestid")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let request_id = resp.headers().get("x-amzn-requestid").and_then(|v| v.to_str().ok()).map(str::to_owned);
         if !resp.status().is_success() {
-            let error_type = resp
-                .headers()
-                .get("x-amzn-errortype")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let error_type = resp.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_owned);
             let e = http::error_response(resp, "x-amzn-requestid", cancel).await;
             return Err(convert::http_error(e, error_type.as_deref()));
         }
@@ -186,39 +162,19 @@ impl ChatModel for Bedrock {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            streaming: true,
-            tools: true,
-            native_structured_output: false,
-        }
+        Capabilities { streaming: true, tools: true, native_structured_output: false }
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let (resp, request_id) = self.send("converse", &req, &cancel).await?;
         let wire = http::json_body(VENDOR, resp, self.config.request_timeout, &cancel).await?;
         convert::response(wire, request_id, &self.id.model)
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let (resp, request_id) = self.send("converse-stream", &req, &cancel).await?;
-        let start = StreamEvent::Start {
-            id: request_id,
-            model: Some(self.id.model.clone()),
-        };
-        Ok(stream::event_stream(
-            resp,
-            start,
-            cancel,
-            self.config.request_timeout,
-        ))
+        let start = StreamEvent::Start { id: request_id, model: Some(self.id.model.clone()) };
+        Ok(stream::event_stream(resp, start, cancel, self.config.request_timeout))
     }
 }
 

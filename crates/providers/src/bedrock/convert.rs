@@ -9,9 +9,7 @@ use super::VENDOR;
 use super::wire;
 use crate::error::ProviderError;
 use crate::http::ErrorResponse;
-use crate::types::{
-    ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage,
-};
+use crate::types::{ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage};
 
 /// Builds the Converse body (without `extra`, which the client merges last).
 pub(crate) fn request(req: &ChatRequest) -> wire::ConverseRequest {
@@ -25,21 +23,14 @@ pub(crate) fn request(req: &ChatRequest) -> wire::ConverseRequest {
         // Bedrock requires alternating roles: merge consecutive turns of one role.
         match messages.last_mut() {
             Some(last) if last.role == role => last.content.extend(blocks),
-            _ => messages.push(wire::Message {
-                role: role.to_owned(),
-                content: blocks.collect(),
-            }),
+            _ => messages.push(wire::Message { role: role.to_owned(), content: blocks.collect() }),
         }
     }
     // Converse has no "none" choice: with no tool history the tools are left out; with
     // history Bedrock requires `toolConfig`, so they are sent and the model chooses.
-    let history_has_tools = req.messages.iter().any(|m| {
-        m.parts
-            .iter()
-            .any(|p| matches!(p, Part::ToolCall(_) | Part::ToolResult(_)))
-    });
-    let send_tools =
-        !req.tools.is_empty() && (req.tool_choice != ToolChoice::None || history_has_tools);
+    let history_has_tools =
+        req.messages.iter().any(|m| m.parts.iter().any(|p| matches!(p, Part::ToolCall(_) | Part::ToolResult(_))));
+    let send_tools = !req.tools.is_empty() && (req.tool_choice != ToolChoice::None || history_has_tools);
     let tool_config = send_tools.then(|| wire::ToolConfig {
         tools: req
             .tools
@@ -48,9 +39,7 @@ pub(crate) fn request(req: &ChatRequest) -> wire::ConverseRequest {
                 tool_spec: wire::ToolSpec {
                     name: t.name.clone(),
                     description: (!t.description.is_empty()).then(|| t.description.clone()),
-                    input_schema: wire::InputSchema {
-                        json: t.parameters.clone(),
-                    },
+                    input_schema: wire::InputSchema { json: t.parameters.clone() },
                 },
             })
             .collect(),
@@ -63,23 +52,14 @@ pub(crate) fn request(req: &ChatRequest) -> wire::ConverseRequest {
     });
     let md = &req.metadata;
     let mut request_metadata: BTreeMap<String, String> = md.tags.clone();
-    for (k, v) in [
-        ("tenant", &md.tenant),
-        ("conversation", &md.conversation),
-        ("user", &md.user),
-    ] {
+    for (k, v) in [("tenant", &md.tenant), ("conversation", &md.conversation), ("user", &md.user)] {
         if let Some(v) = v {
             request_metadata.insert(k.to_owned(), v.clone());
         }
     }
     wire::ConverseRequest {
         messages,
-        system: req
-            .system
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| wire::SystemBlock { text: s.clone() })
-            .collect(),
+        system: req.system.iter().filter(|s| !s.is_empty()).map(|s| wire::SystemBlock { text: s.clone() }).collect(),
         inference_config: wire::InferenceConfig {
             max_tokens: req.max_tokens,
             temperature: req.temperature,
@@ -99,11 +79,7 @@ fn block(part: &Part) -> wire::ContentBlock {
             tool_use_id: c.id.clone(),
             name: c.name.clone(),
             // Bedrock requires an object; a model that called with no arguments gets `{}`.
-            input: if c.arguments.is_object() {
-                c.arguments.clone()
-            } else {
-                json!({})
-            },
+            input: if c.arguments.is_object() { c.arguments.clone() } else { json!({}) },
         }),
         Part::ToolResult(r) => wire::ContentBlock::ToolResult(wire::ToolResult {
             tool_use_id: r.call_id.clone(),
@@ -155,17 +131,13 @@ pub(crate) fn response(
     for b in message.content {
         match b {
             wire::ContentBlock::Text(t) => text.push_str(&t),
-            wire::ContentBlock::ToolUse(u) => tool_calls.push(ToolCall {
-                id: u.tool_use_id,
-                name: u.name,
-                arguments: u.input,
-            }),
+            wire::ContentBlock::ToolUse(u) => {
+                tool_calls.push(ToolCall { id: u.tool_use_id, name: u.name, arguments: u.input })
+            }
             _ => {}
         }
     }
-    let stop = resp
-        .stop_reason
-        .ok_or_else(|| ProviderError::protocol(VENDOR, "reply has no stopReason"))?;
+    let stop = resp.stop_reason.ok_or_else(|| ProviderError::protocol(VENDOR, "reply has no stopReason"))?;
     Ok(ChatResponse {
         id: request_id,
         model: Some(model.to_owned()),
@@ -199,20 +171,13 @@ pub(crate) fn http_error(e: ErrorResponse, error_type_header: Option<&str>) -> P
         .or_else(|| body.as_ref().and_then(|b| b.kind.as_deref()).map(bare_type))
         .unwrap_or("UnknownError")
         .to_owned();
-    let message = body
-        .and_then(|b| b.message)
-        .unwrap_or_else(|| e.body.chars().take(200).collect());
+    let message = body.and_then(|b| b.message).unwrap_or_else(|| e.body.chars().take(200).collect());
     let lower = message.to_ascii_lowercase();
     if e.status == 400
         && kind == "ValidationException"
-        && (lower.contains("too long")
-            || lower.contains("context window")
-            || lower.contains("too many input tokens"))
+        && (lower.contains("too long") || lower.contains("context window") || lower.contains("too many input tokens"))
     {
-        return ProviderError::ContextOverflow {
-            vendor: VENDOR,
-            message,
-        };
+        return ProviderError::ContextOverflow { vendor: VENDOR, message };
     }
     ProviderError::Api {
         vendor: VENDOR,
@@ -227,10 +192,7 @@ pub(crate) fn http_error(e: ErrorResponse, error_type_header: Option<&str>) -> P
 
 /// Maps an `:message-type=exception` frame received after the 200.
 pub(crate) fn stream_exception(exception_type: &str, payload: &[u8]) -> ProviderError {
-    let message = serde_json::from_slice::<wire::ErrorBody>(payload)
-        .ok()
-        .and_then(|b| b.message)
-        .unwrap_or_default();
+    let message = serde_json::from_slice::<wire::ErrorBody>(payload).ok().and_then(|b| b.message).unwrap_or_default();
     let (status, kind) = match exception_type {
         "throttlingException" => (429, "ThrottlingException"),
         "validationException" => (400, "ValidationException"),

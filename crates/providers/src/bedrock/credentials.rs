@@ -91,20 +91,14 @@ impl AwsCredentials {
     /// [`CredentialsError::Incomplete`] if it lacks a key.
     pub fn from_profile_text(text: &str, profile: &str) -> Result<Self, CredentialsError> {
         let sections = parse_ini(text);
-        let section = sections
-            .get(profile)
-            .ok_or_else(|| CredentialsError::NotFound {
-                profile: profile.to_owned(),
-            })?;
+        let section =
+            sections.get(profile).ok_or_else(|| CredentialsError::NotFound { profile: profile.to_owned() })?;
         let need = |key: &'static str| {
             section
                 .get(key)
                 .filter(|v| !v.is_empty())
                 .cloned()
-                .ok_or_else(|| CredentialsError::Incomplete {
-                    profile: profile.to_owned(),
-                    key,
-                })
+                .ok_or_else(|| CredentialsError::Incomplete { profile: profile.to_owned(), key })
         };
         Ok(Self::new(
             need("aws_access_key_id")?,
@@ -129,9 +123,7 @@ impl AwsCredentials {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::from_profile_text(&text, &profile),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(CredentialsError::NotFound { profile })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CredentialsError::NotFound { profile }),
             Err(source) => Err(CredentialsError::Io { path, source }),
         }
     }
@@ -162,9 +154,8 @@ pub fn resolve_region(env: &dyn Fn(&str) -> Option<String>) -> Result<String, Cr
         }
     }
     let profile = profile_name(env);
-    let text = shared_file(env, "AWS_CONFIG_FILE", "config")
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
+    let text =
+        shared_file(env, "AWS_CONFIG_FILE", "config").and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
     region_from_config_text(&text, &profile).ok_or(CredentialsError::NoRegion)
 }
 
@@ -181,18 +172,14 @@ pub fn region_from_config_text(text: &str, profile: &str) -> Option<String> {
 }
 
 fn profile_name(env: &dyn Fn(&str) -> Option<String>) -> String {
-    env("AWS_PROFILE")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "default".to_owned())
+    env("AWS_PROFILE").filter(|v| !v.is_empty()).unwrap_or_else(|| "default".to_owned())
 }
 
 fn shared_file(env: &dyn Fn(&str) -> Option<String>, var: &str, name: &str) -> Option<PathBuf> {
     if let Some(p) = env(var).filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    env("HOME")
-        .filter(|v| !v.is_empty())
-        .map(|home| Path::new(&home).join(".aws").join(name))
+    env("HOME").filter(|v| !v.is_empty()).map(|home| Path::new(&home).join(".aws").join(name))
 }
 
 /// A forgiving INI reader: `[section]`, `key = value`, `#`/`;` comments; keys are
@@ -210,9 +197,7 @@ fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
             out.entry(name.clone()).or_default();
             current = Some(name);
         } else if let (Some(section), Some((k, v))) = (&current, line.split_once('=')) {
-            out.entry(section.clone())
-                .or_default()
-                .insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            out.entry(section.clone()).or_default().insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
     }
     out
@@ -223,10 +208,7 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -260,62 +242,33 @@ mod tests {
         let c = AwsCredentials::resolve(&env).expect("profile creds");
         assert_eq!(c.access_key_id, "AKWORK");
         assert_eq!(c.secret_access_key.expose(), "worksecret");
-        assert_eq!(
-            c.session_token.as_ref().map(Secret::expose),
-            Some("worktoken")
-        );
+        assert_eq!(c.session_token.as_ref().map(Secret::expose), Some("worktoken"));
 
         let env = env_of(&[("AWS_SHARED_CREDENTIALS_FILE", &p)]);
-        assert_eq!(
-            AwsCredentials::resolve(&env)
-                .expect("default")
-                .access_key_id,
-            "AKDEF"
-        );
+        assert_eq!(AwsCredentials::resolve(&env).expect("default").access_key_id, "AKDEF");
 
         let env = env_of(&[("AWS_SHARED_CREDENTIALS_FILE", &p), ("AWS_PROFILE", "nope")]);
-        assert!(matches!(
-            AwsCredentials::resolve(&env),
-            Err(CredentialsError::NotFound { .. })
-        ));
+        assert!(matches!(AwsCredentials::resolve(&env), Err(CredentialsError::NotFound { .. })));
     }
 
     #[test]
     fn incomplete_profile_names_the_missing_key() {
-        let err = AwsCredentials::from_profile_text("[default]\naws_access_key_id=A\n", "default")
-            .expect_err("incomplete");
-        assert!(matches!(
-            err,
-            CredentialsError::Incomplete {
-                key: "aws_secret_access_key",
-                ..
-            }
-        ));
+        let err =
+            AwsCredentials::from_profile_text("[default]\naws_access_key_id=A\n", "default").expect_err("incomplete");
+        assert!(matches!(err, CredentialsError::Incomplete { key: "aws_secret_access_key", .. }));
     }
 
     #[test]
     fn bearer_token_wins_and_region_resolution() {
-        let env = env_of(&[
-            ("AWS_BEARER_TOKEN_BEDROCK", "bk"),
-            ("AWS_DEFAULT_REGION", "eu-west-1"),
-        ]);
-        assert!(matches!(
-            BedrockAuth::resolve(&env),
-            Ok(BedrockAuth::ApiKey(_))
-        ));
+        let env = env_of(&[("AWS_BEARER_TOKEN_BEDROCK", "bk"), ("AWS_DEFAULT_REGION", "eu-west-1")]);
+        assert!(matches!(BedrockAuth::resolve(&env), Ok(BedrockAuth::ApiKey(_))));
         assert_eq!(resolve_region(&env).expect("region"), "eu-west-1");
         assert_eq!(
             region_from_config_text("[profile work]\nregion = ap-south-1\n", "work").as_deref(),
             Some("ap-south-1")
         );
-        assert_eq!(
-            region_from_config_text("[default]\nregion=us-east-2\n", "default").as_deref(),
-            Some("us-east-2")
-        );
+        assert_eq!(region_from_config_text("[default]\nregion=us-east-2\n", "default").as_deref(), Some("us-east-2"));
         let none = env_of(&[("HOME", "/nonexistent-home")]);
-        assert!(matches!(
-            resolve_region(&none),
-            Err(CredentialsError::NoRegion)
-        ));
+        assert!(matches!(resolve_region(&none), Err(CredentialsError::NoRegion)));
     }
 }

@@ -69,20 +69,15 @@ impl FrameDecoder {
 }
 
 fn header_str<'a>(msg: &'a Message, name: &str) -> Option<&'a str> {
-    msg.headers()
-        .iter()
-        .find(|h| h.name().as_str() == name)
-        .and_then(|h| match h.value() {
-            HeaderValue::String(s) => Some(s.as_str()),
-            _ => None,
-        })
+    msg.headers().iter().find(|h| h.name().as_str() == name).and_then(|h| match h.value() {
+        HeaderValue::String(s) => Some(s.as_str()),
+        _ => None,
+    })
 }
 
 fn classify(msg: Message) -> Result<Frame, FrameError> {
     let need = |name: &str| {
-        header_str(&msg, name)
-            .map(str::to_owned)
-            .ok_or_else(|| FrameError(format!("missing header {name}")))
+        header_str(&msg, name).map(str::to_owned).ok_or_else(|| FrameError(format!("missing header {name}")))
     };
     let kind = match header_str(&msg, ":message-type") {
         Some("event") => FrameKind::Event(need(":event-type")?),
@@ -94,10 +89,7 @@ fn classify(msg: Message) -> Result<Frame, FrameError> {
         Some(other) => return Err(FrameError(format!("unknown :message-type {other:?}"))),
         None => return Err(FrameError("missing header :message-type".into())),
     };
-    Ok(Frame {
-        kind,
-        payload: msg.payload().clone(),
-    })
+    Ok(Frame { kind, payload: msg.payload().clone() })
 }
 
 #[cfg(test)]
@@ -111,10 +103,7 @@ mod tests {
 78223a302c2264656c7461223a7b2274657874223a224869227d7d1f944657";
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
     }
 
     #[test]
@@ -133,10 +122,7 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert!(!d.has_partial());
         assert_eq!(frames[0].kind, FrameKind::Event("contentBlockDelta".into()));
-        assert_eq!(
-            &frames[1].payload[..],
-            br#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#
-        );
+        assert_eq!(&frames[1].payload[..], br#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#);
     }
 
     #[test]

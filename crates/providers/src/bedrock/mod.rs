@@ -37,13 +37,11 @@ pub fn from_entry(
     entry: &crate::config::ProviderEntry,
     model: &str,
 ) -> Result<Bedrock, crate::ProviderError> {
-    let invalid =
-        |e: CredentialsError| crate::ProviderError::InvalidRequest(format!("provider {name}: {e}"));
+    let invalid = |e: CredentialsError| crate::ProviderError::InvalidRequest(format!("provider {name}: {e}"));
     let mut cfg = BedrockConfig::from_env().map_err(invalid)?;
     if let Some(var) = &entry.api_key_env {
-        let key = crate::Secret::from_env(var).ok_or_else(|| {
-            crate::ProviderError::InvalidRequest(format!("provider {name}: {var} is not set"))
-        })?;
+        let key = crate::Secret::from_env(var)
+            .ok_or_else(|| crate::ProviderError::InvalidRequest(format!("provider {name}: {var} is not set")))?;
         cfg.auth = BedrockAuth::ApiKey(key);
     }
     if let Some(url) = &entry.base_url {

@@ -62,21 +62,11 @@ pub(crate) fn sign_request(
         .build()
         .map_err(|e| SignError(e.to_string()))?
         .into();
-    let request = SignableRequest::new(
-        req.method,
-        req.url,
-        req.headers.iter().copied(),
-        SignableBody::Bytes(req.body),
-    )
-    .map_err(|e| SignError(e.to_string()))?;
-    let (instructions, _signature) = sign(request, &params)
-        .map_err(|e| SignError(e.to_string()))?
-        .into_parts();
+    let request = SignableRequest::new(req.method, req.url, req.headers.iter().copied(), SignableBody::Bytes(req.body))
+        .map_err(|e| SignError(e.to_string()))?;
+    let (instructions, _signature) = sign(request, &params).map_err(|e| SignError(e.to_string()))?.into_parts();
     let (out, _params) = instructions.into_parts();
-    Ok(out
-        .into_iter()
-        .map(|h| (h.name(), h.value().to_owned()))
-        .collect())
+    Ok(out.into_iter().map(|h| (h.name(), h.value().to_owned())).collect())
 }
 
 #[cfg(test)]
@@ -98,22 +88,13 @@ mod tests {
     /// The `post-vanilla` case of the AWS SigV4 test suite (2015-08-30T12:36:00Z).
     #[test]
     fn aws_suite_post_vanilla() {
-        let creds = AwsCredentials::new(
-            "AKIDEXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            None,
-        );
+        let creds = AwsCredentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None);
         let hs = sign_request(
             &creds,
             "us-east-1",
             "service",
             at(1_440_938_160),
-            Outgoing {
-                method: "POST",
-                url: "https://example.amazonaws.com/",
-                headers: &[],
-                body: b"",
-            },
+            Outgoing { method: "POST", url: "https://example.amazonaws.com/", headers: &[], body: b"" },
         )
         .expect("sign");
         assert_eq!(header(&hs, "x-amz-date"), "20150830T123600Z");
@@ -144,10 +125,7 @@ mod tests {
         assert_eq!(header(&hs, "x-amz-security-token"), "the-token");
         let auth = header(&hs, "authorization");
         assert!(auth.contains("/us-west-2/bedrock/aws4_request"), "{auth}");
-        assert!(
-            auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"),
-            "{auth}"
-        );
+        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"), "{auth}");
         assert!(!auth.contains("secret"));
     }
 }

@@ -30,17 +30,12 @@ pub(crate) struct Decoder {
 }
 
 fn parse<T: DeserializeOwned>(event: &str, payload: &[u8]) -> Result<T, ProviderError> {
-    serde_json::from_slice(payload)
-        .map_err(|e| ProviderError::protocol(VENDOR, format!("bad {event} payload: {e}")))
+    serde_json::from_slice(payload).map_err(|e| ProviderError::protocol(VENDOR, format!("bad {event} payload: {e}")))
 }
 
 impl Decoder {
     /// Translates one frame; returns `true` when the stream is complete.
-    pub(crate) fn on_frame(
-        &mut self,
-        frame: Frame,
-        out: &mut Vec<StreamEvent>,
-    ) -> Result<bool, ProviderError> {
+    pub(crate) fn on_frame(&mut self, frame: Frame, out: &mut Vec<StreamEvent>) -> Result<bool, ProviderError> {
         let name = match frame.kind {
             FrameKind::Event(name) => name,
             FrameKind::Exception(kind) => {
@@ -64,8 +59,7 @@ impl Decoder {
             "contentBlockStart" => {
                 let s: wire::BlockStart = parse(&name, p)?;
                 if let Some(tu) = s.start.and_then(|s| s.tool_use) {
-                    self.tools
-                        .insert(s.content_block_index, tu.tool_use_id.clone());
+                    self.tools.insert(s.content_block_index, tu.tool_use_id.clone());
                     out.push(StreamEvent::ToolCallDelta {
                         id: tu.tool_use_id,
                         name: Some(tu.name),
@@ -80,17 +74,11 @@ impl Decoder {
                         out.push(StreamEvent::TextDelta { text });
                     }
                 } else if let Some(tu) = d.delta.tool_use {
-                    let id = self.tools.get(&d.content_block_index).ok_or_else(|| {
-                        ProviderError::protocol(
-                            VENDOR,
-                            "tool input delta for a block never started",
-                        )
-                    })?;
-                    out.push(StreamEvent::ToolCallDelta {
-                        id: id.clone(),
-                        name: None,
-                        arguments: tu.input,
-                    });
+                    let id = self
+                        .tools
+                        .get(&d.content_block_index)
+                        .ok_or_else(|| ProviderError::protocol(VENDOR, "tool input delta for a block never started"))?;
+                    out.push(StreamEvent::ToolCallDelta { id: id.clone(), name: None, arguments: tu.input });
                 }
                 // Reasoning deltas (`reasoningContent`) are not part of the reply text.
             }
@@ -103,9 +91,7 @@ impl Decoder {
             "messageStop" => {
                 let s: wire::MessageStop = parse(&name, p)?;
                 self.stopped = true;
-                out.push(StreamEvent::Finish {
-                    reason: convert::finish_reason(&s.stop_reason),
-                });
+                out.push(StreamEvent::Finish { reason: convert::finish_reason(&s.stop_reason) });
             }
             "metadata" => {
                 let m: wire::Metadata = parse(&name, p)?;
@@ -126,16 +112,10 @@ impl Decoder {
     /// Called at end of body.
     pub(crate) fn on_eof(&self, partial: bool) -> Result<(), ProviderError> {
         if partial {
-            return Err(ProviderError::protocol(
-                VENDOR,
-                "stream ended inside a frame",
-            ));
+            return Err(ProviderError::protocol(VENDOR, "stream ended inside a frame"));
         }
         if !self.stopped {
-            return Err(ProviderError::protocol(
-                VENDOR,
-                "stream ended before messageStop",
-            ));
+            return Err(ProviderError::protocol(VENDOR, "stream ended before messageStop"));
         }
         Ok(())
     }
@@ -238,7 +218,5 @@ pub(crate) fn event_stream(
         cancel,
         timeout,
     };
-    Box::pin(futures::stream::unfold(driver, |mut d| async move {
-        d.next().await.map(|item| (item, d))
-    }))
+    Box::pin(futures::stream::unfold(driver, |mut d| async move { d.next().await.map(|item| (item, d)) }))
 }

@@ -10,8 +10,8 @@ use switchboard_testkit::{FakeServer, Fault, Reply, Scenario, ScriptedToolCall, 
 use super::*;
 use crate::event::collect;
 use crate::{
-    CancellationToken, ChatModel, ChatRequest, FinishReason, Message, Part, ProviderError, Secret,
-    ToolDefinition, ToolResult,
+    CancellationToken, ChatModel, ChatRequest, FinishReason, Message, Part, ProviderError, Secret, ToolDefinition,
+    ToolResult,
 };
 
 const MODEL: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -27,11 +27,7 @@ fn config(fake: &FakeServer, auth: BedrockAuth) -> BedrockConfig {
 }
 
 fn sigv4(secret: &str, token: Option<&str>) -> BedrockAuth {
-    BedrockAuth::SigV4(AwsCredentials::new(
-        TEST_ACCESS_KEY_ID,
-        secret,
-        token.map(str::to_owned),
-    ))
+    BedrockAuth::SigV4(AwsCredentials::new(TEST_ACCESS_KEY_ID, secret, token.map(str::to_owned)))
 }
 
 async fn setup() -> (FakeServer, Bedrock) {
@@ -65,14 +61,8 @@ async fn signed_chat_round_trip() {
     let recorded = &fake.requests()[0];
     // The model id is one percent-encoded path label; the fake verified the signature
     // over its double-encoded canonical form.
-    assert_eq!(
-        recorded.path,
-        "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
-    );
-    assert!(
-        recorded.headers["authorization"]
-            .starts_with("AWS4-HMAC-SHA256 Credential=AKIDSWITCHBOARDFAKE/")
-    );
+    assert_eq!(recorded.path, "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse");
+    assert!(recorded.headers["authorization"].starts_with("AWS4-HMAC-SHA256 Credential=AKIDSWITCHBOARDFAKE/"));
     assert_eq!(recorded.body["system"][0]["text"], "You are terse.");
     assert_eq!(recorded.body["inferenceConfig"]["maxTokens"], 64);
     assert_eq!(recorded.body["inferenceConfig"]["stopSequences"][0], "###");
@@ -83,18 +73,9 @@ async fn signed_chat_round_trip() {
 async fn wrong_secret_is_a_typed_403_without_the_secret() {
     let fake = FakeServer::start(Vendor::Bedrock).await.unwrap();
     let model = Bedrock::new(MODEL, config(&fake, sigv4("not-the-secret", None))).unwrap();
-    let err = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap_err();
     match &err {
-        ProviderError::Api {
-            vendor,
-            status,
-            kind,
-            retryable,
-            ..
-        } => {
+        ProviderError::Api { vendor, status, kind, retryable, .. } => {
             assert_eq!(
                 (*vendor, *status, kind.as_str(), *retryable),
                 ("bedrock", 403, "InvalidSignatureException", false)
@@ -109,33 +90,16 @@ async fn wrong_secret_is_a_typed_403_without_the_secret() {
 #[tokio::test]
 async fn session_token_and_bearer_key_are_accepted() {
     let fake = FakeServer::start(Vendor::Bedrock).await.unwrap();
-    let model = Bedrock::new(
-        MODEL,
-        config(&fake, sigv4(TEST_SECRET_ACCESS_KEY, Some("sess-token"))),
-    )
-    .unwrap();
-    model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap();
+    let model = Bedrock::new(MODEL, config(&fake, sigv4(TEST_SECRET_ACCESS_KEY, Some("sess-token")))).unwrap();
+    model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap();
     let h = &fake.requests()[0].headers;
     assert_eq!(h["x-amz-security-token"], "sess-token");
     assert!(h["authorization"].contains("x-amz-security-token"));
 
-    let model = Bedrock::new(
-        MODEL,
-        config(&fake, BedrockAuth::ApiKey(Secret::new("bedrock-api-key"))),
-    )
-    .unwrap();
-    let resp = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap();
+    let model = Bedrock::new(MODEL, config(&fake, BedrockAuth::ApiKey(Secret::new("bedrock-api-key")))).unwrap();
+    let resp = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap();
     assert!(!resp.text.is_empty());
-    assert_eq!(
-        fake.requests()[1].headers["authorization"],
-        "Bearer bedrock-api-key"
-    );
+    assert_eq!(fake.requests()[1].headers["authorization"], "Bearer bedrock-api-key");
 }
 
 #[tokio::test]
@@ -145,18 +109,12 @@ async fn streamed_text_survives_split_frames_and_padding() {
         split_writes: true,
         ..Scenario::reply(Reply::text("Streaming über Bedrock works, naïvely."))
     });
-    let stream = model
-        .stream(ChatRequest::user("go"), CancellationToken::new())
-        .await
-        .unwrap();
+    let stream = model.stream(ChatRequest::user("go"), CancellationToken::new()).await.unwrap();
     let resp = collect(stream, VENDOR).await.unwrap();
     assert_eq!(resp.text, "Streaming über Bedrock works, naïvely.");
     assert_eq!(resp.finish_reason, FinishReason::Stop);
     assert!(resp.usage.output_tokens > 0);
-    assert_eq!(
-        fake.requests()[0].path,
-        "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream"
-    );
+    assert_eq!(fake.requests()[0].path, "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream");
 }
 
 #[tokio::test]
@@ -165,33 +123,20 @@ async fn tool_call_round_trip_streamed_and_plain() {
     let args = serde_json::json!({"city": "Paris", "units": "metric"});
     fake.push(Scenario::reply(Reply {
         text: "Checking.".into(),
-        tool_calls: vec![ScriptedToolCall {
-            id: None,
-            name: "get_weather".into(),
-            arguments: args.clone(),
-        }],
+        tool_calls: vec![ScriptedToolCall { id: None, name: "get_weather".into(), arguments: args.clone() }],
         finish_reason: None,
         usage: None,
     }));
     let mut req = ChatRequest::user("Weather in Paris?");
     req.tools = vec![weather_tool()];
-    let stream = model
-        .stream(req.clone(), CancellationToken::new())
-        .await
-        .unwrap();
+    let stream = model.stream(req.clone(), CancellationToken::new()).await.unwrap();
     let first = collect(stream, VENDOR).await.unwrap();
     assert_eq!(first.finish_reason, FinishReason::ToolCalls);
     assert_eq!(first.text, "Checking.");
     assert_eq!(first.tool_calls.len(), 1);
     assert_eq!(first.tool_calls[0].arguments, args);
-    assert_eq!(
-        fake.requests()[0].body["toolConfig"]["tools"][0]["toolSpec"]["name"],
-        "get_weather"
-    );
-    assert_eq!(
-        fake.requests()[0].body["toolConfig"]["toolChoice"],
-        serde_json::json!({"auto": {}})
-    );
+    assert_eq!(fake.requests()[0].body["toolConfig"]["tools"][0]["toolSpec"]["name"], "get_weather");
+    assert_eq!(fake.requests()[0].body["toolConfig"]["toolChoice"], serde_json::json!({"auto": {}}));
 
     // Send the result back; the fake refuses results that answer no tool use.
     let call = first.tool_calls[0].clone();
@@ -205,62 +150,27 @@ async fn tool_call_round_trip_streamed_and_plain() {
     let second = model.chat(req, CancellationToken::new()).await.unwrap();
     assert_eq!(second.text, "18 °C in Paris.");
     let body = &fake.requests()[1].body;
-    assert_eq!(
-        body["messages"][1]["content"][1]["toolUse"]["toolUseId"],
-        call.id.as_str()
-    );
-    assert_eq!(
-        body["messages"][2]["content"][0]["toolResult"]["toolUseId"],
-        call.id.as_str()
-    );
-    assert_eq!(
-        body["messages"][2]["content"][0]["toolResult"]["status"],
-        "success"
-    );
+    assert_eq!(body["messages"][1]["content"][1]["toolUse"]["toolUseId"], call.id.as_str());
+    assert_eq!(body["messages"][2]["content"][0]["toolResult"]["toolUseId"], call.id.as_str());
+    assert_eq!(body["messages"][2]["content"][0]["toolResult"]["status"], "success");
 }
 
 #[tokio::test]
 async fn http_errors_are_typed() {
     let (fake, model) = setup().await;
-    fake.push(Scenario::fault(Fault::Status {
-        status: 429,
-        retry_after: Some(3),
-        message: None,
-    }));
-    let err = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap_err();
+    fake.push(Scenario::fault(Fault::Status { status: 429, retry_after: Some(3), message: None }));
+    let err = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap_err();
     assert!(err.is_retryable());
     assert_eq!(err.status(), Some(429));
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
-    assert!(
-        matches!(&err, ProviderError::Api { kind, request_id: Some(_), .. } if kind == "ThrottlingException")
-    );
+    assert!(matches!(&err, ProviderError::Api { kind, request_id: Some(_), .. } if kind == "ThrottlingException"));
 
     fake.push(Scenario::fault(Fault::ContextOverflow));
-    let err = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        ProviderError::ContextOverflow {
-            vendor: "bedrock",
-            ..
-        }
-    ));
+    let err = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(err, ProviderError::ContextOverflow { vendor: "bedrock", .. }));
 
-    fake.push(Scenario::fault(Fault::Status {
-        status: 400,
-        retry_after: None,
-        message: None,
-    }));
-    let err = model
-        .stream(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .err()
-        .unwrap();
+    fake.push(Scenario::fault(Fault::Status { status: 400, retry_after: None, message: None }));
+    let err = model.stream(ChatRequest::user("hi"), CancellationToken::new()).await.err().unwrap();
     assert!(!err.is_retryable());
     assert_eq!(err.status(), Some(400));
 
@@ -280,29 +190,17 @@ async fn http_errors_are_typed() {
         is_error: false,
     }]));
     let err = model.chat(req, CancellationToken::new()).await.unwrap_err();
-    assert!(
-        matches!(&err, ProviderError::Api { status: 400, kind, .. } if kind == "ValidationException"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, ProviderError::Api { status: 400, kind, .. } if kind == "ValidationException"), "{err:?}");
 }
 
 async fn stream_fault(fault: Fault, reply: Reply) -> (Vec<crate::StreamEvent>, ProviderError) {
     use futures::StreamExt;
     let (fake, model) = setup().await;
-    fake.push(Scenario {
-        fault: Some(fault),
-        ..Scenario::reply(reply)
-    });
-    let mut stream = model
-        .stream(ChatRequest::user("go"), CancellationToken::new())
-        .await
-        .unwrap();
+    fake.push(Scenario { fault: Some(fault), ..Scenario::reply(reply) });
+    let mut stream = model.stream(ChatRequest::user("go"), CancellationToken::new()).await.unwrap();
     let mut events = Vec::new();
     let err = loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("no hang")
-        {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("no hang") {
             Some(Ok(ev)) => events.push(ev),
             Some(Err(e)) => break e,
             None => panic!("stream ended cleanly despite the fault: {events:?}"),
@@ -313,24 +211,13 @@ async fn stream_fault(fault: Fault, reply: Reply) -> (Vec<crate::StreamEvent>, P
 }
 
 fn tool_reply() -> Reply {
-    Reply::tool_call(
-        "get_weather",
-        serde_json::json!({"city": "Paris, the capital of France"}),
-    )
+    Reply::tool_call("get_weather", serde_json::json!({"city": "Paris, the capital of France"}))
 }
 
 #[tokio::test]
 async fn exception_frame_mid_stream_is_a_retryable_vendor_error() {
-    let (events, err) = stream_fault(
-        Fault::StreamError { after_events: 2 },
-        Reply::text("one two three four"),
-    )
-    .await;
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, crate::StreamEvent::TextDelta { .. }))
-    );
+    let (events, err) = stream_fault(Fault::StreamError { after_events: 2 }, Reply::text("one two three four")).await;
+    assert!(events.iter().any(|e| matches!(e, crate::StreamEvent::TextDelta { .. })));
     assert!(
         matches!(&err, ProviderError::Api { status: 503, kind, .. } if kind == "ServiceUnavailableException"),
         "{err:?}"
@@ -352,9 +239,7 @@ fn exception_frames_are_typed() {
         frames_in.push(&frames::exception_frame(kind, "boom"));
         let frame = frames_in.next_frame().unwrap().unwrap();
         let mut out = Vec::new();
-        let err = stream::Decoder::default()
-            .on_frame(frame, &mut out)
-            .unwrap_err();
+        let err = stream::Decoder::default().on_frame(frame, &mut out).unwrap_err();
         assert_eq!(err.status(), Some(status), "{kind}");
         assert_eq!(err.is_retryable(), retryable, "{kind}");
         assert!(err.to_string().contains("boom"));
@@ -371,37 +256,19 @@ fn tool_input_for_an_unknown_block_is_a_protocol_error() {
         5,
     ));
     let frame = d.next_frame().unwrap().unwrap();
-    let err = stream::Decoder::default()
-        .on_frame(frame, &mut Vec::new())
-        .unwrap_err();
+    let err = stream::Decoder::default().on_frame(frame, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, ProviderError::Protocol { .. }));
 }
 
 #[tokio::test]
 async fn bad_crc_is_a_protocol_error() {
-    let (_, err) = stream_fault(
-        Fault::Malformed { after_events: 1 },
-        Reply::text("one two three"),
-    )
-    .await;
-    assert!(
-        matches!(
-            err,
-            ProviderError::Protocol {
-                vendor: "bedrock",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let (_, err) = stream_fault(Fault::Malformed { after_events: 1 }, Reply::text("one two three")).await;
+    assert!(matches!(err, ProviderError::Protocol { vendor: "bedrock", .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn broken_stream_never_completes_a_tool_call() {
-    for fault in [
-        Fault::Truncate { after_events: 3 },
-        Fault::Disconnect { after_events: 3 },
-    ] {
+    for fault in [Fault::Truncate { after_events: 3 }, Fault::Disconnect { after_events: 3 }] {
         let (events, err) = stream_fault(fault, tool_reply()).await;
         let mut acc = crate::Accumulator::new(VENDOR);
         for e in events {
@@ -409,13 +276,7 @@ async fn broken_stream_never_completes_a_tool_call() {
         }
         assert!(acc.completed_tool_calls().is_empty());
         assert!(acc.finish().is_err());
-        assert!(
-            matches!(
-                err,
-                ProviderError::Protocol { .. } | ProviderError::Transport { .. }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, ProviderError::Protocol { .. } | ProviderError::Transport { .. }), "{err:?}");
     }
 }
 
@@ -425,24 +286,15 @@ async fn cancellation_aborts_a_stalled_stream() {
     let (fake, model) = setup().await;
     fake.push(Scenario::fault(Fault::Stall { after_events: 1 }));
     let cancel = CancellationToken::new();
-    let mut stream = model
-        .stream(ChatRequest::user("go"), cancel.clone())
-        .await
-        .unwrap();
-    assert!(matches!(
-        stream.next().await,
-        Some(Ok(crate::StreamEvent::Start { .. }))
-    ));
+    let mut stream = model.stream(ChatRequest::user("go"), cancel.clone()).await.unwrap();
+    assert!(matches!(stream.next().await, Some(Ok(crate::StreamEvent::Start { .. }))));
     let c = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(50)).await;
         c.cancel();
     });
     let mut saw_cancel = false;
-    while let Some(item) = tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("no hang")
-    {
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("no hang") {
         if let Err(e) = item {
             saw_cancel = matches!(e, ProviderError::Cancelled);
             break;
@@ -460,10 +312,7 @@ fn conversion_merges_roles_and_maps_choices() {
     let wire = serde_json::to_value(convert::request(&req)).unwrap();
     assert_eq!(wire["messages"].as_array().unwrap().len(), 1);
     assert_eq!(wire["messages"][0]["content"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        wire["toolConfig"]["toolChoice"]["tool"]["name"],
-        "get_weather"
-    );
+    assert_eq!(wire["toolConfig"]["toolChoice"]["tool"]["name"], "get_weather");
     // Converse has no "none": the tools are left out, unless history needs them.
     req.tool_choice = crate::ToolChoice::None;
     let wire = serde_json::to_value(convert::request(&req)).unwrap();
@@ -479,14 +328,8 @@ fn conversion_merges_roles_and_maps_choices() {
     let wire = serde_json::to_value(convert::request(&req)).unwrap();
     assert!(wire["toolConfig"]["tools"].is_array());
     assert!(wire["toolConfig"].get("toolChoice").is_none());
-    assert_eq!(
-        convert::finish_reason("guardrail_intervened"),
-        FinishReason::ContentFilter
-    );
-    assert_eq!(
-        convert::finish_reason("brand_new"),
-        FinishReason::Other("brand_new".into())
-    );
+    assert_eq!(convert::finish_reason("guardrail_intervened"), FinishReason::ContentFilter);
+    assert_eq!(convert::finish_reason("brand_new"), FinishReason::Other("brand_new".into()));
 }
 
 mod split {
@@ -496,10 +339,7 @@ mod split {
     use super::super::eventstream::{FrameDecoder, FrameKind};
 
     fn message_bytes() -> (Vec<u8>, Vec<String>) {
-        let texts: Vec<String> = ["Hé", "llo ", "wörld", "!", "漢字"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let texts: Vec<String> = ["Hé", "llo ", "wörld", "!", "漢字"].iter().map(|s| (*s).to_owned()).collect();
         let mut bytes = Vec::new();
         for (i, t) in texts.iter().enumerate() {
             bytes.extend_from_slice(&frames::event_frame(
@@ -560,13 +400,8 @@ async fn profile_credentials_sign_requests_the_fake_accepts() {
     assert_eq!(cfg.region, "eu-central-1");
     cfg.endpoint = Some(fake.base_url());
     let model = Bedrock::new(MODEL, cfg).unwrap();
-    model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(
-        fake.requests()[0].headers["authorization"].contains("/eu-central-1/bedrock/aws4_request")
-    );
+    model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap();
+    assert!(fake.requests()[0].headers["authorization"].contains("/eu-central-1/bedrock/aws4_request"));
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -601,10 +436,7 @@ async fn measure() {
         .unwrap();
         assert_eq!(h.len(), 2);
     }
-    println!(
-        "sigv4 sign (2 KiB body): {:.1} us/request",
-        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-    );
+    println!("sigv4 sign (2 KiB body): {:.1} us/request", t.elapsed().as_secs_f64() * 1e6 / f64::from(n));
 
     // Frame decoding throughput.
     let frames: Vec<u8> = (0..50_000)
@@ -639,19 +471,12 @@ async fn measure() {
     let fake = FakeServer::start(Vendor::Bedrock).await.unwrap();
     let model = Bedrock::new(MODEL, config(&fake, BedrockAuth::ApiKey(Secret::new("k")))).unwrap();
     let raw = reqwest::Client::new();
-    let url = format!(
-        "{}/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse",
-        fake.base_url()
-    );
-    let raw_body = serde_json::json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
-        .to_string();
+    let url = format!("{}/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse", fake.base_url());
+    let raw_body = serde_json::json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}).to_string();
     let (mut a, mut r) = (Vec::new(), Vec::new());
     for i in 0..2200 {
         let t = std::time::Instant::now();
-        model
-            .chat(ChatRequest::user("hi"), CancellationToken::new())
-            .await
-            .unwrap();
+        model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap();
         let ta = t.elapsed().as_secs_f64() * 1e6;
         let t = std::time::Instant::now();
         let resp = raw
@@ -684,20 +509,14 @@ async fn measure() {
     let text: String = (0..20_000).map(|i| format!("w{i} ")).collect();
     fake.push(Scenario::reply(Reply::text(text)));
     let t = std::time::Instant::now();
-    let mut s = model
-        .stream(ChatRequest::user("go"), CancellationToken::new())
-        .await
-        .unwrap();
+    let mut s = model.stream(ChatRequest::user("go"), CancellationToken::new()).await.unwrap();
     let mut n = 0u64;
     while let Some(ev) = s.next().await {
         if matches!(ev.unwrap(), crate::StreamEvent::TextDelta { .. }) {
             n += 1;
         }
     }
-    println!(
-        "converse-stream: {:.0} tokens/s ({n} tokens, fake included)",
-        n as f64 / t.elapsed().as_secs_f64()
-    );
+    println!("converse-stream: {:.0} tokens/s ({n} tokens, fake included)", n as f64 / t.elapsed().as_secs_f64());
 }
 
 #[tokio::test]
@@ -707,15 +526,9 @@ async fn request_timeout_does_not_cut_a_long_stream() {
     cfg.request_timeout = Duration::from_millis(300);
     let model = Bedrock::new(MODEL, cfg).unwrap();
     let text = "one two three four five six seven eight nine ten eleven twelve";
-    fake.push(Scenario {
-        token_delay_ms: 60,
-        ..Scenario::reply(Reply::text(text))
-    });
+    fake.push(Scenario { token_delay_ms: 60, ..Scenario::reply(Reply::text(text)) });
     let started = std::time::Instant::now();
-    let stream = model
-        .stream(ChatRequest::user("go"), CancellationToken::new())
-        .await
-        .unwrap();
+    let stream = model.stream(ChatRequest::user("go"), CancellationToken::new()).await.unwrap();
     assert_eq!(collect(stream, VENDOR).await.unwrap().text, text);
     assert!(started.elapsed() > Duration::from_millis(300));
 }
@@ -740,12 +553,7 @@ fn replies_ignore_unknown_blocks_and_normalise_usage() {
     assert_eq!(r.tool_calls.len(), 1);
     assert_eq!(r.finish_reason, FinishReason::ToolCalls);
     assert_eq!(
-        (
-            r.usage.input_tokens,
-            r.usage.output_tokens,
-            r.usage.cache_read_tokens,
-            r.usage.cache_write_tokens
-        ),
+        (r.usage.input_tokens, r.usage.output_tokens, r.usage.cache_read_tokens, r.usage.cache_write_tokens),
         (40, 4, 20, 10)
     );
 }

@@ -3,27 +3,19 @@
 use serde_json::{Value, json};
 
 use super::wire::{
-    ErrorEnvelope, Request, Response, StreamOptions, Tool, ToolFunction, WireFunction, WireMessage,
-    WireToolCall, WireUsage,
+    ErrorEnvelope, Request, Response, StreamOptions, Tool, ToolFunction, WireFunction, WireMessage, WireToolCall,
+    WireUsage,
 };
 use super::{MaxTokensField, OpenAiConfig, VENDOR};
 use crate::error::ProviderError;
 use crate::http::{ErrorResponse, merge_extra};
-use crate::types::{
-    ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage,
-};
+use crate::types::{ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage};
 
 /// Builds the JSON body for a request.
-pub(super) fn request_body(
-    cfg: &OpenAiConfig,
-    req: &ChatRequest,
-    stream: bool,
-) -> Result<Value, ProviderError> {
+pub(super) fn request_body(cfg: &OpenAiConfig, req: &ChatRequest, stream: bool) -> Result<Value, ProviderError> {
     let mut messages = Vec::with_capacity(req.messages.len() + 1);
     if let Some(system) = &req.system {
-        messages.push(WireMessage::System {
-            content: system.clone(),
-        });
+        messages.push(WireMessage::System { content: system.clone() });
     }
     for m in &req.messages {
         match m.role {
@@ -34,11 +26,7 @@ pub(super) fn request_body(
                     match p {
                         Part::ToolResult(r) => messages.push(WireMessage::Tool {
                             tool_call_id: r.call_id.clone(),
-                            content: if r.is_error {
-                                format!("Error: {}", r.content)
-                            } else {
-                                r.content.clone()
-                            },
+                            content: if r.is_error { format!("Error: {}", r.content) } else { r.content.clone() },
                         }),
                         Part::Text { text: t } => text.push_str(t),
                         Part::ToolCall(_) => {
@@ -61,10 +49,7 @@ pub(super) fn request_body(
                         Part::ToolCall(c) => tool_calls.push(WireToolCall {
                             id: c.id.clone(),
                             kind: "function",
-                            function: WireFunction {
-                                name: c.name.clone(),
-                                arguments: c.arguments.to_string(),
-                            },
+                            function: WireFunction { name: c.name.clone(), arguments: c.arguments.to_string() },
                         }),
                         Part::ToolResult(_) => {
                             return Err(ProviderError::InvalidRequest(
@@ -85,11 +70,7 @@ pub(super) fn request_body(
         .iter()
         .map(|t| Tool {
             kind: "function",
-            function: ToolFunction {
-                name: &t.name,
-                description: &t.description,
-                parameters: &t.parameters,
-            },
+            function: ToolFunction { name: &t.name, description: &t.description, parameters: &t.parameters },
         })
         .collect();
     let tool_choice = (!tools.is_empty()).then(|| match &req.tool_choice {
@@ -118,9 +99,7 @@ pub(super) fn request_body(
         response_format,
         user: req.metadata.user.as_deref(),
         stream,
-        stream_options: (stream && cfg.include_usage).then_some(StreamOptions {
-            include_usage: true,
-        }),
+        stream_options: (stream && cfg.include_usage).then_some(StreamOptions { include_usage: true }),
     };
     let mut body = serde_json::to_value(&wire)
         .map_err(|e| ProviderError::InvalidRequest(format!("cannot encode request: {e}")))?;
@@ -144,17 +123,9 @@ pub(super) fn usage(u: &WireUsage) -> Usage {
     Usage {
         input_tokens: u.prompt_tokens,
         output_tokens: u.completion_tokens,
-        cache_read_tokens: u
-            .prompt_tokens_details
-            .as_ref()
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0),
+        cache_read_tokens: u.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
         cache_write_tokens: 0,
-        reasoning_tokens: u
-            .completion_tokens_details
-            .as_ref()
-            .and_then(|d| d.reasoning_tokens)
-            .unwrap_or(0),
+        reasoning_tokens: u.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
     }
 }
 
@@ -162,9 +133,8 @@ pub(super) fn usage(u: &WireUsage) -> Usage {
 pub(super) fn arguments(raw: &Value) -> Result<Value, ProviderError> {
     match raw {
         Value::String(s) if s.trim().is_empty() => Ok(json!({})),
-        Value::String(s) => serde_json::from_str(s).map_err(|e| {
-            ProviderError::protocol(VENDOR, format!("tool call arguments are not JSON: {e}"))
-        }),
+        Value::String(s) => serde_json::from_str(s)
+            .map_err(|e| ProviderError::protocol(VENDOR, format!("tool call arguments are not JSON: {e}"))),
         Value::Null => Ok(json!({})),
         other => Ok(other.clone()),
     }
@@ -176,24 +146,14 @@ pub(super) fn response(resp: Response) -> Result<ChatResponse, ProviderError> {
         return Err(ProviderError::protocol(VENDOR, "response has no choices"));
     };
     let mut tool_calls = Vec::new();
-    for (i, c) in choice
-        .message
-        .tool_calls
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-    {
+    for (i, c) in choice.message.tool_calls.unwrap_or_default().into_iter().enumerate() {
         tool_calls.push(ToolCall {
             id: c.id.unwrap_or_else(|| format!("call_{i}")),
             name: c.function.name,
             arguments: arguments(&c.function.arguments)?,
         });
     }
-    let mut finish = choice
-        .finish_reason
-        .as_deref()
-        .map(finish_reason)
-        .unwrap_or(FinishReason::Stop);
+    let mut finish = choice.finish_reason.as_deref().map(finish_reason).unwrap_or(FinishReason::Stop);
     if finish == FinishReason::Stop && !tool_calls.is_empty() {
         finish = FinishReason::ToolCalls;
     }
@@ -226,19 +186,10 @@ pub(super) fn error(e: ErrorResponse) -> ProviderError {
         None => (env.message, env.kind, code_string(&env.code)),
     };
     let message = message.unwrap_or_else(|| {
-        if e.body.is_empty() {
-            format!("HTTP {}", e.status)
-        } else {
-            e.body.chars().take(300).collect()
-        }
+        if e.body.is_empty() { format!("HTTP {}", e.status) } else { e.body.chars().take(300).collect() }
     });
-    if code.as_deref() == Some("context_length_exceeded")
-        || message.contains("maximum context length")
-    {
-        return ProviderError::ContextOverflow {
-            vendor: VENDOR,
-            message,
-        };
+    if code.as_deref() == Some("context_length_exceeded") || message.contains("maximum context length") {
+        return ProviderError::ContextOverflow { vendor: VENDOR, message };
     }
     let quota = code.as_deref() == Some("insufficient_quota");
     let retryable = match e.should_retry_header {
@@ -306,15 +257,9 @@ mod tests {
             ..ChatRequest::default()
         };
         let body = request_body(&cfg(), &req, true).unwrap();
-        assert_eq!(
-            body["messages"][0],
-            json!({"role": "system", "content": "be terse"})
-        );
+        assert_eq!(body["messages"][0], json!({"role": "system", "content": "be terse"}));
         assert_eq!(body["messages"][2]["content"], Value::Null);
-        assert_eq!(
-            body["messages"][2]["tool_calls"][0]["function"]["arguments"],
-            json!("{\"city\":\"Paris\"}")
-        );
+        assert_eq!(body["messages"][2]["tool_calls"][0]["function"]["arguments"], json!("{\"city\":\"Paris\"}"));
         assert_eq!(
             body["messages"][3],
             json!({"role": "tool", "tool_call_id": "call_7", "content": "{\"temp_c\":18}"})
@@ -336,26 +281,14 @@ mod tests {
 
     #[test]
     fn errors_are_classified() {
-        let e = err(
-            429,
-            r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
-        );
+        let e = err(429, r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#);
         assert!(e.is_retryable());
         assert_eq!(e.status(), Some(429));
-        let e = err(
-            429,
-            r#"{"error":{"message":"pay","type":"insufficient_quota","code":"insufficient_quota"}}"#,
-        );
+        let e = err(429, r#"{"error":{"message":"pay","type":"insufficient_quota","code":"insufficient_quota"}}"#);
         assert!(!e.is_retryable());
-        let e = err(
-            400,
-            r#"{"error":{"message":"too long","code":"context_length_exceeded"}}"#,
-        );
+        let e = err(400, r#"{"error":{"message":"too long","code":"context_length_exceeded"}}"#);
         assert!(matches!(e, ProviderError::ContextOverflow { .. }));
-        let e = err(
-            500,
-            r#"{"object":"error","message":"flat vllm","type":"InternalServerError"}"#,
-        );
+        let e = err(500, r#"{"object":"error","message":"flat vllm","type":"InternalServerError"}"#);
         assert!(e.is_retryable() && e.to_string().contains("flat vllm"));
         assert!(!err(401, "").is_retryable());
     }

@@ -158,14 +158,7 @@ impl OpenAiModel {
         cancel: &CancellationToken,
     ) -> Result<reqwest::Response, ProviderError> {
         let body = convert::request_body(&self.cfg, req, stream)?;
-        let resp = http::send(
-            VENDOR,
-            self.post(&body),
-            self.cfg.request_timeout,
-            stream,
-            cancel,
-        )
-        .await?;
+        let resp = http::send(VENDOR, self.post(&body), self.cfg.request_timeout, stream, cancel).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -180,35 +173,17 @@ impl ChatModel for OpenAiModel {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            streaming: true,
-            tools: true,
-            native_structured_output: true,
-        }
+        Capabilities { streaming: true, tools: true, native_structured_output: true }
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let resp = self.send(&req, false, &cancel).await?;
-        let wire: wire::Response =
-            http::json_body(VENDOR, resp, self.cfg.request_timeout, &cancel).await?;
+        let wire: wire::Response = http::json_body(VENDOR, resp, self.cfg.request_timeout, &cancel).await?;
         convert::response(wire)
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let resp = self.send(&req, true, &cancel).await?;
-        Ok(http::sse_stream(
-            VENDOR,
-            resp,
-            stream::Decoder::default(),
-            cancel,
-        ))
+        Ok(http::sse_stream(VENDOR, resp, stream::Decoder::default(), cancel))
     }
 }

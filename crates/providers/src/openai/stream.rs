@@ -47,18 +47,11 @@ impl Decoder {
 }
 
 impl SseDecoder for Decoder {
-    fn on_event(
-        &mut self,
-        ev: SseEvent,
-        out: &mut Vec<StreamEvent>,
-    ) -> Result<Flow, ProviderError> {
+    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>) -> Result<Flow, ProviderError> {
         let data = ev.data.trim();
         if data == "[DONE]" {
             if !self.finished {
-                return Err(ProviderError::protocol(
-                    VENDOR,
-                    "[DONE] before any finish_reason",
-                ));
+                return Err(ProviderError::protocol(VENDOR, "[DONE] before any finish_reason"));
             }
             return Ok(Flow::Done);
         }
@@ -84,10 +77,7 @@ impl SseDecoder for Decoder {
         }
         if !self.started {
             self.started = true;
-            out.push(StreamEvent::Start {
-                id: chunk.id.clone(),
-                model: chunk.model.clone(),
-            });
+            out.push(StreamEvent::Start { id: chunk.id.clone(), model: chunk.model.clone() });
         }
         for choice in chunk.choices {
             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
@@ -95,17 +85,12 @@ impl SseDecoder for Decoder {
             }
             for tc in choice.delta.tool_calls.unwrap_or_default() {
                 let slot = self.slot(tc.index, tc.id.as_deref());
-                let entry = self.calls.entry(slot).or_insert_with(|| {
-                    (
-                        tc.id.clone().unwrap_or_else(|| format!("call_{slot}")),
-                        false,
-                    )
-                });
+                let entry = self
+                    .calls
+                    .entry(slot)
+                    .or_insert_with(|| (tc.id.clone().unwrap_or_else(|| format!("call_{slot}")), false));
                 if entry.1 {
-                    return Err(ProviderError::protocol(
-                        VENDOR,
-                        "delta for a finished tool call",
-                    ));
+                    return Err(ProviderError::protocol(VENDOR, "delta for a finished tool call"));
                 }
                 let id = entry.0.clone();
                 let (name, arguments) = match tc.function {
@@ -119,11 +104,7 @@ impl SseDecoder for Decoder {
                     ),
                     None => (None, String::new()),
                 };
-                out.push(StreamEvent::ToolCallDelta {
-                    id,
-                    name,
-                    arguments,
-                });
+                out.push(StreamEvent::ToolCallDelta { id, name, arguments });
             }
             if let Some(raw) = choice.finish_reason {
                 self.end_calls(out);
@@ -151,10 +132,7 @@ impl SseDecoder for Decoder {
             // Tolerated: some compat servers omit `[DONE]` after the finish chunk.
             Ok(())
         } else {
-            Err(ProviderError::protocol(
-                VENDOR,
-                "stream ended before the model finished",
-            ))
+            Err(ProviderError::protocol(VENDOR, "stream ended before the model finished"))
         }
     }
 }
@@ -207,10 +185,7 @@ data: [DONE]
         let r = run(s).unwrap();
         assert_eq!(r.tool_calls.len(), 1);
         assert_eq!(r.tool_calls[0].id, "call_7");
-        assert_eq!(
-            r.tool_calls[0].arguments,
-            serde_json::json!({"city": "Paris"})
-        );
+        assert_eq!(r.tool_calls[0].arguments, serde_json::json!({"city": "Paris"}));
         assert_eq!(r.finish_reason, FinishReason::ToolCalls);
         assert_eq!(r.usage.input_tokens, 81);
     }

@@ -32,11 +32,7 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_for: Duration::from_secs(30),
-            half_open_probes: 1,
-        }
+        Self { failure_threshold: 5, open_for: Duration::from_secs(30), half_open_probes: 1 }
     }
 }
 
@@ -76,26 +72,18 @@ enum Outcome {
 impl BreakerRegistry {
     /// An empty registry.
     pub fn new(cfg: BreakerConfig) -> Self {
-        Self {
-            cfg,
-            states: Arc::new(Mutex::new(HashMap::new())),
-        }
+        Self { cfg, states: Arc::new(Mutex::new(HashMap::new())) }
     }
 
     /// The state of one model's circuit.
     pub fn state(&self, id: &ModelId) -> BreakerState {
         let states = self.states.lock().expect("breaker lock poisoned");
-        states
-            .get(id)
-            .copied()
-            .unwrap_or(BreakerState::Closed { failures: 0 })
+        states.get(id).copied().unwrap_or(BreakerState::Closed { failures: 0 })
     }
 
     fn acquire(&self, id: &ModelId) -> Result<Permit<'_>, ProviderError> {
         let mut states = self.states.lock().expect("breaker lock poisoned");
-        let state = states
-            .entry(id.clone())
-            .or_insert(BreakerState::Closed { failures: 0 });
+        let state = states.entry(id.clone()).or_insert(BreakerState::Closed { failures: 0 });
         let now = Instant::now();
         let probe = match *state {
             BreakerState::Closed { .. } => false,
@@ -112,9 +100,7 @@ impl BreakerRegistry {
                 });
             }
             BreakerState::HalfOpen { in_flight } if in_flight < self.cfg.half_open_probes => {
-                *state = BreakerState::HalfOpen {
-                    in_flight: in_flight + 1,
-                };
+                *state = BreakerState::HalfOpen { in_flight: in_flight + 1 };
                 true
             }
             BreakerState::HalfOpen { .. } => {
@@ -125,22 +111,13 @@ impl BreakerRegistry {
                 });
             }
         };
-        Ok(Permit {
-            reg: self,
-            id: id.clone(),
-            probe,
-            done: false,
-        })
+        Ok(Permit { reg: self, id: id.clone(), probe, done: false })
     }
 
     fn record(&self, id: &ModelId, probe: bool, outcome: Outcome) {
         let mut states = self.states.lock().expect("breaker lock poisoned");
-        let state = states
-            .entry(id.clone())
-            .or_insert(BreakerState::Closed { failures: 0 });
-        let open = BreakerState::Open {
-            until: Instant::now() + self.cfg.open_for,
-        };
+        let state = states.entry(id.clone()).or_insert(BreakerState::Closed { failures: 0 });
+        let open = BreakerState::Open { until: Instant::now() + self.cfg.open_for };
         *state = match (outcome, *state) {
             (Outcome::Success, BreakerState::HalfOpen { .. }) => {
                 tracing::info!(model = %id, "circuit closed after a successful probe");
@@ -156,23 +133,17 @@ impl BreakerRegistry {
                     tracing::warn!(model = %id, failures = failures + 1, "circuit opened");
                     open
                 } else {
-                    BreakerState::Closed {
-                        failures: failures + 1,
-                    }
+                    BreakerState::Closed { failures: failures + 1 }
                 }
             }
             (Outcome::Neutral, BreakerState::HalfOpen { in_flight }) if probe => {
-                BreakerState::HalfOpen {
-                    in_flight: in_flight.saturating_sub(1),
-                }
+                BreakerState::HalfOpen { in_flight: in_flight.saturating_sub(1) }
             }
             (_, s) => s,
         };
         // A neutral probe that leaves nothing in flight re-arms the next probe.
         if let BreakerState::HalfOpen { in_flight: 0 } = *state {
-            *state = BreakerState::Open {
-                until: Instant::now(),
-            };
+            *state = BreakerState::Open { until: Instant::now() };
         }
     }
 }
@@ -239,11 +210,7 @@ impl<M: ChatModel> ChatModel for CircuitBreaker<M> {
         self.inner.capabilities()
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let permit = self.registry.acquire(self.inner.id())?;
         let r = self.inner.chat(req, cancel).await;
         permit.finish(&r);
@@ -251,11 +218,7 @@ impl<M: ChatModel> ChatModel for CircuitBreaker<M> {
     }
 
     /// A stream counts as a success once its first content event arrived.
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let permit = self.registry.acquire(self.inner.id())?;
         let r = match self.inner.stream(req, cancel).await {
             Ok(s) => prime(s).await,
@@ -279,36 +242,24 @@ mod tests {
         let id = b.id().clone();
         for i in 0..5 {
             assert!(matches!(reg.state(&id), BreakerState::Closed { failures } if failures == i));
-            let e = b
-                .chat(ChatRequest::user("x"), CancellationToken::new())
-                .await
-                .unwrap_err();
+            let e = b.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap_err();
             assert_eq!(e.status(), Some(503));
         }
         assert!(matches!(reg.state(&id), BreakerState::Open { .. }));
         // Open: refused without calling the model.
-        let e = b
-            .chat(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap_err();
+        let e = b.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap_err();
         assert!(matches!(e, ProviderError::CircuitOpen { .. }));
         assert_eq!(b.inner.calls(), 5);
         // After the cool-down one probe goes through and closes the circuit.
         tokio::time::advance(Duration::from_secs(31)).await;
-        let r = b
-            .chat(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap();
+        let r = b.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap();
         assert_eq!(r.text, "back");
         assert_eq!(reg.state(&id), BreakerState::Closed { failures: 0 });
     }
 
     #[tokio::test(start_paused = true)]
     async fn failed_probe_reopens_and_client_errors_do_not_count() {
-        let reg = BreakerRegistry::new(BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        });
+        let reg = BreakerRegistry::new(BreakerConfig { failure_threshold: 2, ..BreakerConfig::default() });
         let b = CircuitBreaker::new(
             Scripted::new([
                 Step::Status(400, None),
@@ -322,37 +273,24 @@ mod tests {
         );
         let id = b.id().clone();
         for _ in 0..3 {
-            let _ = b
-                .chat(ChatRequest::user("x"), CancellationToken::new())
-                .await;
+            let _ = b.chat(ChatRequest::user("x"), CancellationToken::new()).await;
         }
         assert_eq!(reg.state(&id), BreakerState::Closed { failures: 0 });
         for _ in 0..2 {
-            let _ = b
-                .chat(ChatRequest::user("x"), CancellationToken::new())
-                .await;
+            let _ = b.chat(ChatRequest::user("x"), CancellationToken::new()).await;
         }
         assert!(matches!(reg.state(&id), BreakerState::Open { .. }));
         tokio::time::advance(Duration::from_secs(31)).await;
-        let _ = b
-            .chat(ChatRequest::user("x"), CancellationToken::new())
-            .await;
+        let _ = b.chat(ChatRequest::user("x"), CancellationToken::new()).await;
         assert!(matches!(reg.state(&id), BreakerState::Open { .. }));
         assert_eq!(b.inner.calls(), 6);
     }
 
     #[tokio::test(start_paused = true)]
     async fn streams_count_too() {
-        let reg = BreakerRegistry::new(BreakerConfig {
-            failure_threshold: 1,
-            ..BreakerConfig::default()
-        });
+        let reg = BreakerRegistry::new(BreakerConfig { failure_threshold: 1, ..BreakerConfig::default() });
         let b = CircuitBreaker::new(Scripted::new([Step::StreamFailFirst(500)]), reg.clone());
-        assert!(
-            b.stream(ChatRequest::user("x"), CancellationToken::new())
-                .await
-                .is_err()
-        );
+        assert!(b.stream(ChatRequest::user("x"), CancellationToken::new()).await.is_err());
         assert!(matches!(reg.state(b.id()), BreakerState::Open { .. }));
     }
 }

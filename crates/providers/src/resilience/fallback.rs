@@ -21,14 +21,7 @@ pub struct Fallback {
 impl std::fmt::Debug for Fallback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fallback")
-            .field(
-                "chain",
-                &self
-                    .chain
-                    .iter()
-                    .map(|m| m.id().to_string())
-                    .collect::<Vec<_>>(),
-            )
+            .field("chain", &self.chain.iter().map(|m| m.id().to_string()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -39,9 +32,7 @@ impl Fallback {
     /// # Errors
     /// [`ProviderError::InvalidRequest`] for an empty chain.
     pub fn new(chain: Vec<BoxChatModel>) -> Result<Self, ProviderError> {
-        let first = chain
-            .first()
-            .ok_or_else(|| ProviderError::InvalidRequest("empty fallback chain".into()))?;
+        let first = chain.first().ok_or_else(|| ProviderError::InvalidRequest("empty fallback chain".into()))?;
         let id = ModelId::new("fallback", first.id().to_string());
         Ok(Self { chain, id })
     }
@@ -61,11 +52,7 @@ impl ChatModel for Fallback {
         self.chain[0].capabilities()
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let last = self.chain.len() - 1;
         for (i, m) in self.chain.iter().enumerate() {
             match m.chat(req.clone(), cancel.clone()).await {
@@ -79,11 +66,7 @@ impl ChatModel for Fallback {
         unreachable!("the last model returns")
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let last = self.chain.len() - 1;
         for (i, m) in self.chain.iter().enumerate() {
             let r = match m.stream(req.clone(), cancel.clone()).await {
@@ -115,30 +98,15 @@ mod tests {
     async fn switches_before_the_first_token_only() {
         let a = Arc::new(Scripted::named(
             "a",
-            [
-                Step::StreamFailFirst(503),
-                Step::StreamFailAfter {
-                    after_text: 2,
-                    status: 503,
-                },
-            ],
+            [Step::StreamFailFirst(503), Step::StreamFailAfter { after_text: 2, status: 503 }],
         ));
-        let b = Arc::new(Scripted::named(
-            "b",
-            [Step::Reply("from b"), Step::Reply("never")],
-        ));
+        let b = Arc::new(Scripted::named("b", [Step::Reply("from b"), Step::Reply("never")]));
         let f = Fallback::new(vec![boxed(a.clone()), boxed(b.clone())]).unwrap();
         // First: a fails before any token, b answers.
-        let s = f
-            .stream(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap();
+        let s = f.stream(ChatRequest::user("x"), CancellationToken::new()).await.unwrap();
         assert_eq!(collect(s, "t").await.unwrap().text, "from b");
         // Second: a fails after two tokens; the caller gets the error, b is not asked.
-        let mut s = f
-            .stream(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap();
+        let mut s = f.stream(ChatRequest::user("x"), CancellationToken::new()).await.unwrap();
         assert!(s.next().await.unwrap().is_ok());
         assert!(s.next().await.unwrap().is_ok());
         assert_eq!(s.next().await.unwrap().unwrap_err().status(), Some(503));
@@ -147,23 +115,11 @@ mod tests {
 
     #[tokio::test]
     async fn chat_falls_back_on_unavailable_not_on_bad_request() {
-        let a = Arc::new(Scripted::named(
-            "a",
-            [Step::Status(529, None), Step::Status(400, None)],
-        ));
+        let a = Arc::new(Scripted::named("a", [Step::Status(529, None), Step::Status(400, None)]));
         let b = Arc::new(Scripted::named("b", [Step::Reply("b1"), Step::Reply("b2")]));
         let f = Fallback::new(vec![boxed(a.clone()), boxed(b.clone())]).unwrap();
-        assert_eq!(
-            f.chat(ChatRequest::user("x"), CancellationToken::new())
-                .await
-                .unwrap()
-                .text,
-            "b1"
-        );
-        let e = f
-            .chat(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap_err();
+        assert_eq!(f.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap().text, "b1");
+        let e = f.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap_err();
         assert_eq!(e.status(), Some(400));
         assert_eq!(b.calls(), 1);
     }

@@ -26,10 +26,7 @@ pub struct ConcurrencyLimit<M> {
 impl<M> ConcurrencyLimit<M> {
     /// Wraps `inner` with `max` slots.
     pub fn new(inner: M, max: usize) -> Self {
-        Self {
-            inner,
-            sem: Arc::new(Semaphore::new(max)),
-        }
+        Self { inner, sem: Arc::new(Semaphore::new(max)) }
     }
 
     /// Free slots now.
@@ -37,10 +34,7 @@ impl<M> ConcurrencyLimit<M> {
         self.sem.available_permits()
     }
 
-    async fn permit(
-        &self,
-        cancel: &CancellationToken,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, ProviderError> {
+    async fn permit(&self, cancel: &CancellationToken) -> Result<tokio::sync::OwnedSemaphorePermit, ProviderError> {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(ProviderError::Cancelled),
@@ -58,20 +52,12 @@ impl<M: ChatModel> ChatModel for ConcurrencyLimit<M> {
         self.inner.capabilities()
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let _permit = self.permit(&cancel).await?;
         self.inner.chat(req, cancel).await
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let permit = self.permit(&cancel).await?;
         let s = self.inner.stream(req, cancel).await?;
         Ok(Box::pin(s.map(move |ev| {
@@ -113,10 +99,7 @@ impl TenantLimiter {
     pub fn try_acquire(&self, tenant: &str) -> Result<(), ProviderError> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("tenant limiter lock poisoned");
-        let b = buckets.entry(tenant.to_owned()).or_insert(Bucket {
-            tokens: self.capacity,
-            at: now,
-        });
+        let b = buckets.entry(tenant.to_owned()).or_insert(Bucket { tokens: self.capacity, at: now });
         let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
         b.tokens = (b.tokens + elapsed * self.per_second).min(self.capacity);
         b.at = now;
@@ -156,23 +139,13 @@ impl<M: ChatModel> ChatModel for TenantRateLimit<M> {
         self.inner.capabilities()
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
-        self.limiter
-            .try_acquire(req.metadata.tenant.as_deref().unwrap_or(""))?;
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
+        self.limiter.try_acquire(req.metadata.tenant.as_deref().unwrap_or(""))?;
         self.inner.chat(req, cancel).await
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
-        self.limiter
-            .try_acquire(req.metadata.tenant.as_deref().unwrap_or(""))?;
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
+        self.limiter.try_acquire(req.metadata.tenant.as_deref().unwrap_or(""))?;
         self.inner.stream(req, cancel).await
     }
 }
@@ -195,9 +168,7 @@ mod tests {
         assert!(m.chat(for_tenant("acme"), c()).await.is_ok());
         assert!(m.chat(for_tenant("acme"), c()).await.is_ok());
         let e = m.chat(for_tenant("acme"), c()).await.unwrap_err();
-        assert!(
-            matches!(e, ProviderError::RateLimited { retry_in, .. } if retry_in <= Duration::from_secs(1))
-        );
+        assert!(matches!(e, ProviderError::RateLimited { retry_in, .. } if retry_in <= Duration::from_secs(1)));
         // Another tenant is unaffected.
         assert!(m.chat(for_tenant("globex"), c()).await.is_ok());
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -207,10 +178,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn concurrency_limit_holds_streams_and_waits_cancellably() {
         let m = ConcurrencyLimit::new(Scripted::new([Step::StreamStall { after_text: 1 }]), 1);
-        let s = m
-            .stream(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap();
+        let s = m.stream(ChatRequest::user("x"), CancellationToken::new()).await.unwrap();
         assert_eq!(m.available(), 0);
         let cancel = CancellationToken::new();
         let c = cancel.clone();
@@ -222,10 +190,6 @@ mod tests {
         assert!(matches!(e, ProviderError::Cancelled));
         drop(s);
         assert_eq!(m.available(), 1);
-        assert!(
-            m.chat(ChatRequest::user("z"), CancellationToken::new())
-                .await
-                .is_ok()
-        );
+        assert!(m.chat(ChatRequest::user("z"), CancellationToken::new()).await.is_ok());
     }
 }

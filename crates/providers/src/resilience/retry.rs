@@ -49,10 +49,7 @@ impl RetryPolicy {
         if let Some(ra) = error.retry_after() {
             return (ra <= self.max_retry_after).then_some(ra);
         }
-        let cap = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
-            .min(self.max_delay);
+        let cap = self.base_delay.saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX)).min(self.max_delay);
         // Full jitter: uniform in [0, cap].
         let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
         Some(Duration::from_nanos(fastrand::u64(0..=nanos)))
@@ -82,11 +79,7 @@ impl<M: ChatModel> ChatModel for Retry<M> {
         self.inner.capabilities()
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let mut attempt = 0;
         loop {
             match self.inner.chat(req.clone(), cancel.clone()).await {
@@ -103,11 +96,7 @@ impl<M: ChatModel> ChatModel for Retry<M> {
         }
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let mut attempt = 0;
         loop {
             let r = match self.inner.stream(req.clone(), cancel.clone()).await {
@@ -145,28 +134,19 @@ mod tests {
         ]);
         let r = Retry::new(m, RetryPolicy::default());
         let start = tokio::time::Instant::now();
-        let out = r
-            .chat(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap();
+        let out = r.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap();
         assert_eq!(out.text, "fine");
         assert_eq!(r.inner.calls(), 3);
         let waited = start.elapsed();
         // 3 s from retry-after, plus at most 500 ms of jittered backoff.
-        assert!(
-            waited >= Duration::from_secs(3) && waited <= Duration::from_millis(3500),
-            "{waited:?}"
-        );
+        assert!(waited >= Duration::from_secs(3) && waited <= Duration::from_millis(3500), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn never_retries_non_retryable() {
         let m = Scripted::new([Step::Status(400, None), Step::Reply("never")]);
         let r = Retry::new(m, RetryPolicy::default());
-        let e = r
-            .chat(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap_err();
+        let e = r.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap_err();
         assert_eq!(e.status(), Some(400));
         assert_eq!(r.inner.calls(), 1);
     }
@@ -180,10 +160,7 @@ mod tests {
             Step::Reply("late"),
         ]);
         let r = Retry::new(m, RetryPolicy::default());
-        let e = r
-            .chat(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap_err();
+        let e = r.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap_err();
         assert_eq!(e.status(), Some(500));
         assert_eq!(r.inner.calls(), 3);
     }
@@ -192,11 +169,7 @@ mod tests {
     async fn too_long_retry_after_is_not_waited_for() {
         let m = Scripted::new([Step::Status(429, Some(Duration::from_secs(600)))]);
         let r = Retry::new(m, RetryPolicy::default());
-        assert!(
-            r.chat(ChatRequest::user("x"), CancellationToken::new())
-                .await
-                .is_err()
-        );
+        assert!(r.chat(ChatRequest::user("x"), CancellationToken::new()).await.is_err());
         assert_eq!(r.inner.calls(), 1);
     }
 
@@ -205,26 +178,14 @@ mod tests {
         // Fails before any content: retried.
         let m = Scripted::new([Step::StreamFailFirst(503), Step::Reply("second try")]);
         let r = Retry::new(m, RetryPolicy::default());
-        let s = r
-            .stream(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap();
+        let s = r.stream(ChatRequest::user("x"), CancellationToken::new()).await.unwrap();
         assert_eq!(collect(s, "t").await.unwrap().text, "second try");
         assert_eq!(r.inner.calls(), 2);
 
         // Fails after a token: the error goes to the caller, no retry.
-        let m = Scripted::new([
-            Step::StreamFailAfter {
-                after_text: 1,
-                status: 503,
-            },
-            Step::Reply("never"),
-        ]);
+        let m = Scripted::new([Step::StreamFailAfter { after_text: 1, status: 503 }, Step::Reply("never")]);
         let r = Retry::new(m, RetryPolicy::default());
-        let mut s = r
-            .stream(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap();
+        let mut s = r.stream(ChatRequest::user("x"), CancellationToken::new()).await.unwrap();
         assert!(s.next().await.unwrap().is_ok());
         assert_eq!(s.next().await.unwrap().unwrap_err().status(), Some(503));
         assert_eq!(r.inner.calls(), 1);

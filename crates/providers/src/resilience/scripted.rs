@@ -67,11 +67,7 @@ impl Scripted {
 
     fn next(&self) -> Step {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.steps
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Step::Reply("ok"))
+        self.steps.lock().unwrap().pop_front().unwrap_or(Step::Reply("ok"))
     }
 
     fn reply(&self, text: &str) -> ChatResponse {
@@ -81,19 +77,13 @@ impl Scripted {
             text: text.into(),
             tool_calls: vec![],
             finish_reason: FinishReason::Stop,
-            usage: Usage {
-                input_tokens: 10,
-                output_tokens: 5,
-                ..Usage::default()
-            },
+            usage: Usage { input_tokens: 10, output_tokens: 5, ..Usage::default() },
         }
     }
 }
 
 fn text_events(n: usize) -> Vec<Result<StreamEvent, ProviderError>> {
-    (0..n)
-        .map(|i| Ok(StreamEvent::text(format!("t{i} "))))
-        .collect()
+    (0..n).map(|i| Ok(StreamEvent::text(format!("t{i} ")))).collect()
 }
 
 impl ChatModel for Scripted {
@@ -101,17 +91,11 @@ impl ChatModel for Scripted {
         &self.id
     }
 
-    async fn chat(
-        &self,
-        _req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, _req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         match self.next() {
             Step::Reply(t) => Ok(self.reply(t)),
             Step::Status(s, ra) => Err(api(s, ra)),
-            Step::StreamFailAfter { status, .. } | Step::StreamFailFirst(status) => {
-                Err(api(status, None))
-            }
+            Step::StreamFailAfter { status, .. } | Step::StreamFailFirst(status) => Err(api(status, None)),
             Step::Delay(d) => {
                 tokio::select! {
                     _ = cancel.cancelled() => Err(ProviderError::Cancelled),
@@ -125,21 +109,11 @@ impl ChatModel for Scripted {
         }
     }
 
-    async fn stream(
-        &self,
-        _req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, _req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let finish = || {
             vec![
-                Ok(StreamEvent::Usage(Usage {
-                    input_tokens: 10,
-                    output_tokens: 5,
-                    ..Usage::default()
-                })),
-                Ok(StreamEvent::Finish {
-                    reason: FinishReason::Stop,
-                }),
+                Ok(StreamEvent::Usage(Usage { input_tokens: 10, output_tokens: 5, ..Usage::default() })),
+                Ok(StreamEvent::Finish { reason: FinishReason::Stop }),
             ]
         };
         match self.next() {
@@ -160,10 +134,7 @@ impl ChatModel for Scripted {
             }
             Step::StreamStall { after_text } => {
                 use futures::StreamExt;
-                Ok(Box::pin(
-                    futures::stream::iter(text_events(after_text))
-                        .chain(futures::stream::pending()),
-                ))
+                Ok(Box::pin(futures::stream::iter(text_events(after_text)).chain(futures::stream::pending())))
             }
             Step::StreamFailAfter { after_text, status } => {
                 let mut v = text_events(after_text);
@@ -171,10 +142,7 @@ impl ChatModel for Scripted {
                 Ok(Box::pin(futures::stream::iter(v)))
             }
             Step::StreamFailFirst(status) => Ok(Box::pin(futures::stream::iter(vec![
-                Ok(StreamEvent::Start {
-                    id: None,
-                    model: None,
-                }),
+                Ok(StreamEvent::Start { id: None, model: None }),
                 Err(api(status, None)),
             ]))),
         }

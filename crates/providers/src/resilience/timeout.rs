@@ -51,11 +51,7 @@ impl<M> Timeout<M> {
 }
 
 fn err(phase: TimeoutPhase, after: Duration) -> ProviderError {
-    ProviderError::Timeout {
-        vendor: LAYER,
-        phase,
-        after,
-    }
+    ProviderError::Timeout { vendor: LAYER, phase, after }
 }
 
 /// The earliest of an optional deadline and now + optional duration.
@@ -78,29 +74,21 @@ impl<M: ChatModel> ChatModel for Timeout<M> {
         self.inner.capabilities()
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let limit = match (self.policy.total, self.policy.first_event) {
             (Some(t), _) => Some((t, TimeoutPhase::Total)),
             (None, Some(f)) => Some((f, TimeoutPhase::FirstByte)),
             (None, None) => None,
         };
         match limit {
-            Some((d, phase)) => tokio::time::timeout(d, self.inner.chat(req, cancel))
-                .await
-                .unwrap_or_else(|_| Err(err(phase, d))),
+            Some((d, phase)) => {
+                tokio::time::timeout(d, self.inner.chat(req, cancel)).await.unwrap_or_else(|_| Err(err(phase, d)))
+            }
             None => self.inner.chat(req, cancel).await,
         }
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let policy = self.policy;
         let total_deadline = policy.total.map(|d| Instant::now() + d);
         let open = async {
@@ -114,10 +102,7 @@ impl<M: ChatModel> ChatModel for Timeout<M> {
                     return Err(if is_total {
                         err(TimeoutPhase::Total, policy.total.unwrap_or_default())
                     } else {
-                        err(
-                            TimeoutPhase::FirstByte,
-                            policy.first_event.unwrap_or_default(),
-                        )
+                        err(TimeoutPhase::FirstByte, policy.first_event.unwrap_or_default())
                     });
                 }
             },
@@ -127,39 +112,33 @@ impl<M: ChatModel> ChatModel for Timeout<M> {
             s: EventStream,
             done: bool,
         }
-        let out = futures::stream::unfold(
-            St {
-                s: stream,
-                done: false,
-            },
-            move |mut st| async move {
-                if st.done {
-                    return None;
-                }
-                let next = match first_deadline(total_deadline, policy.idle) {
-                    Some((at, is_total)) => match tokio::time::timeout_at(at, st.s.next()).await {
-                        Ok(n) => n,
-                        Err(_) => {
-                            st.done = true;
-                            let e = if is_total {
-                                err(TimeoutPhase::Total, policy.total.unwrap_or_default())
-                            } else {
-                                err(TimeoutPhase::Idle, policy.idle.unwrap_or_default())
-                            };
-                            return Some((Err(e), st));
-                        }
-                    },
-                    None => st.s.next().await,
-                };
-                match next {
-                    Some(item) => {
-                        st.done = item.is_err();
-                        Some((item, st))
+        let out = futures::stream::unfold(St { s: stream, done: false }, move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            let next = match first_deadline(total_deadline, policy.idle) {
+                Some((at, is_total)) => match tokio::time::timeout_at(at, st.s.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        st.done = true;
+                        let e = if is_total {
+                            err(TimeoutPhase::Total, policy.total.unwrap_or_default())
+                        } else {
+                            err(TimeoutPhase::Idle, policy.idle.unwrap_or_default())
+                        };
+                        return Some((Err(e), st));
                     }
-                    None => None,
+                },
+                None => st.s.next().await,
+            };
+            match next {
+                Some(item) => {
+                    st.done = item.is_err();
+                    Some((item, st))
                 }
-            },
-        );
+                None => None,
+            }
+        });
         Ok(Box::pin(out))
     }
 }
@@ -180,10 +159,7 @@ mod tests {
                 idle: Some(Duration::from_secs(2)),
             },
         );
-        let mut s = t
-            .stream(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap();
+        let mut s = t.stream(ChatRequest::user("x"), CancellationToken::new()).await.unwrap();
         let mut texts = 0;
         let mut last = None;
         while let Some(ev) = s.next().await {
@@ -193,36 +169,15 @@ mod tests {
             }
         }
         assert_eq!(texts, 2);
-        assert!(matches!(
-            last,
-            Some(ProviderError::Timeout {
-                phase: TimeoutPhase::Idle,
-                ..
-            })
-        ));
+        assert!(matches!(last, Some(ProviderError::Timeout { phase: TimeoutPhase::Idle, .. })));
     }
 
     #[tokio::test(start_paused = true)]
     async fn slow_chat_hits_total() {
         let m = Scripted::new([Step::Delay(Duration::from_secs(100))]);
-        let t = Timeout::new(
-            m,
-            TimeoutPolicy {
-                total: Some(Duration::from_secs(10)),
-                ..TimeoutPolicy::default()
-            },
-        );
-        let e = t
-            .chat(ChatRequest::user("x"), CancellationToken::new())
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            e,
-            ProviderError::Timeout {
-                phase: TimeoutPhase::Total,
-                ..
-            }
-        ));
+        let t = Timeout::new(m, TimeoutPolicy { total: Some(Duration::from_secs(10)), ..TimeoutPolicy::default() });
+        let e = t.chat(ChatRequest::user("x"), CancellationToken::new()).await.unwrap_err();
+        assert!(matches!(e, ProviderError::Timeout { phase: TimeoutPhase::Total, .. }));
         assert!(e.is_retryable());
     }
 }

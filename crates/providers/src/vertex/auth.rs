@@ -104,11 +104,7 @@ impl ServiceAccountKey {
     pub fn from_json(text: &str) -> Result<Self, AuthError> {
         serde_json::from_str(text).map_err(|e| {
             // serde's message can quote input; keep only its position.
-            AuthError::InvalidKey(format!(
-                "not a service-account key (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
+            AuthError::InvalidKey(format!("not a service-account key (line {}, column {})", e.line(), e.column()))
         })
     }
 }
@@ -153,10 +149,7 @@ pub struct TokenSource {
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSource")
-            .field("key", &self.key)
-            .field("scope", &self.scope)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenSource").field("key", &self.key).field("scope", &self.scope).finish_non_exhaustive()
     }
 }
 
@@ -165,14 +158,9 @@ impl TokenSource {
     ///
     /// # Errors
     /// [`AuthError::InvalidKey`] if the private key is not an RSA PEM.
-    pub fn new(
-        key: ServiceAccountKey,
-        http: reqwest::Client,
-        timeout: Duration,
-    ) -> Result<Self, AuthError> {
-        let signing_key =
-            jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.expose().as_bytes())
-                .map_err(|_| AuthError::InvalidKey("private_key is not an RSA PEM key".into()))?;
+    pub fn new(key: ServiceAccountKey, http: reqwest::Client, timeout: Duration) -> Result<Self, AuthError> {
+        let signing_key = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.expose().as_bytes())
+            .map_err(|_| AuthError::InvalidKey("private_key is not an RSA PEM key".into()))?;
         Ok(Self {
             key,
             signing_key,
@@ -236,17 +224,13 @@ impl TokenSource {
             iat: now,
             exp: now + ASSERTION_LIFETIME_SECS,
         };
-        jsonwebtoken::encode(&header, &claims, &self.signing_key)
-            .map_err(|e| AuthError::Sign(e.to_string()))
+        jsonwebtoken::encode(&header, &claims, &self.signing_key).map_err(|e| AuthError::Sign(e.to_string()))
     }
 
     async fn fetch(&self) -> Result<Cached, AuthError> {
         let assertion = self.assertion()?;
         let started = Instant::now();
-        let form = format!(
-            "grant_type={}&assertion={assertion}",
-            urlencode(JWT_BEARER_GRANT)
-        );
+        let form = format!("grant_type={}&assertion={assertion}", urlencode(JWT_BEARER_GRANT));
         let resp = self
             .http
             .post(&self.key.token_uri)
@@ -255,29 +239,18 @@ impl TokenSource {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| AuthError::Transport {
-                connect: e.is_connect(),
-                message: e.without_url().to_string(),
-            })?;
+            .map_err(|e| AuthError::Transport { connect: e.is_connect(), message: e.without_url().to_string() })?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| AuthError::Transport {
-            connect: false,
-            message: e.without_url().to_string(),
-        })?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| AuthError::Transport { connect: false, message: e.without_url().to_string() })?;
         if !status.is_success() {
-            let error = serde_json::from_slice::<TokenErrorReply>(&body)
-                .map(|e| e.error)
-                .unwrap_or_default();
-            return Err(AuthError::Rejected {
-                status: status.as_u16(),
-                error,
-            });
+            let error = serde_json::from_slice::<TokenErrorReply>(&body).map(|e| e.error).unwrap_or_default();
+            return Err(AuthError::Rejected { status: status.as_u16(), error });
         }
-        let reply: TokenReply =
-            serde_json::from_slice(&body).map_err(|_| AuthError::Transport {
-                connect: false,
-                message: "token reply is not a token JSON".into(),
-            })?;
+        let reply: TokenReply = serde_json::from_slice(&body)
+            .map_err(|_| AuthError::Transport { connect: false, message: "token reply is not a token JSON".into() })?;
         let lifetime = Duration::from_secs(reply.expires_in.unwrap_or(ASSERTION_LIFETIME_SECS));
         Ok(Cached {
             token: Secret::new(reply.access_token),
@@ -316,13 +289,11 @@ mod tests {
 
     #[test]
     fn key_json_errors_do_not_echo_content() {
-        let err = ServiceAccountKey::from_json(r#"{"private_key":"-----BEGIN SECRET"}"#)
-            .expect_err("missing client_email");
+        let err =
+            ServiceAccountKey::from_json(r#"{"private_key":"-----BEGIN SECRET"}"#).expect_err("missing client_email");
         assert!(!err.to_string().contains("SECRET"));
-        let key = ServiceAccountKey::from_json(
-            r#"{"client_email":"a@b","private_key":"pem-here","project_id":"p"}"#,
-        )
-        .expect("valid");
+        let key = ServiceAccountKey::from_json(r#"{"client_email":"a@b","private_key":"pem-here","project_id":"p"}"#)
+            .expect("valid");
         assert_eq!(key.token_uri, DEFAULT_TOKEN_URI);
         assert!(!format!("{key:?}").contains("pem-here"));
         let bad = TokenSource::new(key, reqwest::Client::new(), Duration::from_secs(1));
@@ -331,9 +302,6 @@ mod tests {
 
     #[test]
     fn form_encoding() {
-        assert_eq!(
-            urlencode(JWT_BEARER_GRANT),
-            "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"
-        );
+        assert_eq!(urlencode(JWT_BEARER_GRANT), "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer");
     }
 }

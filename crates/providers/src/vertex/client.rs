@@ -47,8 +47,7 @@ impl GeminiConfig {
         let key = ServiceAccountKey::from_json(key_json)?;
         let source = TokenSource::new(
             key,
-            http::client(http::DEFAULT_CONNECT_TIMEOUT)
-                .map_err(|e| AuthError::InvalidKey(e.to_string()))?,
+            http::client(http::DEFAULT_CONNECT_TIMEOUT).map_err(|e| AuthError::InvalidKey(e.to_string()))?,
             http::DEFAULT_CONNECT_TIMEOUT,
         )?;
         Ok(Self {
@@ -85,9 +84,7 @@ impl GeminiConfig {
             return Ok(Self::api_key(Secret::new(key)));
         }
         let path = var("GOOGLE_APPLICATION_CREDENTIALS").ok_or_else(|| {
-            AuthError::InvalidKey(
-                "set GEMINI_API_KEY, or GOOGLE_APPLICATION_CREDENTIALS for Vertex AI".into(),
-            )
+            AuthError::InvalidKey("set GEMINI_API_KEY, or GOOGLE_APPLICATION_CREDENTIALS for Vertex AI".into())
         })?;
         let text = std::fs::read_to_string(&path)
             .map_err(|e| AuthError::InvalidKey(format!("cannot read the key file: {e}")))?;
@@ -116,20 +113,14 @@ fn auth_error(vendor: &'static str, e: AuthError) -> ProviderError {
             vendor,
             status,
             retryable: status == 429 || status >= 500,
-            kind: if error.is_empty() {
-                "token_exchange".into()
-            } else {
-                error
-            },
+            kind: if error.is_empty() { "token_exchange".into() } else { error },
             message: "the OAuth token endpoint refused the service-account grant".into(),
             retry_after: None,
             request_id: None,
         },
-        AuthError::Transport { message, connect } => ProviderError::Transport {
-            vendor,
-            message: format!("token endpoint: {message}"),
-            connect,
-        },
+        AuthError::Transport { message, connect } => {
+            ProviderError::Transport { vendor, message: format!("token endpoint: {message}"), connect }
+        }
         other => ProviderError::InvalidRequest(other.to_string()),
     }
 }
@@ -144,14 +135,9 @@ impl Gemini {
         let model = model.into();
         let (vendor, model_url) = match &config.auth {
             GoogleAuth::ApiKey(_) => {
-                let base = config
-                    .endpoint
-                    .clone()
-                    .unwrap_or_else(|| "https://generativelanguage.googleapis.com".to_owned());
-                (
-                    VENDOR_GEMINI,
-                    http::join_url(&base, &format!("/v1beta/models/{model}")),
-                )
+                let base =
+                    config.endpoint.clone().unwrap_or_else(|| "https://generativelanguage.googleapis.com".to_owned());
+                (VENDOR_GEMINI, http::join_url(&base, &format!("/v1beta/models/{model}")))
             }
             GoogleAuth::ServiceAccount(_) | GoogleAuth::AccessToken(_) => {
                 let project = config
@@ -161,9 +147,7 @@ impl Gemini {
                         GoogleAuth::ServiceAccount(s) => s.project_id().map(str::to_owned),
                         _ => None,
                     })
-                    .ok_or_else(|| {
-                        ProviderError::InvalidRequest("Vertex AI needs a project id".into())
-                    })?;
+                    .ok_or_else(|| ProviderError::InvalidRequest("Vertex AI needs a project id".into()))?;
                 let loc = &config.location;
                 let base = config.endpoint.clone().unwrap_or_else(|| {
                     if loc == "global" {
@@ -176,9 +160,7 @@ impl Gemini {
                     VENDOR_VERTEX,
                     http::join_url(
                         &base,
-                        &format!(
-                            "/v1/projects/{project}/locations/{loc}/publishers/google/models/{model}"
-                        ),
+                        &format!("/v1/projects/{project}/locations/{loc}/publishers/google/models/{model}"),
                     ),
                 )
             }
@@ -209,15 +191,8 @@ impl Gemini {
         let mut body = serde_json::to_value(convert::request(req, vertex)?)
             .map_err(|e| ProviderError::InvalidRequest(format!("cannot encode request: {e}")))?;
         http::merge_extra(&mut body, &req.extra);
-        let query = if method == "streamGenerateContent" {
-            "?alt=sse"
-        } else {
-            ""
-        };
-        let rb = self
-            .http
-            .post(format!("{}:{method}{query}", self.model_url))
-            .json(&body);
+        let query = if method == "streamGenerateContent" { "?alt=sse" } else { "" };
+        let rb = self.http.post(format!("{}:{method}{query}", self.model_url)).json(&body);
         let rb = match &self.config.auth {
             GoogleAuth::ApiKey(key) => rb.header("x-goog-api-key", key.expose()),
             GoogleAuth::AccessToken(token) => rb.bearer_auth(token.expose()),
@@ -231,14 +206,7 @@ impl Gemini {
             }
         };
         let streaming = method == "streamGenerateContent";
-        let resp = http::send(
-            self.vendor,
-            rb,
-            self.config.request_timeout,
-            streaming,
-            cancel,
-        )
-        .await?;
+        let resp = http::send(self.vendor, rb, self.config.request_timeout, streaming, cancel).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -259,34 +227,17 @@ impl ChatModel for Gemini {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            streaming: true,
-            tools: true,
-            native_structured_output: true,
-        }
+        Capabilities { streaming: true, tools: true, native_structured_output: true }
     }
 
-    async fn chat(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<ChatResponse, ProviderError> {
+    async fn chat(&self, req: ChatRequest, cancel: CancellationToken) -> Result<ChatResponse, ProviderError> {
         let resp = self.send("generateContent", &req, &cancel).await?;
         let wire = http::json_body(self.vendor, resp, self.config.request_timeout, &cancel).await?;
         convert::response(self.vendor, wire, &self.id.model)
     }
 
-    async fn stream(
-        &self,
-        req: ChatRequest,
-        cancel: CancellationToken,
-    ) -> Result<EventStream, ProviderError> {
+    async fn stream(&self, req: ChatRequest, cancel: CancellationToken) -> Result<EventStream, ProviderError> {
         let resp = self.send("streamGenerateContent", &req, &cancel).await?;
-        Ok(http::sse_stream(
-            self.vendor,
-            resp,
-            stream::Decoder::new(self.vendor),
-            cancel,
-        ))
+        Ok(http::sse_stream(self.vendor, resp, stream::Decoder::new(self.vendor), cancel))
     }
 }

@@ -14,9 +14,7 @@ use serde_json::{Value, json};
 use super::wire;
 use crate::error::ProviderError;
 use crate::http::ErrorResponse;
-use crate::types::{
-    ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage,
-};
+use crate::types::{ChatRequest, ChatResponse, FinishReason, Part, Role, ToolCall, ToolChoice, Usage};
 
 const SEPARATOR: char = '#';
 const LOCAL_PREFIX: &str = "call_";
@@ -36,12 +34,7 @@ fn split_id(id: &str) -> (Option<&str>, Option<&str>) {
 }
 
 /// Builds the neutral id of the `n`-th call of a reply.
-pub(crate) fn call_id(
-    call: &wire::FunctionCall,
-    signature: Option<&str>,
-    response_key: &str,
-    n: usize,
-) -> String {
+pub(crate) fn call_id(call: &wire::FunctionCall, signature: Option<&str>, response_key: &str, n: usize) -> String {
     let vendor_id = call.id.as_deref().filter(|i| !i.is_empty());
     let signature = signature.filter(|s| !s.is_empty() && !s.contains(SEPARATOR));
     match (vendor_id, signature) {
@@ -55,10 +48,7 @@ pub(crate) fn call_id(
 ///
 /// # Errors
 /// [`ProviderError::InvalidRequest`] if a tool result answers no known call.
-pub(crate) fn request(
-    req: &ChatRequest,
-    vertex: bool,
-) -> Result<wire::GenerateContentRequest, ProviderError> {
+pub(crate) fn request(req: &ChatRequest, vertex: bool) -> Result<wire::GenerateContentRequest, ProviderError> {
     // Gemini's functionResponse needs the function name: find it from the call id.
     let mut names: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     for m in &req.messages {
@@ -77,21 +67,14 @@ pub(crate) fn request(
         let mut parts = Vec::with_capacity(m.parts.len());
         for p in &m.parts {
             parts.push(match p {
-                Part::Text { text } => wire::Part {
-                    text: Some(text.clone()),
-                    ..wire::Part::default()
-                },
+                Part::Text { text } => wire::Part { text: Some(text.clone()), ..wire::Part::default() },
                 Part::ToolCall(c) => {
                     let (vendor_id, sig) = split_id(&c.id);
                     wire::Part {
                         function_call: Some(wire::FunctionCall {
                             id: vendor_id.map(str::to_owned),
                             name: c.name.clone(),
-                            args: if c.arguments.is_null() {
-                                json!({})
-                            } else {
-                                c.arguments.clone()
-                            },
+                            args: if c.arguments.is_null() { json!({}) } else { c.arguments.clone() },
                         }),
                         thought_signature: sig.map(str::to_owned),
                         ..wire::Part::default()
@@ -127,10 +110,7 @@ pub(crate) fn request(
         }
         match contents.last_mut() {
             Some(last) if last.role.as_deref() == Some(role) => last.parts.extend(parts),
-            _ => contents.push(wire::Content {
-                role: Some(role.to_owned()),
-                parts,
-            }),
+            _ => contents.push(wire::Content { role: Some(role.to_owned()), parts }),
         }
     }
     let tools = if req.tools.is_empty() {
@@ -175,17 +155,10 @@ pub(crate) fn request(
     };
     Ok(wire::GenerateContentRequest {
         contents,
-        system_instruction: req
-            .system
-            .as_ref()
-            .filter(|s| !s.is_empty())
-            .map(|s| wire::Content {
-                role: None,
-                parts: vec![wire::Part {
-                    text: Some(s.clone()),
-                    ..wire::Part::default()
-                }],
-            }),
+        system_instruction: req.system.as_ref().filter(|s| !s.is_empty()).map(|s| wire::Content {
+            role: None,
+            parts: vec![wire::Part { text: Some(s.clone()), ..wire::Part::default() }],
+        }),
         tools,
         tool_config,
         generation_config: wire::GenerationConfig {
@@ -204,13 +177,7 @@ pub(crate) fn request(
 fn label_value(v: &str) -> String {
     v.chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
         .take(63)
         .collect()
 }
@@ -221,8 +188,9 @@ pub(crate) fn finish_reason(s: &str, has_tool_calls: bool) -> FinishReason {
         "STOP" if has_tool_calls => FinishReason::ToolCalls,
         "STOP" => FinishReason::Stop,
         "MAX_TOKENS" => FinishReason::Length,
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "MODEL_ARMOR"
-        | "IMAGE_SAFETY" => FinishReason::ContentFilter,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "MODEL_ARMOR" | "IMAGE_SAFETY" => {
+            FinishReason::ContentFilter
+        }
         "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" | "OTHER" => FinishReason::Error,
         other => FinishReason::Other(other.to_owned()),
     }
@@ -240,11 +208,7 @@ pub(crate) fn usage(u: &wire::UsageMetadata) -> Usage {
 }
 
 /// Text and tool calls of a candidate's parts (thought parts are skipped).
-pub(crate) fn parts_output(
-    parts: &[wire::Part],
-    response_key: &str,
-    first_call: usize,
-) -> (String, Vec<ToolCall>) {
+pub(crate) fn parts_output(parts: &[wire::Part], response_key: &str, first_call: usize) -> (String, Vec<ToolCall>) {
     let mut text = String::new();
     let mut calls = Vec::new();
     for p in parts {
@@ -256,18 +220,9 @@ pub(crate) fn parts_output(
         }
         if let Some(fc) = &p.function_call {
             calls.push(ToolCall {
-                id: call_id(
-                    fc,
-                    p.thought_signature.as_deref(),
-                    response_key,
-                    first_call + calls.len(),
-                ),
+                id: call_id(fc, p.thought_signature.as_deref(), response_key, first_call + calls.len()),
                 name: fc.name.clone(),
-                arguments: if fc.args.is_null() {
-                    json!({})
-                } else {
-                    fc.args.clone()
-                },
+                arguments: if fc.args.is_null() { json!({}) } else { fc.args.clone() },
             });
         }
     }
@@ -318,11 +273,7 @@ pub(crate) fn response(
 /// A short key that makes synthetic call ids unique per reply.
 pub(crate) fn response_key(response_id: Option<&str>) -> String {
     match response_id {
-        Some(id) if !id.is_empty() => id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(12)
-            .collect(),
+        Some(id) if !id.is_empty() => id.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect(),
         _ => format!("{:08x}", fastrand::u32(..)),
     }
 }
@@ -339,29 +290,18 @@ pub(crate) fn status_error(
     header_retry_after: Option<std::time::Duration>,
     request_id: Option<String>,
 ) -> ProviderError {
-    let status = if detail.code != 0 {
-        detail.code
-    } else {
-        http_status
-    };
+    let status = if detail.code != 0 { detail.code } else { http_status };
     let lower = detail.message.to_ascii_lowercase();
     if status == 400
         && (lower.contains("exceeds the maximum number of tokens")
             || (lower.contains("token count") && lower.contains("exceeds")))
     {
-        return ProviderError::ContextOverflow {
-            vendor,
-            message: detail.message.clone(),
-        };
+        return ProviderError::ContextOverflow { vendor, message: detail.message.clone() };
     }
     ProviderError::Api {
         vendor,
         status,
-        kind: if detail.status.is_empty() {
-            "UNKNOWN".to_owned()
-        } else {
-            detail.status.clone()
-        },
+        kind: if detail.status.is_empty() { "UNKNOWN".to_owned() } else { detail.status.clone() },
         message: detail.message.clone(),
         retryable: retryable(status),
         retry_after: detail.retry_delay().or(header_retry_after),

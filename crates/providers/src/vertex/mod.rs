@@ -42,8 +42,7 @@ pub fn from_entry(
     let mut cfg = if entry.kind == "gemini" {
         let key = match &entry.api_key_env {
             Some(var) => crate::Secret::from_env(var),
-            None => crate::Secret::from_env("GEMINI_API_KEY")
-                .or_else(|| crate::Secret::from_env("GOOGLE_API_KEY")),
+            None => crate::Secret::from_env("GEMINI_API_KEY").or_else(|| crate::Secret::from_env("GOOGLE_API_KEY")),
         }
         .ok_or_else(|| invalid("no Gemini API key in the environment".into()))?;
         GeminiConfig::api_key(key)

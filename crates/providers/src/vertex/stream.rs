@@ -23,51 +23,26 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     pub(crate) fn new(vendor: &'static str) -> Self {
-        Self {
-            vendor,
-            started: false,
-            key: None,
-            calls: 0,
-            finished: false,
-        }
+        Self { vendor, started: false, key: None, calls: 0, finished: false }
     }
 }
 
 impl SseDecoder for Decoder {
-    fn on_event(
-        &mut self,
-        ev: SseEvent,
-        out: &mut Vec<StreamEvent>,
-    ) -> Result<Flow, ProviderError> {
+    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>) -> Result<Flow, ProviderError> {
         if ev.data.trim().is_empty() {
             return Ok(Flow::Continue);
         }
         let chunk: wire::GenerateContentResponse = serde_json::from_str(&ev.data).map_err(|e| {
-            ProviderError::protocol(
-                self.vendor,
-                format!("stream chunk is not a GenerateContentResponse: {e}"),
-            )
+            ProviderError::protocol(self.vendor, format!("stream chunk is not a GenerateContentResponse: {e}"))
         })?;
         if let Some(err) = &chunk.error {
-            return Err(convert::status_error(
-                self.vendor,
-                err.code,
-                err,
-                None,
-                None,
-            ));
+            return Err(convert::status_error(self.vendor, err.code, err, None, None));
         }
         if !self.started {
             self.started = true;
-            out.push(StreamEvent::Start {
-                id: chunk.response_id.clone(),
-                model: None,
-            });
+            out.push(StreamEvent::Start { id: chunk.response_id.clone(), model: None });
         }
-        let key = self
-            .key
-            .get_or_insert_with(|| convert::response_key(chunk.response_id.as_deref()))
-            .clone();
+        let key = self.key.get_or_insert_with(|| convert::response_key(chunk.response_id.as_deref())).clone();
         let mut finish = None;
         if let Some(cand) = chunk.candidates.into_iter().next() {
             let parts = cand.content.map(|c| c.parts).unwrap_or_default();
@@ -92,9 +67,7 @@ impl SseDecoder for Decoder {
             && !self.finished
         {
             self.finished = true;
-            out.push(StreamEvent::Finish {
-                reason: convert::finish_reason(&reason, self.calls > 0),
-            });
+            out.push(StreamEvent::Finish { reason: convert::finish_reason(&reason, self.calls > 0) });
         }
         if let Some(u) = &chunk.usage_metadata {
             out.push(StreamEvent::Usage(convert::usage(u)));
@@ -106,10 +79,7 @@ impl SseDecoder for Decoder {
         if self.finished {
             Ok(())
         } else {
-            Err(ProviderError::protocol(
-                self.vendor,
-                "stream ended before a finishReason",
-            ))
+            Err(ProviderError::protocol(self.vendor, "stream ended before a finishReason"))
         }
     }
 }

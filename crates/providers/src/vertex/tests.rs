@@ -9,20 +9,12 @@ use switchboard_testkit::{FakeServer, Fault, Reply, Scenario, ScriptedToolCall, 
 use super::*;
 use crate::event::collect;
 use crate::{
-    CancellationToken, ChatModel, ChatRequest, FinishReason, Message, ProviderError, Secret,
-    StreamEvent, ToolDefinition, ToolResult,
+    CancellationToken, ChatModel, ChatRequest, FinishReason, Message, ProviderError, Secret, StreamEvent,
+    ToolDefinition, ToolResult,
 };
 
 async fn service_account_json(fake: &FakeServer) -> String {
-    reqwest::get(format!(
-        "{}/_fake/vertex/service-account.json",
-        fake.base_url()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap()
+    reqwest::get(format!("{}/_fake/vertex/service-account.json", fake.base_url())).await.unwrap().text().await.unwrap()
 }
 
 async fn vertex(fake: &FakeServer, model: &str) -> Gemini {
@@ -34,12 +26,8 @@ async fn vertex(fake: &FakeServer, model: &str) -> Gemini {
 }
 
 async fn tokens_issued(fake: &FakeServer) -> u64 {
-    let v: serde_json::Value = reqwest::get(format!("{}/_fake/vertex/tokens", fake.base_url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value =
+        reqwest::get(format!("{}/_fake/vertex/tokens", fake.base_url())).await.unwrap().json().await.unwrap();
     v["issued"].as_u64().unwrap()
 }
 
@@ -60,10 +48,7 @@ async fn vertex_chat_with_cached_service_account_token() {
     let mut req = ChatRequest::user("Hi");
     req.system = Some("You are terse.".into());
     req.max_tokens = Some(32);
-    let resp = model
-        .chat(req.clone(), CancellationToken::new())
-        .await
-        .unwrap();
+    let resp = model.chat(req.clone(), CancellationToken::new()).await.unwrap();
     assert_eq!(resp.text, "Hello from Vertex.");
     assert_eq!(resp.finish_reason, FinishReason::Stop);
     assert!(resp.usage.input_tokens > 0);
@@ -75,10 +60,7 @@ async fn vertex_chat_with_cached_service_account_token() {
         "/v1/projects/fake-project/locations/europe-west4/publishers/google/models/gemini-2.5-flash:generateContent"
     );
     assert!(r.headers["authorization"].starts_with("Bearer ya29."));
-    assert_eq!(
-        r.body["systemInstruction"]["parts"][0]["text"],
-        "You are terse."
-    );
+    assert_eq!(r.body["systemInstruction"]["parts"][0]["text"], "You are terse.");
     assert_eq!(r.body["generationConfig"]["maxOutputTokens"], 32);
     assert_eq!(r.body["contents"][0]["role"], "user");
 }
@@ -95,10 +77,7 @@ async fn token_is_refreshed_before_expiry() {
         .unwrap();
     let model = vertex(&fake, "gemini-2.5-flash").await;
     for _ in 0..3 {
-        model
-            .chat(ChatRequest::user("hi"), CancellationToken::new())
-            .await
-            .unwrap();
+        model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap();
     }
     assert_eq!(tokens_issued(&fake).await, 3);
 }
@@ -108,23 +87,14 @@ async fn token_endpoint_refusal_is_typed() {
     let fake = FakeServer::start(Vendor::Vertex).await.unwrap();
     // A key of an account the token endpoint does not know (same PEM, other e-mail):
     // its signature cannot be verified, so the grant is refused.
-    let json = service_account_json(&fake)
-        .await
-        .replace("switchboard-test@", "someone-else@");
-    let mut cfg =
-        GeminiConfig::vertex_service_account(&json, Some("p".into()), "us-central1").unwrap();
+    let json = service_account_json(&fake).await.replace("switchboard-test@", "someone-else@");
+    let mut cfg = GeminiConfig::vertex_service_account(&json, Some("p".into()), "us-central1").unwrap();
     cfg.endpoint = Some(fake.base_url());
     let model = Gemini::new("gemini-2.5-flash", cfg).unwrap();
-    let err = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap_err();
     assert!(fake.requests().is_empty(), "no API call without a token");
     let shown = format!("{err} {err:?}");
-    assert!(
-        !shown.contains("PRIVATE KEY") && !shown.contains("eyJ"),
-        "{shown}"
-    );
+    assert!(!shown.contains("PRIVATE KEY") && !shown.contains("eyJ"), "{shown}");
     assert!(
         matches!(&err, ProviderError::Api { vendor: "vertex", status: 400, kind, retryable: false, .. } if kind == "invalid_grant"),
         "{err:?}"
@@ -140,10 +110,7 @@ async fn vertex_stream_with_crlf_chunks() {
         keepalive: true,
         ..Scenario::reply(Reply::text("Gemini streams, über alles."))
     });
-    let stream = model
-        .stream(ChatRequest::user("go"), CancellationToken::new())
-        .await
-        .unwrap();
+    let stream = model.stream(ChatRequest::user("go"), CancellationToken::new()).await.unwrap();
     let resp = collect(stream, VENDOR_VERTEX).await.unwrap();
     assert_eq!(resp.text, "Gemini streams, über alles.");
     assert_eq!(resp.finish_reason, FinishReason::Stop);
@@ -160,63 +127,38 @@ async fn tool_round_trip_echoes_thought_signatures() {
     fake.push(Scenario::reply(Reply {
         text: String::new(),
         tool_calls: vec![
-            ScriptedToolCall {
-                id: None,
-                name: "get_weather".into(),
-                arguments: args.clone(),
-            },
-            ScriptedToolCall {
-                id: None,
-                name: "get_weather".into(),
-                arguments: serde_json::json!({"city": "Lyon"}),
-            },
+            ScriptedToolCall { id: None, name: "get_weather".into(), arguments: args.clone() },
+            ScriptedToolCall { id: None, name: "get_weather".into(), arguments: serde_json::json!({"city": "Lyon"}) },
         ],
         finish_reason: None,
         usage: None,
     }));
     let mut req = ChatRequest::user("Weather in Paris and Lyon?");
     req.tools = vec![weather_tool()];
-    let stream = model
-        .stream(req.clone(), CancellationToken::new())
-        .await
-        .unwrap();
+    let stream = model.stream(req.clone(), CancellationToken::new()).await.unwrap();
     let first = collect(stream, VENDOR_VERTEX).await.unwrap();
     assert_eq!(first.finish_reason, FinishReason::ToolCalls);
     assert_eq!(first.tool_calls.len(), 2);
     assert_ne!(first.tool_calls[0].id, first.tool_calls[1].id);
     assert_eq!(first.tool_calls[0].arguments, args);
     let body = &fake.requests()[0].body;
-    assert_eq!(
-        body["tools"][0]["functionDeclarations"][0]["name"],
-        "get_weather"
-    );
+    assert_eq!(body["tools"][0]["functionDeclarations"][0]["name"], "get_weather");
     assert_eq!(body["toolConfig"]["functionCallingConfig"]["mode"], "AUTO");
 
     req.messages.push(first.to_message());
-    req.messages
-        .push(Message::tool_results(first.tool_calls.iter().map(|c| {
-            ToolResult {
-                call_id: c.id.clone(),
-                content: r#"{"temp_c": 18}"#.into(),
-                is_error: false,
-            }
-        })));
+    req.messages.push(Message::tool_results(first.tool_calls.iter().map(|c| ToolResult {
+        call_id: c.id.clone(),
+        content: r#"{"temp_c": 18}"#.into(),
+        is_error: false,
+    })));
     fake.push(Scenario::reply(Reply::text("18 °C in both.")));
     let second = model.chat(req, CancellationToken::new()).await.unwrap();
     assert_eq!(second.text, "18 °C in both.");
     let body = &fake.requests()[1].body;
     let model_turn = &body["contents"][1];
     assert_eq!(model_turn["role"], "model");
-    assert!(
-        model_turn["parts"][0]["thoughtSignature"]
-            .as_str()
-            .unwrap()
-            .starts_with("ZmFrZS10aG91Z2h0LXNpZ25hdHVyZT")
-    );
-    assert!(
-        model_turn["parts"][0]["functionCall"].get("id").is_none(),
-        "synthetic ids stay local"
-    );
+    assert!(model_turn["parts"][0]["thoughtSignature"].as_str().unwrap().starts_with("ZmFrZS10aG91Z2h0LXNpZ25hdHVyZT"));
+    assert!(model_turn["parts"][0]["functionCall"].get("id").is_none(), "synthetic ids stay local");
     let fr = &body["contents"][2]["parts"][1]["functionResponse"];
     assert_eq!(fr["name"], "get_weather");
     assert_eq!(fr["response"]["temp_c"], 18);
@@ -229,32 +171,17 @@ async fn api_key_variant_and_missing_key() {
     cfg.endpoint = Some(fake.base_url());
     let model = Gemini::new("gemini-2.5-flash", cfg.clone()).unwrap();
     assert_eq!(model.id().provider, "gemini");
-    let resp = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap();
+    let resp = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap();
     assert!(!resp.text.is_empty());
-    let stream = model
-        .stream(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(
-        !collect(stream, VENDOR_GEMINI)
-            .await
-            .unwrap()
-            .text
-            .is_empty()
-    );
+    let stream = model.stream(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap();
+    assert!(!collect(stream, VENDOR_GEMINI).await.unwrap().text.is_empty());
     let r = &fake.requests()[0];
     assert_eq!(r.path, "/v1beta/models/gemini-2.5-flash:generateContent");
     assert_eq!(r.headers["x-goog-api-key"], "AIza-test-key");
 
     cfg.auth = GoogleAuth::ApiKey(Secret::new(""));
     let model = Gemini::new("gemini-2.5-flash", cfg).unwrap();
-    let err = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap_err();
     assert!(
         matches!(&err, ProviderError::Api { vendor: "gemini", status: 403, kind, retryable: false, .. } if kind == "PERMISSION_DENIED")
     );
@@ -264,85 +191,35 @@ async fn api_key_variant_and_missing_key() {
 async fn errors_are_typed() {
     let fake = FakeServer::start(Vendor::Vertex).await.unwrap();
     let model = vertex(&fake, "gemini-2.5-flash").await;
-    fake.push(Scenario::fault(Fault::Status {
-        status: 429,
-        retry_after: Some(7),
-        message: None,
-    }));
-    let err = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap_err();
+    fake.push(Scenario::fault(Fault::Status { status: 429, retry_after: Some(7), message: None }));
+    let err = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap_err();
     assert!(err.is_retryable());
-    assert_eq!(
-        err.retry_after(),
-        Some(Duration::from_secs(7)),
-        "from google.rpc.RetryInfo"
-    );
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)), "from google.rpc.RetryInfo");
     assert!(matches!(&err, ProviderError::Api { kind, .. } if kind == "RESOURCE_EXHAUSTED"));
 
     fake.push(Scenario::fault(Fault::ContextOverflow));
-    let err = model
-        .chat(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ProviderError::ContextOverflow {
-                vendor: "vertex",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(err, ProviderError::ContextOverflow { vendor: "vertex", .. }), "{err:?}");
 
-    fake.push(Scenario::fault(Fault::Status {
-        status: 503,
-        retry_after: None,
-        message: None,
-    }));
-    let err = model
-        .stream(ChatRequest::user("hi"), CancellationToken::new())
-        .await
-        .err()
-        .unwrap();
+    fake.push(Scenario::fault(Fault::Status { status: 503, retry_after: None, message: None }));
+    let err = model.stream(ChatRequest::user("hi"), CancellationToken::new()).await.err().unwrap();
     assert!(err.is_retryable());
 
     let mut bad = ChatRequest::user("hi");
     bad.temperature = Some(5.0);
     let err = model.chat(bad, CancellationToken::new()).await.unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            ProviderError::Api {
-                status: 400,
-                retryable: false,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(&err, ProviderError::Api { status: 400, retryable: false, .. }), "{err:?}");
 }
 
 async fn stream_fault(fault: Fault, reply: Reply) -> (Vec<StreamEvent>, ProviderError) {
     use futures::StreamExt;
     let fake = FakeServer::start(Vendor::Vertex).await.unwrap();
     let model = vertex(&fake, "gemini-2.5-flash").await;
-    fake.push(Scenario {
-        fault: Some(fault),
-        ..Scenario::reply(reply)
-    });
-    let mut stream = model
-        .stream(ChatRequest::user("go"), CancellationToken::new())
-        .await
-        .unwrap();
+    fake.push(Scenario { fault: Some(fault), ..Scenario::reply(reply) });
+    let mut stream = model.stream(ChatRequest::user("go"), CancellationToken::new()).await.unwrap();
     let mut events = Vec::new();
     let err = loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("no hang")
-        {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("no hang") {
             Some(Ok(ev)) => events.push(ev),
             Some(Err(e)) => break e,
             None => panic!("stream ended cleanly despite the fault: {events:?}"),
@@ -353,66 +230,33 @@ async fn stream_fault(fault: Fault, reply: Reply) -> (Vec<StreamEvent>, Provider
 
 #[tokio::test]
 async fn mid_stream_faults() {
-    let (events, err) = stream_fault(
-        Fault::StreamError { after_events: 2 },
-        Reply::text("a b c d e"),
-    )
-    .await;
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, StreamEvent::TextDelta { .. }))
-    );
+    let (events, err) = stream_fault(Fault::StreamError { after_events: 2 }, Reply::text("a b c d e")).await;
+    assert!(events.iter().any(|e| matches!(e, StreamEvent::TextDelta { .. })));
     assert!(matches!(&err, ProviderError::Api { status: 503, kind, .. } if kind == "UNAVAILABLE"));
     assert!(err.is_retryable());
 
     let (_, err) = stream_fault(Fault::Malformed { after_events: 1 }, Reply::text("a b c")).await;
-    assert!(
-        matches!(
-            err,
-            ProviderError::Protocol {
-                vendor: "vertex",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ProviderError::Protocol { vendor: "vertex", .. }), "{err:?}");
 
-    let (_, err) = stream_fault(
-        Fault::Truncate { after_events: 2 },
-        Reply::text("a b c d e"),
-    )
-    .await;
+    let (_, err) = stream_fault(Fault::Truncate { after_events: 2 }, Reply::text("a b c d e")).await;
     assert!(matches!(err, ProviderError::Protocol { .. }), "{err:?}");
 
     let tool = Reply::tool_call("get_weather", serde_json::json!({"city": "Paris"}));
     let (events, _) = stream_fault(Fault::Disconnect { after_events: 0 }, tool).await;
-    assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, StreamEvent::ToolCallEnd { .. }))
-    );
+    assert!(!events.iter().any(|e| matches!(e, StreamEvent::ToolCallEnd { .. })));
 }
 
 #[test]
 fn conversion_details() {
     let mut req = ChatRequest::user("x");
-    req.response_format = Some(crate::ResponseFormat {
-        name: "answer".into(),
-        schema: serde_json::json!({"type": "object"}),
-    });
+    req.response_format =
+        Some(crate::ResponseFormat { name: "answer".into(), schema: serde_json::json!({"type": "object"}) });
     req.tools = vec![weather_tool()];
     req.tool_choice = crate::ToolChoice::Tool("get_weather".into());
     req.metadata.tenant = Some("Acme Corp".into());
     let v = serde_json::to_value(convert::request(&req, true).unwrap()).unwrap();
-    assert_eq!(
-        v["generationConfig"]["responseMimeType"],
-        "application/json"
-    );
-    assert_eq!(
-        v["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"][0],
-        "get_weather"
-    );
+    assert_eq!(v["generationConfig"]["responseMimeType"], "application/json");
+    assert_eq!(v["toolConfig"]["functionCallingConfig"]["allowedFunctionNames"][0], "get_weather");
     assert_eq!(v["labels"]["tenant"], "acme_corp");
     let v = serde_json::to_value(convert::request(&req, false).unwrap()).unwrap();
     assert!(v.get("labels").is_none(), "the Developer API has no labels");
@@ -424,18 +268,9 @@ fn conversion_details() {
         content: "1".into(),
         is_error: false,
     }]));
-    assert!(matches!(
-        convert::request(&req, true),
-        Err(ProviderError::InvalidRequest(_))
-    ));
-    assert_eq!(
-        convert::finish_reason("STOP", true),
-        FinishReason::ToolCalls
-    );
-    assert_eq!(
-        convert::finish_reason("NEW_REASON", false),
-        FinishReason::Other("NEW_REASON".into())
-    );
+    assert!(matches!(convert::request(&req, true), Err(ProviderError::InvalidRequest(_))));
+    assert_eq!(convert::finish_reason("STOP", true), FinishReason::ToolCalls);
+    assert_eq!(convert::finish_reason("NEW_REASON", false), FinishReason::Other("NEW_REASON".into()));
 }
 
 #[test]
@@ -485,10 +320,7 @@ async fn concurrent_calls_share_one_token_fetch() {
     let model = std::sync::Arc::new(vertex(&fake, "gemini-2.5-flash").await);
     let calls = (0..16).map(|_| {
         let m = model.clone();
-        tokio::spawn(async move {
-            m.chat(ChatRequest::user("hi"), CancellationToken::new())
-                .await
-        })
+        tokio::spawn(async move { m.chat(ChatRequest::user("hi"), CancellationToken::new()).await })
     });
     for c in calls {
         c.await.unwrap().unwrap();
@@ -511,24 +343,17 @@ async fn measure() {
     let model = vertex(&fake, "gemini-2.5-flash").await;
     let raw = reqwest::Client::new();
     // The raw client reuses a token the adapter fetched, so both pay the same auth.
-    model
-        .chat(ChatRequest::user("warm"), CancellationToken::new())
-        .await
-        .unwrap();
+    model.chat(ChatRequest::user("warm"), CancellationToken::new()).await.unwrap();
     let token = fake.requests()[0].headers["authorization"].clone();
     let url = format!(
         "{}/v1/projects/fake-project/locations/europe-west4/publishers/google/models/gemini-2.5-flash:generateContent",
         fake.base_url()
     );
-    let raw_body =
-        serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).to_string();
+    let raw_body = serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).to_string();
     let (mut a, mut r) = (Vec::new(), Vec::new());
     for i in 0..2200 {
         let t = std::time::Instant::now();
-        model
-            .chat(ChatRequest::user("hi"), CancellationToken::new())
-            .await
-            .unwrap();
+        model.chat(ChatRequest::user("hi"), CancellationToken::new()).await.unwrap();
         let ta = t.elapsed().as_secs_f64() * 1e6;
         let t = std::time::Instant::now();
         let resp = raw
@@ -559,20 +384,14 @@ async fn measure() {
     let text: String = (0..20_000).map(|i| format!("w{i} ")).collect();
     fake.push(Scenario::reply(Reply::text(text)));
     let t = std::time::Instant::now();
-    let mut s = model
-        .stream(ChatRequest::user("go"), CancellationToken::new())
-        .await
-        .unwrap();
+    let mut s = model.stream(ChatRequest::user("go"), CancellationToken::new()).await.unwrap();
     let mut n = 0u64;
     while let Some(ev) = s.next().await {
         if matches!(ev.unwrap(), StreamEvent::TextDelta { .. }) {
             n += 1;
         }
     }
-    println!(
-        "streamGenerateContent: {:.0} tokens/s ({n} tokens, fake included)",
-        n as f64 / t.elapsed().as_secs_f64()
-    );
+    println!("streamGenerateContent: {:.0} tokens/s ({n} tokens, fake included)", n as f64 / t.elapsed().as_secs_f64());
 }
 
 #[tokio::test]
@@ -583,15 +402,9 @@ async fn request_timeout_does_not_cut_a_long_stream() {
     cfg.request_timeout = Duration::from_millis(300);
     let model = Gemini::new("gemini-2.5-flash", cfg).unwrap();
     let text = "one two three four five six seven eight nine ten eleven twelve";
-    fake.push(Scenario {
-        token_delay_ms: 60,
-        ..Scenario::reply(Reply::text(text))
-    });
+    fake.push(Scenario { token_delay_ms: 60, ..Scenario::reply(Reply::text(text)) });
     let started = std::time::Instant::now();
-    let stream = model
-        .stream(ChatRequest::user("go"), CancellationToken::new())
-        .await
-        .unwrap();
+    let stream = model.stream(ChatRequest::user("go"), CancellationToken::new()).await.unwrap();
     assert_eq!(collect(stream, VENDOR_GEMINI).await.unwrap().text, text);
     assert!(started.elapsed() > Duration::from_millis(300));
 }
@@ -613,12 +426,7 @@ fn replies_skip_thoughts_and_map_blocked_prompts() {
     assert_eq!(r.text, "Answer.");
     assert_eq!(r.finish_reason, FinishReason::Stop);
     assert_eq!(
-        (
-            r.usage.input_tokens,
-            r.usage.output_tokens,
-            r.usage.reasoning_tokens,
-            r.usage.cache_read_tokens
-        ),
+        (r.usage.input_tokens, r.usage.output_tokens, r.usage.reasoning_tokens, r.usage.cache_read_tokens),
         (5, 9, 7, 3)
     );
     let blocked: wire::GenerateContentResponse = serde_json::from_value(serde_json::json!({
@@ -627,7 +435,5 @@ fn replies_skip_thoughts_and_map_blocked_prompts() {
     .unwrap();
     let r = convert::response(VENDOR_VERTEX, blocked, "m").unwrap();
     assert_eq!(r.finish_reason, FinishReason::ContentFilter);
-    assert!(
-        convert::response(VENDOR_VERTEX, wire::GenerateContentResponse::default(), "m").is_err()
-    );
+    assert!(convert::response(VENDOR_VERTEX, wire::GenerateContentResponse::default(), "m").is_err());
 }

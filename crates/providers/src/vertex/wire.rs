@@ -185,12 +185,7 @@ impl ErrorDetail {
             if !ty.ends_with("google.rpc.RetryInfo") {
                 return None;
             }
-            let secs: f64 = d
-                .get("retryDelay")?
-                .as_str()?
-                .strip_suffix('s')?
-                .parse()
-                .ok()?;
+            let secs: f64 = d.get("retryDelay")?.as_str()?.strip_suffix('s')?.parse().ok()?;
             (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs))
         })
     }

@@ -42,10 +42,7 @@ impl std::fmt::Debug for BertEncoder {
 }
 
 fn bad(dir: &Path, reason: impl Into<String>) -> RouterError {
-    RouterError::BadModelDir {
-        dir: dir.to_path_buf(),
-        reason: reason.into(),
-    }
+    RouterError::BadModelDir { dir: dir.to_path_buf(), reason: reason.into() }
 }
 
 impl BertEncoder {
@@ -70,8 +67,7 @@ impl BertEncoder {
                 return Err(bad(dir, format!("missing {}", file_name(p))));
             }
         }
-        let config_text =
-            std::fs::read_to_string(&config_path).map_err(|e| RouterError::io(&config_path, e))?;
+        let config_text = std::fs::read_to_string(&config_path).map_err(|e| RouterError::io(&config_path, e))?;
         let config: Config = serde_json::from_str(&config_text)
             .map_err(|e| bad(dir, format!("config.json is not a BERT config: {e}")))?;
 
@@ -84,8 +80,8 @@ impl BertEncoder {
         check_pinned(&tokenizer_path, &tokenizer_hash)?;
 
         let max_seq_len = read_max_seq_len(dir)?.min(config.max_position_embeddings);
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| bad(dir, format!("tokenizer.json: {e}")))?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| bad(dir, format!("tokenizer.json: {e}")))?;
         // The shipped tokenizer pads every input to 128 tokens; we pad per batch instead.
         tokenizer.with_padding(None);
         tokenizer
@@ -101,8 +97,8 @@ impl BertEncoder {
         let tensors = candle_core::safetensors::load(&weights_path, &device)
             .map_err(|e| bad(dir, format!("model.safetensors: {e}")))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| bad(dir, format!("weights do not fit config.json: {e}")))?;
+        let model =
+            BertModel::load(vb, &config).map_err(|e| bad(dir, format!("weights do not fit config.json: {e}")))?;
 
         let id = model_id(dir);
         let info = EncoderInfo {
@@ -111,13 +107,7 @@ impl BertEncoder {
             hash: format!("{}+{}", &weights_hash[..16], &tokenizer_hash[..16]),
             dim: config.hidden_size,
         };
-        Ok(Self {
-            model,
-            tokenizer,
-            device,
-            info,
-            max_seq_len,
-        })
+        Ok(Self { model, tokenizer, device, info, max_seq_len })
     }
 
     /// Identity and output size of this encoder.
@@ -135,10 +125,7 @@ impl BertEncoder {
     /// # Errors
     /// [`RouterError::Tokenizer`] when the tokenizer fails.
     pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool)> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| RouterError::Tokenizer(e.to_string()))?;
+        let enc = self.tokenizer.encode(text, true).map_err(|e| RouterError::Tokenizer(e.to_string()))?;
         Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
     }
 
@@ -156,12 +143,7 @@ impl BertEncoder {
         let dim = self.info.dim;
         let mut vectors = vec![Vec::new(); texts.len()];
         for chunk in order.chunks(FORWARD_BATCH) {
-            let max_len = chunk
-                .iter()
-                .map(|&i| tokenized[i].0.len())
-                .max()
-                .unwrap_or(0)
-                .max(1);
+            let max_len = chunk.iter().map(|&i| tokenized[i].0.len()).max().unwrap_or(0).max(1);
             let mut ids = Vec::with_capacity(chunk.len() * max_len);
             let mut mask = Vec::with_capacity(chunk.len() * max_len);
             for &i in chunk {
@@ -184,10 +166,7 @@ impl BertEncoder {
                 vectors[i] = row;
             }
         }
-        Ok(Encoded {
-            vectors,
-            truncated: tokenized.iter().map(|t| t.1).collect(),
-        })
+        Ok(Encoded { vectors, truncated: tokenized.iter().map(|t| t.1).collect() })
     }
 }
 
@@ -206,20 +185,14 @@ pub(crate) fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn model_id(dir: &Path) -> String {
     // The sentence-transformers folder of the default package is called `model`; name it by
     // its hub id then, otherwise by the folder name.
     let name = file_name(dir);
-    if name == "model" {
-        "all-MiniLM-L6-v2".to_owned()
-    } else {
-        name
-    }
+    if name == "model" { "all-MiniLM-L6-v2".to_owned() } else { name }
 }
 
 fn read_max_seq_len(dir: &Path) -> Result<usize> {
@@ -229,18 +202,14 @@ fn read_max_seq_len(dir: &Path) -> Result<usize> {
     }
     let text = std::fs::read_to_string(&p).map_err(|e| RouterError::io(&p, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| RouterError::json(&p, e))?;
-    Ok(v.get("max_seq_length")
-        .and_then(serde_json::Value::as_u64)
-        .map_or(DEFAULT_MAX_SEQ_LEN, |n| n as usize))
+    Ok(v.get("max_seq_length").and_then(serde_json::Value::as_u64).map_or(DEFAULT_MAX_SEQ_LEN, |n| n as usize))
 }
 
 /// Refuse a file that claims to be a pinned default-model file (same name and size) but has
 /// another hash: it is corrupt or tampered with.
 fn check_pinned(path: &Path, found: &str) -> Result<()> {
     let name = file_name(path);
-    let size = std::fs::metadata(path)
-        .map_err(|e| RouterError::io(path, e))?
-        .len();
+    let size = std::fs::metadata(path).map_err(|e| RouterError::io(path, e))?.len();
     for pin in PINNED_MODEL_HASHES {
         if pin.file == name && pin.size == size && pin.sha256 != found {
             return Err(RouterError::HashMismatch {
@@ -260,22 +229,14 @@ mod tests {
     #[test]
     fn mean_pool_ignores_padding_and_normalises() {
         // Two items, three positions, two features; the second item has one padded position.
-        let hidden = Tensor::from_vec(
-            vec![1f32, 2., 3., 4., 5., 6., 10., 0., 20., 0., 999., 999.],
-            (2, 3, 2),
-            &Device::Cpu,
-        )
-        .expect("hidden");
+        let hidden =
+            Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6., 10., 0., 20., 0., 999., 999.], (2, 3, 2), &Device::Cpu)
+                .expect("hidden");
         let mask = Tensor::from_vec(vec![1u32, 1, 1, 1, 1, 0], (2, 3), &Device::Cpu).expect("mask");
-        let pooled: Vec<Vec<f32>> = mean_pool(&hidden, &mask)
-            .expect("pool")
-            .to_vec2()
-            .expect("vec");
+        let pooled: Vec<Vec<f32>> = mean_pool(&hidden, &mask).expect("pool").to_vec2().expect("vec");
         assert_eq!(pooled, vec![vec![3.0, 4.0], vec![15.0, 0.0]]);
-        let normed: Vec<Vec<f32>> = l2_normalize(&mean_pool(&hidden, &mask).expect("pool"))
-            .expect("norm")
-            .to_vec2()
-            .expect("vec");
+        let normed: Vec<Vec<f32>> =
+            l2_normalize(&mean_pool(&hidden, &mask).expect("pool")).expect("norm").to_vec2().expect("vec");
         assert!((normed[0][0] - 0.6).abs() < 1e-6 && (normed[0][1] - 0.8).abs() < 1e-6);
         assert!((normed[1][0] - 1.0).abs() < 1e-6);
     }

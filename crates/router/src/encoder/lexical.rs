@@ -29,10 +29,7 @@ fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
 
 /// Lower-cased word tokens (letters and digits; everything else separates).
 fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    text.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
 impl LexicalEncoder {
@@ -49,10 +46,7 @@ impl LexicalEncoder {
             }
         }
         let n = texts.len() as f32;
-        let idf = df
-            .iter()
-            .map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0)
-            .collect();
+        let idf = df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
         Self { dim, idf }
     }
 
@@ -94,13 +88,7 @@ impl LexicalEncoder {
         let mut v: Vec<f32> = tf
             .iter()
             .zip(&self.idf)
-            .map(|(&t, &idf)| {
-                if t == 0.0 {
-                    0.0
-                } else {
-                    t.signum() * (1.0 + t.abs().ln()) * idf
-                }
-            })
+            .map(|(&t, &idf)| if t == 0.0 { 0.0 } else { t.signum() * (1.0 + t.abs().ln()) * idf })
             .collect();
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm > 0.0 {
@@ -116,12 +104,8 @@ mod tests {
 
     #[test]
     fn similar_texts_are_closer_than_unrelated_ones() {
-        let corpus = [
-            "my card was stolen",
-            "card stolen yesterday",
-            "what is the exchange rate",
-            "exchange rate for euros",
-        ];
+        let corpus =
+            ["my card was stolen", "card stolen yesterday", "what is the exchange rate", "exchange rate for euros"];
         let enc = LexicalEncoder::fit(&corpus, 1024);
         let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
         let a = enc.encode_one("someone stole my card");
@@ -142,9 +126,6 @@ mod tests {
     #[test]
     fn encoding_is_deterministic() {
         let enc = LexicalEncoder::fit(&["one two", "three"], 256);
-        assert_eq!(
-            enc.encode_one("one two three"),
-            enc.encode_one("one two three")
-        );
+        assert_eq!(enc.encode_one("one two three"), enc.encode_one("one two three"));
     }
 }

@@ -40,9 +40,7 @@ impl EmbeddingCache {
             .filter(|c| c.encoder_hash == encoder_hash)
             .map(|c| c.items)
             .unwrap_or_default();
-        Self {
-            map: Mutex::new(items),
-        }
+        Self { map: Mutex::new(items) }
     }
 
     /// Write the cache.
@@ -50,24 +48,15 @@ impl EmbeddingCache {
     /// # Errors
     /// I/O failures.
     pub fn save(&self, path: &Path, encoder_hash: &str) -> Result<()> {
-        let map = self
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let file = CacheFile {
-            encoder_hash: encoder_hash.to_owned(),
-            items: map.clone(),
-        };
+        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let file = CacheFile { encoder_hash: encoder_hash.to_owned(), items: map.clone() };
         let bytes = serde_json::to_vec(&file).map_err(|e| RouterError::json(path, e))?;
         std::fs::write(path, bytes).map_err(|e| RouterError::io(path, e))
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     /// True when empty.
@@ -126,17 +115,8 @@ pub struct Featurizer {
 
 impl Featurizer {
     /// A featurizer from its parts; at least one must be present (the caller guarantees it).
-    pub fn new(
-        bert: Option<Arc<BertEncoder>>,
-        lexical: Option<LexicalEncoder>,
-        lexical_weight: f32,
-    ) -> Self {
-        Self {
-            bert,
-            lexical,
-            lexical_weight,
-            cache: None,
-        }
+    pub fn new(bert: Option<Arc<BertEncoder>>, lexical: Option<LexicalEncoder>, lexical_weight: f32) -> Self {
+        Self { bert, lexical, lexical_weight, cache: None }
     }
 
     /// Look sentence embeddings up in (and add them to) a persistent cache. Cached texts are
@@ -151,30 +131,17 @@ impl Featurizer {
             return bert.encode(texts);
         };
         let missing: Vec<&str> = {
-            let map = cache
-                .map
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            texts
-                .iter()
-                .copied()
-                .filter(|t| !map.contains_key(*t))
-                .collect()
+            let map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            texts.iter().copied().filter(|t| !map.contains_key(*t)).collect()
         };
         if !missing.is_empty() {
             let enc = bert.encode(&missing)?;
-            let mut map = cache
-                .map
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for (t, v) in missing.iter().zip(enc.vectors) {
                 map.insert((*t).to_owned(), v);
             }
         }
-        let map = cache
-            .map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = cache.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Encoded::default();
         for t in texts {
             out.vectors.push(map.get(*t).cloned().unwrap_or_default());
@@ -200,8 +167,7 @@ impl Featurizer {
 
     /// Width of [`Features::dense`].
     pub fn dim(&self) -> usize {
-        self.bert.as_ref().map_or(0, |b| b.info().dim)
-            + self.lexical.as_ref().map_or(0, LexicalEncoder::dim)
+        self.bert.as_ref().map_or(0, |b| b.info().dim) + self.lexical.as_ref().map_or(0, LexicalEncoder::dim)
     }
 
     /// Featurize a batch of texts.
@@ -230,11 +196,7 @@ impl Featurizer {
                 }
                 dense.extend(v.iter().map(|x| x * self.lexical_weight));
             }
-            out.push(Features {
-                dense,
-                proto,
-                truncated,
-            });
+            out.push(Features { dense, proto, truncated });
         }
         Ok(out)
     }

@@ -12,12 +12,7 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
 /// Mean negative log-likelihood of the labels under `softmax(logits / t)`.
 pub fn nll(logits: &[Vec<f32>], labels: &[usize], t: f32) -> f64 {
     let n = logits.len().max(1) as f64;
-    logits
-        .iter()
-        .zip(labels)
-        .map(|(l, &y)| -f64::from(softmax(l, t)[y].max(1e-12)).ln())
-        .sum::<f64>()
-        / n
+    logits.iter().zip(labels).map(|(l, &y)| -f64::from(softmax(l, t)[y].max(1e-12)).ln()).sum::<f64>() / n
 }
 
 /// The temperature in `[0.05, 20]` minimising held-out NLL (golden-section search on `ln t`;
@@ -67,9 +62,7 @@ pub fn expected_calibration_error(confidence: &[f32], correct: &[bool], bins: us
     }
     (0..bins)
         .filter(|&b| count[b] > 0)
-        .map(|b| {
-            (count[b] as f64 / n as f64) * ((acc_sum[b] - conf_sum[b]) / count[b] as f64).abs()
-        })
+        .map(|b| (count[b] as f64 / n as f64) * ((acc_sum[b] - conf_sum[b]) / count[b] as f64).abs())
         .sum()
 }
 

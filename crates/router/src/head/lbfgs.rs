@@ -18,12 +18,7 @@ pub struct LbfgsConfig {
 
 impl Default for LbfgsConfig {
     fn default() -> Self {
-        Self {
-            memory: 10,
-            max_iter: 300,
-            grad_tol: 1e-5,
-            rel_tol: 1e-9,
-        }
+        Self { memory: 10, max_iter: 300, grad_tol: 1e-5, rel_tol: 1e-9 }
     }
 }
 
@@ -37,10 +32,7 @@ pub struct LbfgsReport {
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum()
+    a.iter().zip(b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum()
 }
 
 /// Minimise `f` from `x` (updated in place). `f` returns the loss and writes the gradient.
@@ -71,12 +63,7 @@ pub fn minimize<E>(
         let mut q: Vec<f64> = g.iter().map(|&v| f64::from(v)).collect();
         let mut alpha = vec![0f64; s_hist.len()];
         for i in (0..s_hist.len()).rev() {
-            let a = rho[i]
-                * s_hist[i]
-                    .iter()
-                    .zip(&q)
-                    .map(|(&s, &qq)| f64::from(s) * qq)
-                    .sum::<f64>();
+            let a = rho[i] * s_hist[i].iter().zip(&q).map(|(&s, &qq)| f64::from(s) * qq).sum::<f64>();
             alpha[i] = a;
             for (qq, &yy) in q.iter_mut().zip(&y_hist[i]) {
                 *qq -= a * f64::from(yy);
@@ -88,12 +75,7 @@ pub fn minimize<E>(
         };
         q.iter_mut().for_each(|v| *v *= gamma);
         for i in 0..s_hist.len() {
-            let beta = rho[i]
-                * y_hist[i]
-                    .iter()
-                    .zip(&q)
-                    .map(|(&y, &qq)| f64::from(y) * qq)
-                    .sum::<f64>();
+            let beta = rho[i] * y_hist[i].iter().zip(&q).map(|(&y, &qq)| f64::from(y) * qq).sum::<f64>();
             for (qq, &ss) in q.iter_mut().zip(&s_hist[i]) {
                 *qq += (alpha[i] - beta) * f64::from(ss);
             }
@@ -156,10 +138,7 @@ mod tests {
     #[test]
     fn minimises_a_rosenbrock_valley() {
         let mut x = vec![-1.2f32, 1.0];
-        let cfg = LbfgsConfig {
-            max_iter: 500,
-            ..LbfgsConfig::default()
-        };
+        let cfg = LbfgsConfig { max_iter: 500, ..LbfgsConfig::default() };
         let report = minimize::<()>(&mut x, cfg, |p, g| {
             let (a, b) = (f64::from(p[0]), f64::from(p[1]));
             g[0] = (-2.0 * (1.0 - a) - 400.0 * a * (b - a * a)) as f32;
@@ -168,9 +147,6 @@ mod tests {
         })
         .expect("no error");
         assert!(report.loss < 1e-6, "{report:?}");
-        assert!(
-            (x[0] - 1.0).abs() < 1e-2 && (x[1] - 1.0).abs() < 1e-2,
-            "{x:?}"
-        );
+        assert!((x[0] - 1.0).abs() < 1e-2 && (x[1] - 1.0).abs() < 1e-2, "{x:?}");
     }
 }

@@ -20,10 +20,7 @@ pub struct LogRegConfig {
 
 impl Default for LogRegConfig {
     fn default() -> Self {
-        Self {
-            l2: 1e-4,
-            max_iter: 300,
-        }
+        Self { l2: 1e-4, max_iter: 300 }
     }
 }
 
@@ -63,9 +60,7 @@ impl Problem {
             return Err(RouterError::Training("rows of different widths".into()));
         }
         if let Some(&bad) = labels.iter().find(|&&l| l >= classes) {
-            return Err(RouterError::Training(format!(
-                "label index {bad} out of range"
-            )));
+            return Err(RouterError::Training(format!("label index {bad} out of range")));
         }
         let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
         let x = Tensor::from_vec(flat, (n, dim), &Device::Cpu)?;
@@ -75,21 +70,8 @@ impl Problem {
             onehot[i * classes + l] = 1.0;
         }
         let y_onehot = Tensor::from_vec(onehot, (n, classes), &Device::Cpu)?;
-        let y = Tensor::from_vec(
-            labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
-            n,
-            &Device::Cpu,
-        )?;
-        Ok(Self {
-            x,
-            xt,
-            y_onehot,
-            y,
-            n,
-            dim,
-            classes,
-            l2,
-        })
+        let y = Tensor::from_vec(labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), n, &Device::Cpu)?;
+        Ok(Self { x, xt, y_onehot, y, n, dim, classes, l2 })
     }
 
     /// Loss and gradient at flat parameters `[W (dim×classes), b (classes)]`.
@@ -120,32 +102,14 @@ impl LogReg {
     ///
     /// # Errors
     /// [`RouterError::Training`] for empty or inconsistent data; tensor failures.
-    pub fn fit(
-        rows: &[&[f32]],
-        labels: &[usize],
-        classes: usize,
-        cfg: LogRegConfig,
-    ) -> Result<(Self, LbfgsReport)> {
+    pub fn fit(rows: &[&[f32]], labels: &[usize], classes: usize, cfg: LogRegConfig) -> Result<(Self, LbfgsReport)> {
         let problem = Problem::new(rows, labels, classes, cfg.l2)?;
         let mut theta = vec![0f32; problem.dim * classes + classes];
-        let report = minimize(
-            &mut theta,
-            LbfgsConfig {
-                max_iter: cfg.max_iter,
-                ..LbfgsConfig::default()
-            },
-            |t, g| problem.loss_grad(t, g),
-        )?;
+        let report = minimize(&mut theta, LbfgsConfig { max_iter: cfg.max_iter, ..LbfgsConfig::default() }, |t, g| {
+            problem.loss_grad(t, g)
+        })?;
         let wk = problem.dim * classes;
-        Ok((
-            Self {
-                weights: theta[..wk].to_vec(),
-                bias: theta[wk..].to_vec(),
-                dim: problem.dim,
-                classes,
-            },
-            report,
-        ))
+        Ok((Self { weights: theta[..wk].to_vec(), bias: theta[wk..].to_vec(), dim: problem.dim, classes }, report))
     }
 
     /// Logits of one row.
@@ -216,11 +180,7 @@ mod tests {
             tm[i] -= h;
             let lm = p.loss_grad(&tm, &mut scratch).expect("lm");
             let numeric = (lp - lm) / (2.0 * f64::from(h));
-            assert!(
-                (numeric - f64::from(g[i])).abs() < 2e-3,
-                "param {i}: analytic {} numeric {numeric}",
-                g[i]
-            );
+            assert!((numeric - f64::from(g[i])).abs() < 2e-3, "param {i}: analytic {} numeric {numeric}", g[i]);
         }
     }
 
@@ -237,9 +197,7 @@ mod tests {
             .zip(&labels)
             .filter(|&(r, &l)| {
                 let lg = m1.logits(r);
-                let best = (0..3)
-                    .max_by(|&a, &b| lg[a].total_cmp(&lg[b]))
-                    .expect("3 classes");
+                let best = (0..3).max_by(|&a, &b| lg[a].total_cmp(&lg[b])).expect("3 classes");
                 best == l
             })
             .count();

@@ -47,11 +47,7 @@ impl PrototypeHead {
         }
         normalize(&mut c);
         self.prototypes.retain(|p| p.intent != intent);
-        self.prototypes.push(Prototype {
-            intent: intent.to_owned(),
-            centroid: c,
-            examples: examples.len(),
-        });
+        self.prototypes.push(Prototype { intent: intent.to_owned(), centroid: c, examples: examples.len() });
         true
     }
 

@@ -13,16 +13,10 @@ use switchboard_router::fetch::resolve_model_dir;
 /// `CI` or `SWITCHBOARD_REQUIRE_MODEL` is set, in which case the test fails.
 pub fn encoder(test: &str) -> Option<Arc<BertEncoder>> {
     match resolve_model_dir(None) {
-        Some(loc) => Some(Arc::new(
-            BertEncoder::load(&loc.dir, loc.pinned).expect("the model found must load"),
-        )),
+        Some(loc) => Some(Arc::new(BertEncoder::load(&loc.dir, loc.pinned).expect("the model found must load"))),
         None => {
-            let required = std::env::var_os("CI").is_some()
-                || std::env::var_os("SWITCHBOARD_REQUIRE_MODEL").is_some();
-            assert!(
-                !required,
-                "{test}: no sentence encoder; run `switchboard models fetch` first"
-            );
+            let required = std::env::var_os("CI").is_some() || std::env::var_os("SWITCHBOARD_REQUIRE_MODEL").is_some();
+            assert!(!required, "{test}: no sentence encoder; run `switchboard models fetch` first");
             eprintln!(
                 "\n*** SKIPPING {test}: no sentence encoder found. Run `switchboard models fetch` \
                  (or set SWITCHBOARD_MODEL_DIR) to run it. ***\n"
@@ -34,40 +28,24 @@ pub fn encoder(test: &str) -> Option<Arc<BertEncoder>> {
 
 /// The shared benchmark data folder (`SWITCHBOARD_DATA_DIR`, else `shared/data` beside the repo).
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("SWITCHBOARD_DATA_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-        PathBuf::from,
-    )
+    std::env::var_os("SWITCHBOARD_DATA_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"), PathBuf::from)
 }
 
 /// A deterministic slice of BANKING77: `intents` intents, `train_n` + `test_n` examples each.
-pub fn banking_slice(
-    intents: usize,
-    train_n: usize,
-    test_n: usize,
-) -> (Vec<Example>, Vec<Example>) {
+pub fn banking_slice(intents: usize, train_n: usize, test_n: usize) -> (Vec<Example>, Vec<Example>) {
     let path = data_dir().join("banking77/train.csv");
     let all = data::load(&path, DataFormat::Banking77)
         .unwrap_or_else(|e| panic!("BANKING77 must be at {}: {e}", path.display()));
     let mut names: Vec<&str> = all.iter().map(|e| e.intent.as_str()).collect();
     names.sort_unstable();
     names.dedup();
-    let keep: Vec<String> = names
-        .iter()
-        .take(intents)
-        .map(|s| (*s).to_owned())
-        .collect();
+    let keep: Vec<String> = names.iter().take(intents).map(|s| (*s).to_owned()).collect();
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for k in &keep {
         let items: Vec<&Example> = all.iter().filter(|e| &e.intent == k).collect();
         train.extend(items.iter().take(train_n).map(|e| (*e).clone()));
-        test.extend(
-            items
-                .iter()
-                .skip(train_n)
-                .take(test_n)
-                .map(|e| (*e).clone()),
-        );
+        test.extend(items.iter().skip(train_n).take(test_n).map(|e| (*e).clone()));
     }
     (train, test)
 }

@@ -22,9 +22,7 @@ fn padded(mut payload: serde_json::Value, pad: usize) -> Vec<u8> {
     if pad > 0
         && let Some(obj) = payload.as_object_mut()
     {
-        let letters: String = (0..pad)
-            .map(|i| char::from(b'a' + u8::try_from(i % 26).expect("i % 26 < 26")))
-            .collect();
+        let letters: String = (0..pad).map(|i| char::from(b'a' + u8::try_from(i % 26).expect("i % 26 < 26"))).collect();
         obj.insert("p".into(), serde_json::Value::String(letters));
     }
     serde_json::to_vec(&payload).expect("JSON values serialise")
@@ -71,21 +69,14 @@ mod tests {
     #[test]
     fn frames_round_trip_and_match_the_reference_vector() {
         // Same headers and payload as the fact sheet's vector (section 3.2), no padding.
-        let f = event_frame(
-            "contentBlockDelta",
-            serde_json::json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
-            0,
-        );
+        let f =
+            event_frame("contentBlockDelta", serde_json::json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}), 0);
         assert_eq!(f.len(), 148);
         assert_eq!(&f[8..12], &[0xb4, 0xab, 0x9a, 0xee]);
         assert_eq!(&f[144..], &[0x1f, 0x94, 0x46, 0x57]);
         let msg = read_message_from(&mut f.clone()).expect("decodes");
         assert_eq!(msg.headers().len(), 3);
-        let padded = event_frame(
-            "messageStop",
-            serde_json::json!({"stopReason": "end_turn"}),
-            7,
-        );
+        let padded = event_frame("messageStop", serde_json::json!({"stopReason": "end_turn"}), 7);
         let msg = read_message_from(&mut padded.clone()).expect("decodes");
         let v: serde_json::Value = serde_json::from_slice(msg.payload()).expect("json");
         assert_eq!(v["p"], "abcdefg");

@@ -62,117 +62,52 @@ fn error(status: u16, kind: &str, message: &str, retry_after: Option<u64>) -> Re
 
 fn status_fault(status: u16, retry_after: Option<u64>, message: Option<&str>) -> Response {
     let (kind, default_msg) = match status {
-        401 => (
-            "UnrecognizedClientException",
-            "The security token included in the request is invalid.",
-        ),
-        400 => (
-            "ValidationException",
-            "Malformed input request, please reformat your input and try again.",
-        ),
-        403 => (
-            "AccessDeniedException",
-            "You don't have access to the model with the specified model ID.",
-        ),
-        404 => (
-            "ResourceNotFoundException",
-            "The requested resource could not be found.",
-        ),
-        408 => (
-            "ModelTimeoutException",
-            "Model has timed out in processing the request.",
-        ),
+        401 => ("UnrecognizedClientException", "The security token included in the request is invalid."),
+        400 => ("ValidationException", "Malformed input request, please reformat your input and try again."),
+        403 => ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
+        404 => ("ResourceNotFoundException", "The requested resource could not be found."),
+        408 => ("ModelTimeoutException", "Model has timed out in processing the request."),
         424 => ("ModelErrorException", "The model returned an error."),
-        429 => (
-            "ThrottlingException",
-            "Too many requests, please wait before trying again.",
-        ),
-        503 => (
-            "ServiceUnavailableException",
-            "Bedrock is unable to process your request.",
-        ),
-        _ => (
-            "InternalServerException",
-            "The server encountered an internal error.",
-        ),
+        429 => ("ThrottlingException", "Too many requests, please wait before trying again."),
+        503 => ("ServiceUnavailableException", "Bedrock is unable to process your request."),
+        _ => ("InternalServerException", "The server encountered an internal error."),
     };
     error(status, kind, message.unwrap_or(default_msg), retry_after)
 }
 
-fn authenticate(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    raw: &[u8],
-) -> Result<(), Box<Response>> {
+fn authenticate(method: &Method, uri: &Uri, headers: &HeaderMap, raw: &[u8]) -> Result<(), Box<Response>> {
     let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return Err(Box::new(error(
-            403,
-            "MissingAuthenticationTokenException",
-            "Missing Authentication Token",
-            None,
-        )));
+        return Err(Box::new(error(403, "MissingAuthenticationTokenException", "Missing Authentication Token", None)));
     };
     if let Some(key) = auth.strip_prefix("Bearer ") {
         return if key.trim().is_empty() {
-            Err(Box::new(error(
-                403,
-                "AccessDeniedException",
-                "Invalid API Key format",
-                None,
-            )))
+            Err(Box::new(error(403, "AccessDeniedException", "Invalid API Key format", None)))
         } else {
             Ok(())
         };
     }
     let keys = sigv4::SigV4Keys {
-        keys: vec![(
-            TEST_ACCESS_KEY_ID.to_owned(),
-            TEST_SECRET_ACCESS_KEY.to_owned(),
-        )],
+        keys: vec![(TEST_ACCESS_KEY_ID.to_owned(), TEST_SECRET_ACCESS_KEY.to_owned())],
         service: "bedrock".to_owned(),
         max_skew_secs: 300,
     };
     let pairs: Vec<(String, String)> = headers
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
-    match keys.verify(
-        method.as_str(),
-        uri.path(),
-        uri.query().unwrap_or(""),
-        &pairs,
-        raw,
-        now,
-    ) {
+    match keys.verify(method.as_str(), uri.path(), uri.query().unwrap_or(""), &pairs, raw, now) {
         Ok(_) => Ok(()),
-        Err(e @ sigv4::SigV4Failure::UnknownKey) => Err(Box::new(error(
-            403,
-            "UnrecognizedClientException",
-            &e.to_string(),
-            None,
-        ))),
-        Err(e @ sigv4::SigV4Failure::Mismatch) => Err(Box::new(error(
-            403,
-            "InvalidSignatureException",
-            &e.to_string(),
-            None,
-        ))),
-        Err(e) => Err(Box::new(error(
-            403,
-            "InvalidSignatureException",
-            &e.to_string(),
-            None,
-        ))),
+        Err(e @ sigv4::SigV4Failure::UnknownKey) => {
+            Err(Box::new(error(403, "UnrecognizedClientException", &e.to_string(), None)))
+        }
+        Err(e @ sigv4::SigV4Failure::Mismatch) => {
+            Err(Box::new(error(403, "InvalidSignatureException", &e.to_string(), None)))
+        }
+        Err(e) => Err(Box::new(error(403, "InvalidSignatureException", &e.to_string(), None))),
     }
 }
 
@@ -182,9 +117,7 @@ fn validate(body: &Value) -> Result<(), Box<Response>> {
     let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
         return bad("The messages field is required and must not be empty.");
     };
-    let tools_defined = body["toolConfig"]["tools"]
-        .as_array()
-        .is_some_and(|t| !t.is_empty());
+    let tools_defined = body["toolConfig"]["tools"].as_array().is_some_and(|t| !t.is_empty());
     let mut pending: Vec<String> = Vec::new();
     let mut last_role = "";
     for (i, m) in messages.iter().enumerate() {
@@ -208,9 +141,7 @@ fn validate(body: &Value) -> Result<(), Box<Response>> {
         }
         last_role = role;
         let Some(blocks) = m["content"].as_array() else {
-            return bad(&format!(
-                "messages.{i}.content must be a list of content blocks"
-            ));
+            return bad(&format!("messages.{i}.content must be a list of content blocks"));
         };
         let mut answered: Vec<String> = Vec::new();
         for b in blocks {
@@ -248,15 +179,9 @@ fn validate(body: &Value) -> Result<(), Box<Response>> {
                     }
                     answered.push(id.to_owned());
                 }
-                (
-                    _,
-                    "image" | "document" | "video" | "reasoningContent" | "cachePoint"
-                    | "guardContent",
-                ) => {}
+                (_, "image" | "document" | "video" | "reasoningContent" | "cachePoint" | "guardContent") => {}
                 _ => {
-                    return bad(&format!(
-                        "Unsupported content block {kind:?} in a {role} message."
-                    ));
+                    return bad(&format!("Unsupported content block {kind:?} in a {role} message."));
                 }
             }
         }
@@ -284,17 +209,12 @@ struct Prepared {
 
 impl Prepared {
     fn tool_id(&self, i: usize, explicit: &Option<String>) -> String {
-        explicit
-            .clone()
-            .unwrap_or_else(|| format!("tooluse_fake{:04}{i:02}", self.seq))
+        explicit.clone().unwrap_or_else(|| format!("tooluse_fake{:04}{i:02}", self.seq))
     }
 
     fn usage_json(&self) -> Value {
         let u = &self.usage;
-        let uncached = u
-            .input_tokens
-            .saturating_sub(u.cache_read_tokens)
-            .saturating_sub(u.cache_write_tokens);
+        let uncached = u.input_tokens.saturating_sub(u.cache_read_tokens).saturating_sub(u.cache_write_tokens);
         json!({
             "inputTokens": uncached,
             "outputTokens": u.output_tokens,
@@ -317,12 +237,7 @@ async fn prepare(
     let body = state.record(method, uri, headers, raw);
     authenticate(method, uri, headers, raw)?;
     if !body.is_object() {
-        return Err(Box::new(error(
-            400,
-            "SerializationException",
-            "Request body is not valid JSON.",
-            None,
-        )));
+        return Err(Box::new(error(400, "SerializationException", "Request body is not valid JSON.", None)));
     }
     validate(&body)?;
     let scenario = state.next_scenario();
@@ -330,58 +245,27 @@ async fn prepare(
         tokio::time::sleep(Duration::from_millis(scenario.latency_ms)).await;
     }
     match &scenario.fault {
-        Some(Fault::Status {
-            status,
-            retry_after,
-            message,
-        }) => {
-            return Err(Box::new(status_fault(
-                *status,
-                *retry_after,
-                message.as_deref(),
-            )));
+        Some(Fault::Status { status, retry_after, message }) => {
+            return Err(Box::new(status_fault(*status, *retry_after, message.as_deref())));
         }
         Some(Fault::ContextOverflow) => {
-            return Err(Box::new(error(
-                400,
-                "ValidationException",
-                "Input is too long for requested model.",
-                None,
-            )));
+            return Err(Box::new(error(400, "ValidationException", "Input is too long for requested model.", None)));
         }
         _ => {}
     }
     let reply = scenario.reply.clone();
-    let stop_reason = reply.finish_reason.clone().unwrap_or_else(|| {
-        if reply.tool_calls.is_empty() {
-            "end_turn".into()
-        } else {
-            "tool_use".into()
-        }
-    });
+    let stop_reason = reply
+        .finish_reason
+        .clone()
+        .unwrap_or_else(|| if reply.tool_calls.is_empty() { "end_turn".into() } else { "tool_use".into() });
     let usage = reply.usage.unwrap_or_else(|| ScriptedUsage {
         input_tokens: (count_tokens(&body["messages"]) + count_tokens(&body["system"])).max(1),
         output_tokens: tokens(&reply.text).len() as u64
-            + reply
-                .tool_calls
-                .iter()
-                .map(|c| 1 + count_tokens(&c.arguments))
-                .sum::<u64>(),
+            + reply.tool_calls.iter().map(|c| 1 + count_tokens(&c.arguments)).sum::<u64>(),
         ..ScriptedUsage::default()
     });
-    let prepared = Prepared {
-        reply,
-        stop_reason,
-        usage,
-        seq: SEQ.fetch_add(1, Ordering::Relaxed),
-    };
-    Ok((
-        prepared,
-        scenario.fault,
-        scenario.token_delay_ms,
-        scenario.split_writes,
-        scenario.keepalive,
-    ))
+    let prepared = Prepared { reply, stop_reason, usage, seq: SEQ.fetch_add(1, Ordering::Relaxed) };
+    Ok((prepared, scenario.fault, scenario.token_delay_ms, scenario.split_writes, scenario.keepalive))
 }
 
 async fn converse(
@@ -420,13 +304,11 @@ async fn converse(
     match fault {
         Some(Fault::Stall { .. }) => json_resp(never_body()),
         Some(Fault::Malformed { .. }) => json_resp(Body::from(full[..full.len() / 2].to_owned())),
-        Some(Fault::Disconnect { .. } | Fault::Truncate { .. }) => {
-            json_resp(stream_body(StreamPlan {
-                frames: vec![Bytes::from(full[..full.len() / 2].to_owned())],
-                fault: Some(StreamFault::Disconnect { after: 1 }),
-                ..StreamPlan::default()
-            }))
-        }
+        Some(Fault::Disconnect { .. } | Fault::Truncate { .. }) => json_resp(stream_body(StreamPlan {
+            frames: vec![Bytes::from(full[..full.len() / 2].to_owned())],
+            fault: Some(StreamFault::Disconnect { after: 1 }),
+            ..StreamPlan::default()
+        })),
         Some(Fault::StreamError { .. }) => status_fault(500, None, None),
         _ => json_resp(Body::from(full)),
     }
@@ -447,11 +329,7 @@ async fn converse_stream(
         };
     // Padding length varies per frame, as the service's does.
     let pad = |n: usize| 1 + (n * 7 + p.seq as usize) % 23;
-    let mut frames = vec![frames::event_frame(
-        "messageStart",
-        json!({"role": "assistant"}),
-        pad(0),
-    )];
+    let mut frames = vec![frames::event_frame("messageStart", json!({"role": "assistant"}), pad(0))];
     let mut index = 0u32;
     if !p.reply.text.is_empty() {
         for t in tokens(&p.reply.text) {
@@ -463,11 +341,7 @@ async fn converse_stream(
             ));
         }
         let n = frames.len();
-        frames.push(frames::event_frame(
-            "contentBlockStop",
-            json!({"contentBlockIndex": index}),
-            pad(n),
-        ));
+        frames.push(frames::event_frame("contentBlockStop", json!({"contentBlockIndex": index}), pad(n)));
         index += 1;
     }
     for (i, c) in p.reply.tool_calls.iter().enumerate() {
@@ -489,44 +363,20 @@ async fn converse_stream(
             ));
         }
         let n = frames.len();
-        frames.push(frames::event_frame(
-            "contentBlockStop",
-            json!({"contentBlockIndex": index}),
-            pad(n),
-        ));
+        frames.push(frames::event_frame("contentBlockStop", json!({"contentBlockIndex": index}), pad(n)));
         index += 1;
     }
     let n = frames.len();
-    frames.push(frames::event_frame(
-        "messageStop",
-        json!({"stopReason": p.stop_reason}),
-        pad(n),
-    ));
+    frames.push(frames::event_frame("messageStop", json!({"stopReason": p.stop_reason}), pad(n)));
     let n = frames.len();
-    frames.push(frames::event_frame(
-        "metadata",
-        json!({"usage": p.usage_json(), "metrics": {"latencyMs": 1}}),
-        pad(n),
-    ));
+    frames.push(frames::event_frame("metadata", json!({"usage": p.usage_json(), "metrics": {"latencyMs": 1}}), pad(n)));
     let stream_fault = match fault {
-        Some(Fault::Stall { after_events }) => Some(StreamFault::Stall {
-            after: after_events,
-        }),
-        Some(Fault::Disconnect { after_events }) => Some(StreamFault::Disconnect {
-            after: after_events,
-        }),
-        Some(Fault::Truncate { after_events }) => Some(StreamFault::Truncate {
-            after: after_events,
-        }),
+        Some(Fault::Stall { after_events }) => Some(StreamFault::Stall { after: after_events }),
+        Some(Fault::Disconnect { after_events }) => Some(StreamFault::Disconnect { after: after_events }),
+        Some(Fault::Truncate { after_events }) => Some(StreamFault::Truncate { after: after_events }),
         Some(Fault::Malformed { after_events }) => {
-            let victim = frames
-                .get(after_events)
-                .cloned()
-                .unwrap_or_else(|| frames[0].clone());
-            Some(StreamFault::Inject {
-                after: after_events,
-                frame: frames::corrupt_crc(&victim),
-            })
+            let victim = frames.get(after_events).cloned().unwrap_or_else(|| frames[0].clone());
+            Some(StreamFault::Inject { after: after_events, frame: frames::corrupt_crc(&victim) })
         }
         Some(Fault::StreamError { after_events }) => Some(StreamFault::Inject {
             after: after_events,
@@ -545,10 +395,7 @@ async fn converse_stream(
         fault: stream_fault,
     }));
     let h = resp.headers_mut();
-    h.insert(
-        "content-type",
-        HeaderValue::from_static("application/vnd.amazon.eventstream"),
-    );
+    h.insert("content-type", HeaderValue::from_static("application/vnd.amazon.eventstream"));
     h.insert("x-amzn-requestid", HeaderValue::from_static(REQUEST_ID));
     resp
 }

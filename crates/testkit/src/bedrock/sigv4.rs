@@ -77,10 +77,7 @@ fn parse_authorization(value: &str) -> Option<Parsed<'_>> {
 fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len() * 3 / 2);
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~')
-            || (keep_slash && b == b'/')
-        {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (keep_slash && b == b'/') {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -95,18 +92,11 @@ fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                uri_encode(&percent_decode(k), false),
-                uri_encode(&percent_decode(v), false),
-            )
+            (uri_encode(&percent_decode(k), false), uri_encode(&percent_decode(v), false))
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
 fn percent_decode(s: &str) -> String {
@@ -197,10 +187,7 @@ pub fn compute_signature(
         signed_headers.join(";"),
     );
     let scope = format!("{scope_date}/{region}/{service}/aws4_request");
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex_sha256(canonical_request.as_bytes())
-    );
+    let string_to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex_sha256(canonical_request.as_bytes()));
     let k_date = hmac(format!("AWS4{secret}").as_bytes(), scope_date);
     let k_region = hmac(&k_date, region);
     let k_service = hmac(&k_region, service);
@@ -222,34 +209,18 @@ impl SigV4Keys {
         body: &[u8],
         now_unix: i64,
     ) -> Result<String, SigV4Failure> {
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
         let auth = header("authorization").ok_or(SigV4Failure::Malformed)?;
         let p = parse_authorization(auth).ok_or(SigV4Failure::Malformed)?;
-        let secret = self
-            .keys
-            .iter()
-            .find(|(id, _)| id == p.key_id)
-            .map(|(_, s)| s.as_str())
-            .ok_or(SigV4Failure::UnknownKey)?;
+        let secret =
+            self.keys.iter().find(|(id, _)| id == p.key_id).map(|(_, s)| s.as_str()).ok_or(SigV4Failure::UnknownKey)?;
         if p.service != self.service {
-            return Err(SigV4Failure::Scope(format!(
-                "credential scope names service {:?}",
-                p.service
-            )));
+            return Err(SigV4Failure::Scope(format!("credential scope names service {:?}", p.service)));
         }
-        let amz_date =
-            header("x-amz-date").ok_or_else(|| SigV4Failure::Scope("no x-amz-date".into()))?;
-        let when = parse_amz_date(amz_date)
-            .ok_or_else(|| SigV4Failure::Scope("unparsable x-amz-date".into()))?;
+        let amz_date = header("x-amz-date").ok_or_else(|| SigV4Failure::Scope("no x-amz-date".into()))?;
+        let when = parse_amz_date(amz_date).ok_or_else(|| SigV4Failure::Scope("unparsable x-amz-date".into()))?;
         if !amz_date.starts_with(p.date) || (when - now_unix).abs() > self.max_skew_secs {
-            return Err(SigV4Failure::Scope(
-                "signature expired or not yet valid".into(),
-            ));
+            return Err(SigV4Failure::Scope("signature expired or not yet valid".into()));
         }
         for required in ["host", "x-amz-date"] {
             if !p.signed_headers.contains(&required) {
@@ -286,10 +257,7 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -302,10 +270,7 @@ mod tests {
             "POST",
             "/",
             "",
-            &h(&[
-                ("Host", "example.amazonaws.com"),
-                ("X-Amz-Date", "20150830T123600Z"),
-            ]),
+            &h(&[("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")]),
             &["host", "x-amz-date"],
             b"",
             "20150830T123600Z",
@@ -313,10 +278,7 @@ mod tests {
             "us-east-1",
             "service",
         );
-        assert_eq!(
-            sig,
-            "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b"
-        );
+        assert_eq!(sig, "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b");
     }
 
     /// `get-vanilla-query-order-key-case` of the AWS SigV4 test suite.
@@ -327,10 +289,7 @@ mod tests {
             "GET",
             "/",
             "Param2=value2&Param1=value1",
-            &h(&[
-                ("Host", "example.amazonaws.com"),
-                ("X-Amz-Date", "20150830T123600Z"),
-            ]),
+            &h(&[("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")]),
             &["host", "x-amz-date"],
             b"",
             "20150830T123600Z",
@@ -338,10 +297,7 @@ mod tests {
             "us-east-1",
             "service",
         );
-        assert_eq!(
-            sig,
-            "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500"
-        );
+        assert_eq!(sig, "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500");
     }
 
     #[test]
@@ -354,40 +310,19 @@ mod tests {
         let auth = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
                     SignedHeaders=host;x-amz-date, \
                     Signature=5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b";
-        let headers = h(&[
-            ("host", "example.amazonaws.com"),
-            ("x-amz-date", "20150830T123600Z"),
-            ("authorization", auth),
-        ]);
+        let headers =
+            h(&[("host", "example.amazonaws.com"), ("x-amz-date", "20150830T123600Z"), ("authorization", auth)]);
         let t = parse_amz_date("20150830T123600Z").expect("date");
         assert_eq!(t, 1_440_938_160);
-        assert_eq!(
-            keys.verify("POST", "/", "", &headers, b"", t + 10),
-            Ok("AKIDEXAMPLE".into())
-        );
-        assert_eq!(
-            keys.verify("POST", "/", "", &headers, b"x", t),
-            Err(SigV4Failure::Mismatch)
-        );
-        assert!(matches!(
-            keys.verify("POST", "/", "", &headers, b"", t + 3600),
-            Err(SigV4Failure::Scope(_))
-        ));
-        let other = SigV4Keys {
-            keys: vec![("AKOTHER".into(), SECRET.into())],
-            ..keys.clone()
-        };
-        assert_eq!(
-            other.verify("POST", "/", "", &headers, b"", t),
-            Err(SigV4Failure::UnknownKey)
-        );
+        assert_eq!(keys.verify("POST", "/", "", &headers, b"", t + 10), Ok("AKIDEXAMPLE".into()));
+        assert_eq!(keys.verify("POST", "/", "", &headers, b"x", t), Err(SigV4Failure::Mismatch));
+        assert!(matches!(keys.verify("POST", "/", "", &headers, b"", t + 3600), Err(SigV4Failure::Scope(_))));
+        let other = SigV4Keys { keys: vec![("AKOTHER".into(), SECRET.into())], ..keys.clone() };
+        assert_eq!(other.verify("POST", "/", "", &headers, b"", t), Err(SigV4Failure::UnknownKey));
     }
 
     #[test]
     fn path_is_encoded_again() {
-        assert_eq!(
-            uri_encode("/model/a.b-v1%3A0/converse", true),
-            "/model/a.b-v1%253A0/converse"
-        );
+        assert_eq!(uri_encode("/model/a.b-v1%3A0/converse", true), "/model/a.b-v1%253A0/converse");
     }
 }

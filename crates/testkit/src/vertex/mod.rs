@@ -49,13 +49,7 @@ enum Surface {
 
 pub(crate) fn routes() -> Router<Arc<FakeState>> {
     let issuer = Arc::new(TokenIssuer::new(false));
-    let (i1, i2, i3, i4, i5) = (
-        issuer.clone(),
-        issuer.clone(),
-        issuer.clone(),
-        issuer.clone(),
-        issuer,
-    );
+    let (i1, i2, i3, i4, i5) = (issuer.clone(), issuer.clone(), issuer.clone(), issuer.clone(), issuer);
     Router::new()
         .route(
             "/token",
@@ -174,10 +168,7 @@ pub(crate) fn routes() -> Router<Arc<FakeState>> {
 }
 
 fn token_endpoint(issuer: &TokenIssuer, headers: &HeaderMap, raw: &[u8]) -> Response {
-    let host = headers
-        .get("host")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
     let form = String::from_utf8_lossy(raw);
     match issuer.exchange(&form, &format!("http://{host}/token")) {
         Ok((access_token, expires_in)) => (
@@ -186,11 +177,9 @@ fn token_endpoint(issuer: &TokenIssuer, headers: &HeaderMap, raw: &[u8]) -> Resp
             axum::Json(json!({"access_token": access_token, "expires_in": expires_in, "token_type": "Bearer"})),
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            axum::Json(e.body),
-        )
-            .into_response(),
+        Err(e) => {
+            (StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST), axum::Json(e.body)).into_response()
+        }
     }
 }
 
@@ -240,12 +229,7 @@ fn status_fault(code: u16, retry_after: Option<u64>, message: Option<&str>) -> R
         504 => "Deadline expired before operation could complete.",
         _ => "Internal error encountered.",
     };
-    google_error(
-        code,
-        status_name(code),
-        message.unwrap_or(default),
-        retry_after,
-    )
+    google_error(code, status_name(code), message.unwrap_or(default), retry_after)
 }
 
 /// Validates a `generateContent` body as the service does.
@@ -254,27 +238,16 @@ fn validate(body: &Value, model: &str) -> Result<(), Box<Response>> {
     let Some(contents) = body["contents"].as_array().filter(|c| !c.is_empty()) else {
         return bad("* GenerateContentRequest.contents: contents is not specified\n");
     };
-    let data_fields = [
-        "text",
-        "inlineData",
-        "fileData",
-        "functionCall",
-        "functionResponse",
-        "executableCode",
-        "codeExecutionResult",
-    ];
+    let data_fields =
+        ["text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult"];
     let needs_signature = model.starts_with("gemini-3");
     for (i, c) in contents.iter().enumerate() {
         let role = c["role"].as_str().unwrap_or("user");
         if role != "user" && role != "model" {
-            return bad(&format!(
-                "Please use a valid role: user, model. (contents[{i}].role = {role:?})"
-            ));
+            return bad(&format!("Please use a valid role: user, model. (contents[{i}].role = {role:?})"));
         }
         let Some(parts) = c["parts"].as_array().filter(|p| !p.is_empty()) else {
-            return bad(&format!(
-                "* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"
-            ));
+            return bad(&format!("* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.\n"));
         };
         for (j, p) in parts.iter().enumerate() {
             let n = data_fields.iter().filter(|f| p.get(**f).is_some()).count();
@@ -315,16 +288,12 @@ fn validate(body: &Value, model: &str) -> Result<(), Box<Response>> {
     if let Some(m) = gc.get("maxOutputTokens")
         && m.as_u64().is_none_or(|n| n < 1)
     {
-        return bad(
-            "* GenerateContentRequest.generation_config.max_output_tokens: must be positive\n",
-        );
+        return bad("* GenerateContentRequest.generation_config.max_output_tokens: must be positive\n");
     }
     if let Some(t) = gc.get("temperature")
         && !t.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t))
     {
-        return bad(
-            "* GenerateContentRequest.generation_config.temperature: must be in [0.0, 2.0]\n",
-        );
+        return bad("* GenerateContentRequest.generation_config.temperature: must be in [0.0, 2.0]\n");
     }
     Ok(())
 }
@@ -364,13 +333,7 @@ fn call_part(c: &crate::script::ScriptedToolCall, seq: u64, i: usize) -> Value {
     json!({"functionCall": fc, "thoughtSignature": signature})
 }
 
-async fn generate(
-    state: &FakeState,
-    surface: Surface,
-    target: &str,
-    uri: &Uri,
-    raw: &[u8],
-) -> Response {
+async fn generate(state: &FakeState, surface: Surface, target: &str, uri: &Uri, raw: &[u8]) -> Response {
     let Some((model, method)) = target.split_once(':') else {
         return google_error(404, "NOT_FOUND", "Method not found.", None);
     };
@@ -382,40 +345,22 @@ async fn generate(
     let body: Value = match serde_json::from_slice(raw) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            return google_error(
-                400,
-                "INVALID_ARGUMENT",
-                "Invalid JSON payload received.",
-                None,
-            );
+            return google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.", None);
         }
     };
     if let Err(resp) = validate(&body, model) {
         return *resp;
     }
-    let sse = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .any(|kv| kv == "alt=sse");
+    let sse = uri.query().unwrap_or("").split('&').any(|kv| kv == "alt=sse");
     if streaming && !sse {
-        return google_error(
-            400,
-            "INVALID_ARGUMENT",
-            "This fake only streams with alt=sse.",
-            None,
-        );
+        return google_error(400, "INVALID_ARGUMENT", "This fake only streams with alt=sse.", None);
     }
     let scenario = state.next_scenario();
     if scenario.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(scenario.latency_ms)).await;
     }
     match &scenario.fault {
-        Some(Fault::Status {
-            status,
-            retry_after,
-            message,
-        }) => {
+        Some(Fault::Status { status, retry_after, message }) => {
             return status_fault(*status, *retry_after, message.as_deref());
         }
         Some(Fault::ContextOverflow) => {
@@ -431,14 +376,9 @@ async fn generate(
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let reply = &scenario.reply;
     let usage = reply.usage.unwrap_or_else(|| ScriptedUsage {
-        input_tokens: (count_tokens(&body["contents"]) + count_tokens(&body["systemInstruction"]))
-            .max(1),
+        input_tokens: (count_tokens(&body["contents"]) + count_tokens(&body["systemInstruction"])).max(1),
         output_tokens: tokens(&reply.text).len() as u64
-            + reply
-                .tool_calls
-                .iter()
-                .map(|c| 1 + count_tokens(&c.arguments))
-                .sum::<u64>(),
+            + reply.tool_calls.iter().map(|c| 1 + count_tokens(&c.arguments)).sum::<u64>(),
         ..ScriptedUsage::default()
     });
     let response_id = format!("ZmFrZXJlc3Bv{seq:08}");
@@ -464,20 +404,14 @@ async fn generate(
         let n_text = text_tokens.len();
         for (k, t) in text_tokens.into_iter().enumerate() {
             let last = k + 1 == n_text && reply.tool_calls.is_empty();
-            let mut cand =
-                json!({"content": {"role": "model", "parts": [{"text": t}]}, "index": 0});
+            let mut cand = json!({"content": {"role": "model", "parts": [{"text": t}]}, "index": 0});
             if last {
                 cand["finishReason"] = json!(finish);
             }
             frames.push(ev(envelope(cand, last)));
         }
         if !reply.tool_calls.is_empty() {
-            let parts: Vec<Value> = reply
-                .tool_calls
-                .iter()
-                .enumerate()
-                .map(|(i, c)| call_part(c, seq, i))
-                .collect();
+            let parts: Vec<Value> = reply.tool_calls.iter().enumerate().map(|(i, c)| call_part(c, seq, i)).collect();
             frames.push(ev(envelope(
                 json!({"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}),
                 true,
@@ -490,29 +424,16 @@ async fn generate(
             )));
         }
         let fault = match &scenario.fault {
-            Some(Fault::Stall { after_events }) => Some(StreamFault::Stall {
-                after: *after_events,
-            }),
-            Some(Fault::Disconnect { after_events }) => Some(StreamFault::Disconnect {
-                after: *after_events,
-            }),
-            Some(Fault::Truncate { after_events }) => Some(StreamFault::Truncate {
-                after: *after_events,
-            }),
+            Some(Fault::Stall { after_events }) => Some(StreamFault::Stall { after: *after_events }),
+            Some(Fault::Disconnect { after_events }) => Some(StreamFault::Disconnect { after: *after_events }),
+            Some(Fault::Truncate { after_events }) => Some(StreamFault::Truncate { after: *after_events }),
             Some(Fault::Malformed { after_events }) => Some(StreamFault::Inject {
                 after: *after_events,
-                frame: Bytes::from_static(
-                    b"data: {\"candidates\": [{\"content\": {\"parts\": [{\"te\r\n\r\n",
-                ),
+                frame: Bytes::from_static(b"data: {\"candidates\": [{\"content\": {\"parts\": [{\"te\r\n\r\n"),
             }),
             Some(Fault::StreamError { after_events }) => Some(StreamFault::Inject {
                 after: *after_events,
-                frame: ev(error_json(
-                    503,
-                    "UNAVAILABLE",
-                    "The model is overloaded. Please try again later.",
-                    None,
-                )),
+                frame: ev(error_json(503, "UNAVAILABLE", "The model is overloaded. Please try again later.", None)),
             }),
             _ => None,
         };
@@ -520,56 +441,35 @@ async fn generate(
             frames,
             frame_delay: Duration::from_millis(scenario.token_delay_ms),
             split_writes: scenario.split_writes,
-            keepalive: scenario
-                .keepalive
-                .then(|| Bytes::from_static(b": keep-alive\r\n\r\n")),
+            keepalive: scenario.keepalive.then(|| Bytes::from_static(b": keep-alive\r\n\r\n")),
             fault,
         }));
         let h = resp.headers_mut();
-        h.insert(
-            "content-type",
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(
-            "x-content-type-options",
-            HeaderValue::from_static("nosniff"),
-        );
+        h.insert("content-type", HeaderValue::from_static("text/event-stream"));
+        h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
         return resp;
     }
     let mut parts = Vec::new();
     if !reply.text.is_empty() {
         parts.push(json!({"text": reply.text}));
     }
-    parts.extend(
-        reply
-            .tool_calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| call_part(c, seq, i)),
-    );
-    let full = envelope(
-        json!({"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}),
-        true,
-    )
-    .to_string();
+    parts.extend(reply.tool_calls.iter().enumerate().map(|(i, c)| call_part(c, seq, i)));
+    let full =
+        envelope(json!({"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}), true)
+            .to_string();
     let json_resp = |body: Body| {
         let mut resp = Response::new(body);
-        resp.headers_mut().insert(
-            "content-type",
-            HeaderValue::from_static("application/json; charset=UTF-8"),
-        );
+        resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json; charset=UTF-8"));
         resp
     };
     match &scenario.fault {
         Some(Fault::Stall { .. }) => json_resp(never_body()),
         Some(Fault::Malformed { .. }) => json_resp(Body::from(full[..full.len() / 2].to_owned())),
-        Some(Fault::Disconnect { .. } | Fault::Truncate { .. }) => {
-            json_resp(stream_body(StreamPlan {
-                frames: vec![Bytes::from(full[..full.len() / 2].to_owned())],
-                fault: Some(StreamFault::Disconnect { after: 1 }),
-                ..StreamPlan::default()
-            }))
-        }
+        Some(Fault::Disconnect { .. } | Fault::Truncate { .. }) => json_resp(stream_body(StreamPlan {
+            frames: vec![Bytes::from(full[..full.len() / 2].to_owned())],
+            fault: Some(StreamFault::Disconnect { after: 1 }),
+            ..StreamPlan::default()
+        })),
         Some(Fault::StreamError { .. }) => status_fault(500, None, None),
         _ => json_resp(Body::from(full)),
     }

@@ -79,10 +79,7 @@ pub struct GrantError {
 }
 
 fn grant_error(error: &str, description: &str) -> GrantError {
-    GrantError {
-        status: 400,
-        body: serde_json::json!({"error": error, "error_description": description}),
-    }
+    GrantError { status: 400, body: serde_json::json!({"error": error, "error_description": description}) }
 }
 
 impl TokenIssuer {
@@ -124,21 +121,15 @@ impl TokenIssuer {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (form_decode(k), form_decode(v)))
             .collect();
-        if fields.get("grant_type").map(String::as_str)
-            != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
-        {
+        if fields.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
             return Err(grant_error("unsupported_grant_type", "Invalid grant_type"));
         }
-        let assertion = fields.get("assertion").ok_or_else(|| {
-            grant_error("invalid_request", "Missing required parameter: assertion")
-        })?;
-        let header = jsonwebtoken::decode_header(assertion)
-            .map_err(|_| grant_error("invalid_grant", "Invalid JWT"))?;
+        let assertion = fields
+            .get("assertion")
+            .ok_or_else(|| grant_error("invalid_request", "Missing required parameter: assertion"))?;
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| grant_error("invalid_grant", "Invalid JWT"))?;
         if header.alg != Algorithm::RS256 {
-            return Err(grant_error(
-                "invalid_grant",
-                "Invalid JWT: alg must be RS256",
-            ));
+            return Err(grant_error("invalid_grant", "Invalid JWT: alg must be RS256"));
         }
         let mut validation = Validation::new(Algorithm::RS256);
         // Google accepts its canonical endpoint as audience whatever `token_uri` says
@@ -164,15 +155,9 @@ impl TokenIssuer {
             None => return Err(grant_error("invalid_grant", "Invalid JWT Signature.")),
         };
         if claims.aud != expected_aud && claims.aud != GOOGLE_TOKEN_ENDPOINT {
-            return Err(grant_error(
-                "invalid_grant",
-                "Invalid JWT: audience is not this endpoint",
-            ));
+            return Err(grant_error("invalid_grant", "Invalid JWT: audience is not this endpoint"));
         }
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if claims.exp <= claims.iat || claims.exp - claims.iat > 3600 || claims.iat > now + 60 {
             return Err(grant_error(
                 "invalid_grant",
@@ -180,31 +165,18 @@ impl TokenIssuer {
             ));
         }
         if !claims.scope.split(' ').any(|s| s == CLOUD_PLATFORM_SCOPE) {
-            return Err(grant_error(
-                "invalid_scope",
-                "Invalid OAuth scope or ID token audience provided.",
-            ));
+            return Err(grant_error("invalid_scope", "Invalid OAuth scope or ID token audience provided."));
         }
         let n = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
-        let token = format!(
-            "ya29.fake-{n}-{:x}",
-            now.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        );
+        let token = format!("ya29.fake-{n}-{:x}", now.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let lifetime = *self.lifetime.lock().expect("lock poisoned");
-        self.issued
-            .lock()
-            .expect("lock poisoned")
-            .insert(token.clone(), Instant::now() + lifetime);
+        self.issued.lock().expect("lock poisoned").insert(token.clone(), Instant::now() + lifetime);
         Ok((token, lifetime.as_secs()))
     }
 
     /// Whether `token` was issued here and has not expired.
     pub fn is_valid(&self, token: &str) -> bool {
-        self.issued
-            .lock()
-            .expect("lock poisoned")
-            .get(token)
-            .is_some_and(|exp| Instant::now() < *exp)
+        self.issued.lock().expect("lock poisoned").get(token).is_some_and(|exp| Instant::now() < *exp)
     }
 }
 
@@ -236,10 +208,7 @@ mod tests {
     use super::*;
 
     fn assertion(key_pem: &str, iss: &str, aud: &str, scope: &str) -> String {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).expect("clock").as_secs();
         let claims = serde_json::json!({"iss": iss, "aud": aud, "scope": scope, "iat": now, "exp": now + 3600});
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(Algorithm::RS256),
@@ -258,12 +227,7 @@ mod tests {
     #[test]
     fn valid_assertion_gets_a_token_that_checks() {
         let issuer = TokenIssuer::new(false);
-        let jwt = assertion(
-            TEST_PRIVATE_KEY_PEM,
-            TEST_CLIENT_EMAIL,
-            AUD,
-            CLOUD_PLATFORM_SCOPE,
-        );
+        let jwt = assertion(TEST_PRIVATE_KEY_PEM, TEST_CLIENT_EMAIL, AUD, CLOUD_PLATFORM_SCOPE);
         let (tok, ttl) = issuer.exchange(&form(&jwt), AUD).expect("granted");
         assert!(issuer.is_valid(&tok));
         assert!(!issuer.is_valid("ya29.forged"));
@@ -274,35 +238,17 @@ mod tests {
     #[test]
     fn wrong_audience_scope_or_tampering_is_refused() {
         let issuer = TokenIssuer::new(false);
-        let jwt = assertion(
-            TEST_PRIVATE_KEY_PEM,
-            TEST_CLIENT_EMAIL,
-            "http://elsewhere/token",
-            CLOUD_PLATFORM_SCOPE,
-        );
+        let jwt = assertion(TEST_PRIVATE_KEY_PEM, TEST_CLIENT_EMAIL, "http://elsewhere/token", CLOUD_PLATFORM_SCOPE);
         assert!(issuer.exchange(&form(&jwt), AUD).is_err());
         let jwt = assertion(TEST_PRIVATE_KEY_PEM, TEST_CLIENT_EMAIL, AUD, "openid");
-        assert_eq!(
-            issuer.exchange(&form(&jwt), AUD).expect_err("scope").body["error"],
-            "invalid_scope"
-        );
-        let jwt = assertion(
-            TEST_PRIVATE_KEY_PEM,
-            TEST_CLIENT_EMAIL,
-            AUD,
-            CLOUD_PLATFORM_SCOPE,
-        );
+        assert_eq!(issuer.exchange(&form(&jwt), AUD).expect_err("scope").body["error"], "invalid_scope");
+        let jwt = assertion(TEST_PRIVATE_KEY_PEM, TEST_CLIENT_EMAIL, AUD, CLOUD_PLATFORM_SCOPE);
         let mut parts: Vec<&str> = jwt.split('.').collect();
         let forged_sig = format!("A{}", &parts[2][1..]);
         parts[2] = &forged_sig;
         assert!(issuer.exchange(&form(&parts.join(".")), AUD).is_err());
         // Unknown accounts are refused unless the issuer trusts them.
-        let jwt = assertion(
-            TEST_PRIVATE_KEY_PEM,
-            "other@x.iam.gserviceaccount.com",
-            AUD,
-            CLOUD_PLATFORM_SCOPE,
-        );
+        let jwt = assertion(TEST_PRIVATE_KEY_PEM, "other@x.iam.gserviceaccount.com", AUD, CLOUD_PLATFORM_SCOPE);
         assert!(issuer.exchange(&form(&jwt), AUD).is_err());
         assert!(TokenIssuer::new(true).exchange(&form(&jwt), AUD).is_ok());
         assert_eq!(issuer.issued_count(), 0);
@@ -311,12 +257,7 @@ mod tests {
     #[test]
     fn canonical_google_audience_is_accepted() {
         let issuer = TokenIssuer::new(false);
-        let jwt = assertion(
-            TEST_PRIVATE_KEY_PEM,
-            TEST_CLIENT_EMAIL,
-            GOOGLE_TOKEN_ENDPOINT,
-            CLOUD_PLATFORM_SCOPE,
-        );
+        let jwt = assertion(TEST_PRIVATE_KEY_PEM, TEST_CLIENT_EMAIL, GOOGLE_TOKEN_ENDPOINT, CLOUD_PLATFORM_SCOPE);
         assert!(issuer.exchange(&form(&jwt), AUD).is_ok());
     }
 }
