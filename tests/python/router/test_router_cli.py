@@ -124,7 +124,7 @@ def test_compliance_rules_and_bad_input(tmp_path):
 
 
 def test_sentence_encoder_router_when_model_present(tmp_path):
-    probe = run("bench router", "--json", "--n", "4", check=False)
+    probe = run("bench", "router", "--json", "--n", "4", check=False)
     if probe.returncode != 0:
         if os.environ.get("CI") or os.environ.get("SWITCHBOARD_REQUIRE_MODEL"):
             pytest.fail("no sentence encoder: run `switchboard models fetch` first: " + probe.stderr)
