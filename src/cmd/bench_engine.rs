@@ -249,6 +249,8 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     // Every conversation ends with two messages per turn.
     let sample = &turns[turns.len() - 1].thread_id;
     let msgs = b.engine.state(sample).await?.get_array("messages").len();
+    // Checkpoints written per turn, counted from one conversation's history.
+    let checkpoints = b.engine.history(sample, None, usize::MAX).await?.len();
     if msgs != 2 * per_conv {
         bail!("conversation {sample} has {msgs} messages, expected {}", 2 * per_conv);
     }
@@ -286,7 +288,7 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
         "p50_turns16to20_ms": round(pct(&last, 50.0), 4),
         "peak_rss_mib": round(u1.max_rss_kib as f64 / 1024.0, 1),
         "checkpoint_bytes_per_conversation": storage.round(),
-        "checkpoints_per_turn": 4,
+        "checkpoints_per_turn": round(checkpoints as f64 / per_conv.max(1) as f64, 2),
         "commits_per_turn": round(commits as f64 / turns.len() as f64, 2),
         "workload": if exported { "exported" } else { "generated" },
         "routing_checked": if exported { turns.len() } else { 0 },
