@@ -61,9 +61,10 @@ fn schemas(assistants: Vec<String>) -> Value {
         "Deleted": {
             "type": "object", "required": ["id", "deleted"],
             "properties": {"id": {"type": "string"}, "deleted": {
-                "type": "object", "required": ["checkpoints", "runs", "events", "feedback"],
-                "properties": {"checkpoints": {"type": "integer"}, "runs": {"type": "integer"},
-                    "events": {"type": "integer"}, "feedback": {"type": "integer"}}
+                "type": "object", "required": ["checkpoints", "messages", "runs", "events", "feedback", "idempotency_keys"],
+                "properties": {"checkpoints": {"type": "integer"}, "messages": {"type": "integer"}, "runs": {"type": "integer"},
+                    "events": {"type": "integer"}, "feedback": {"type": "integer"},
+                    "idempotency_keys": {"type": "integer"}}
             }}
         },
         "Message": {

@@ -138,6 +138,9 @@ async fn a_conversation_from_creation_to_deletion() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["deleted"]["runs"], 2);
     assert_eq!(v["deleted"]["feedback"], 1);
+    assert_eq!(v["deleted"]["idempotency_keys"], 0);
+    // The fork left the state at the end of the first turn: its two messages.
+    assert_eq!(v["deleted"]["messages"], 2, "{v}");
     assert!(v["deleted"]["checkpoints"].as_u64().unwrap() >= 6, "{v}");
     assert!(v["deleted"]["events"].as_u64().unwrap() >= 2, "{v}");
     let (s, v) = call(&env.app, "GET", &format!("/v1/conversations/{id}"), Some(&env.a), None).await;
