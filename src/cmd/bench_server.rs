@@ -408,7 +408,7 @@ async fn closed_loop(
             let mut conv = String::new();
             let mut i = 0usize;
             while Instant::now() < deadline {
-                if i % per_conv.max(1) == 0 {
+                if i.is_multiple_of(per_conv.max(1)) {
                     conv = c.conversation().await?;
                 }
                 let text = UTTERANCES[(w * 7 + i) % UTTERANCES.len()];

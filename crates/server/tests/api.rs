@@ -66,6 +66,12 @@ async fn a_conversation_from_creation_to_deletion() {
     assert_eq!(v["status"], "completed");
     assert_eq!(v["reply"]["text"], "echo: hello");
     let run_id = v["run_id"].as_str().unwrap().to_string();
+    // By the time the result is returned, the run's events are stored, all of them, in order.
+    let stored = env.state.records().events_after(&run_id, 0).await.unwrap();
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=stored.len() as u64).collect::<Vec<_>>());
+    assert_eq!(stored.last().unwrap().event, "result");
+    assert_eq!(serde_json::from_str::<Value>(&stored.last().unwrap().data).unwrap()["reply"]["text"], "echo: hello");
+    assert!(stored.iter().any(|e| e.event == "update"), "{stored:?}");
     let (s, v) = say(&env, &env.a_chat, &id, "again").await;
     assert_eq!((s, v["reply"]["text"].as_str()), (StatusCode::OK, Some("echo: again")));
 

@@ -360,7 +360,7 @@ async fn apply(
                 ids.remove(conversation);
                 n
             }
-            Op::External(w) => w.apply(&mut *tx).await?,
+            Op::External(w) => w.apply(&mut tx).await?,
         };
         out.push(n);
     }
