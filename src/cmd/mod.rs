@@ -3,6 +3,7 @@
 mod bench_engine;
 mod bench_providers;
 mod bench_router;
+mod bench_server;
 mod demo;
 mod fake_llm;
 mod guard;
@@ -57,6 +58,8 @@ enum Bench {
     Providers(bench_providers::Args),
     /// The sentence encoder: single-utterance latency and batch throughput.
     Router(bench_router::BenchRouterArgs),
+    /// The HTTP API: turns/s, latency and API overhead (closed and open loop), memory per SSE stream.
+    Server(bench_server::Args),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`), with PII and secrets masked; one
@@ -87,5 +90,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
         Command::Bench(Bench::Providers(a)) => bench_providers::run(a),
         Command::Bench(Bench::Router(a)) => bench_router::run(a),
+        Command::Bench(Bench::Server(a)) => bench_server::run(a),
     }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_engine::{Engine, EngineConfig};
+use switchboard_server::auth::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use switchboard_server::auth::{Scope, create_key};
 use switchboard_server::{AppState, Assistant, Assistants, Limits, RateLimit};
 use switchboard_store::{Records, SqliteConfig, SqliteStore};
@@ -62,6 +63,99 @@ pub(crate) struct RawConfig {
     rate_limit_burst: Option<u32>,
     /// CORS origins (`*`: any).
     cors_origins: Option<Vec<String>>,
+    /// JWT bearer tokens (off when absent).
+    jwt: Option<RawJwt>,
+}
+
+/// The `[jwt]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJwt {
+    issuer: Option<String>,
+    audience: Option<String>,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    tenant_claim: Option<String>,
+    scope_claim: Option<String>,
+    leeway_secs: Option<u64>,
+    jwks_timeout_ms: Option<u64>,
+    jwks_refresh_min_secs: Option<u64>,
+    jwks_cache_secs: Option<u64>,
+}
+
+impl RawJwt {
+    /// `SWITCHBOARD_JWT_*` overrides.
+    fn env(slot: &mut Option<RawJwt>) -> anyhow::Result<()> {
+        let mut j = slot.take().unwrap_or_default();
+        env_override("SWITCHBOARD_JWT_ISSUER", &mut j.issuer)?;
+        env_override("SWITCHBOARD_JWT_AUDIENCE", &mut j.audience)?;
+        env_override("SWITCHBOARD_JWT_JWKS_FILE", &mut j.jwks_file)?;
+        env_override("SWITCHBOARD_JWT_JWKS_URL", &mut j.jwks_url)?;
+        env_override("SWITCHBOARD_JWT_TENANT_CLAIM", &mut j.tenant_claim)?;
+        env_override("SWITCHBOARD_JWT_SCOPE_CLAIM", &mut j.scope_claim)?;
+        env_override("SWITCHBOARD_JWT_LEEWAY_SECS", &mut j.leeway_secs)?;
+        env_override("SWITCHBOARD_JWT_JWKS_TIMEOUT_MS", &mut j.jwks_timeout_ms)?;
+        env_override("SWITCHBOARD_JWT_JWKS_REFRESH_MIN_SECS", &mut j.jwks_refresh_min_secs)?;
+        env_override("SWITCHBOARD_JWT_JWKS_CACHE_SECS", &mut j.jwks_cache_secs)?;
+        let empty = j.issuer.is_none()
+            && j.audience.is_none()
+            && j.jwks_file.is_none()
+            && j.jwks_url.is_none()
+            && j.tenant_claim.is_none()
+            && j.scope_claim.is_none()
+            && j.leeway_secs.is_none()
+            && j.jwks_timeout_ms.is_none()
+            && j.jwks_refresh_min_secs.is_none()
+            && j.jwks_cache_secs.is_none();
+        *slot = (!empty).then_some(j);
+        Ok(())
+    }
+
+    /// Validates the table.
+    fn validate(self) -> anyhow::Result<JwtConfig> {
+        let issuer =
+            self.issuer.filter(|s| !s.trim().is_empty()).context("jwt.issuer is required (the `iss` to accept)")?;
+        let audience =
+            self.audience.filter(|s| !s.trim().is_empty()).context("jwt.audience is required (the `aud` to accept)")?;
+        let source = match (self.jwks_file, self.jwks_url) {
+            (Some(f), None) => JwksSource::File(f),
+            (None, Some(u)) if u.starts_with("https://") || u.starts_with("http://") => JwksSource::Url(u),
+            (None, Some(u)) => bail!("jwt.jwks_url {u:?} is not an http(s) URL"),
+            (Some(_), Some(_)) => bail!("jwt: set one of jwks_file and jwks_url, not both"),
+            (None, None) => bail!("jwt: one of jwks_file and jwks_url is required"),
+        };
+        let mut c = JwtConfig::new(issuer, audience, source);
+        for (name, v, slot) in [
+            ("tenant_claim", self.tenant_claim, &mut c.tenant_claim),
+            ("scope_claim", self.scope_claim, &mut c.scope_claim),
+        ] {
+            match v {
+                Some(v) if v.trim().is_empty() => bail!("jwt.{name} must not be empty"),
+                Some(v) => *slot = v,
+                None => {}
+            }
+        }
+        if let Some(l) = self.leeway_secs {
+            if l > 300 {
+                bail!("jwt.leeway_secs must be at most 300, got {l}");
+            }
+            c.leeway = Duration::from_secs(l);
+        }
+        match self.jwks_timeout_ms {
+            Some(0) => bail!("jwt.jwks_timeout_ms must be greater than 0"),
+            Some(ms) => c.fetch_timeout = Duration::from_millis(ms),
+            None => {}
+        }
+        if let Some(s) = self.jwks_refresh_min_secs {
+            c.refresh_min_interval = Duration::from_secs(s);
+        }
+        match self.jwks_cache_secs {
+            Some(0) => bail!("jwt.jwks_cache_secs must be greater than 0"),
+            Some(s) => c.cache_ttl = Duration::from_secs(s),
+            None => {}
+        }
+        Ok(c)
+    }
 }
 
 /// Validated settings.
@@ -72,6 +166,7 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) llm_latency: Duration,
     pub(crate) fsync: bool,
+    pub(crate) jwt: Option<JwtConfig>,
 }
 
 fn env_override<T: std::str::FromStr>(name: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -106,6 +201,7 @@ impl RawConfig {
         if let Ok(v) = std::env::var("SWITCHBOARD_CORS_ORIGINS") {
             raw.cors_origins = Some(v.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect());
         }
+        RawJwt::env(&mut raw.jwt)?;
         Ok(raw)
     }
 }
@@ -157,6 +253,7 @@ impl Config {
             },
             llm_latency: Duration::from_millis(raw.llm_latency_ms.unwrap_or(0)),
             fsync: raw.fsync.unwrap_or(true),
+            jwt: raw.jwt.map(RawJwt::validate).transpose()?,
         })
     }
 
@@ -178,11 +275,17 @@ pub(crate) fn load(file: Option<&Path>, addr: Option<String>, data_dir: Option<P
     Config::from_raw(raw)
 }
 
+/// The engine settings of served assistants: the server drains each run's events at once, so a
+/// small per-run event buffer is enough (it is allocated for every run in flight).
+pub(crate) fn engine_config() -> EngineConfig {
+    EngineConfig { event_capacity: 64, ..EngineConfig::default() }
+}
+
 /// The assistants this binary serves: the demo support graph as `support`.
 async fn assistants(config: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Assistants> {
     let opts = SupportOptions { llm_latency: config.llm_latency, handoff_interrupt: true };
     let graph = support::graph(opts)?;
-    let engine_config = EngineConfig { assistant_id: "support".into(), ..EngineConfig::default() };
+    let engine_config = EngineConfig { assistant_id: "support".into(), ..engine_config() };
     let engine = Engine::with_context(graph, store.clone(), store, engine_config);
     let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
     Ok(Assistants::new(
@@ -227,7 +330,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("opening {}", path.display()))?,
     );
-    let records = Records::open(&path, SqliteConfig::default().busy_timeout).await?;
+    let records = Records::on_store(&store);
     if records.count_keys().await? == 0 {
         let (key, _) = create_key(&records, FIRST_TENANT, &[Scope::Admin])
             .await
@@ -235,7 +338,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("First start: created an admin key for tenant `{FIRST_TENANT}` (shown once, store it now):");
         println!("{key}");
     }
-    let state = AppState::new(assistants(&config, store).await?, records, config.limits.clone());
+    let assistants = assistants(&config, store).await?;
+    let state = match &config.jwt {
+        Some(j) => {
+            let v = JwtVerifier::new(j.clone()).await.map_err(anyhow::Error::msg)?;
+            AppState::with_jwt(assistants, records, config.limits.clone(), v)
+        }
+        None => AppState::new(assistants, records, config.limits.clone()),
+    };
     let listener =
         tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
@@ -268,5 +378,31 @@ mod tests {
         let bad: RawConfig = toml::from_str("max_body_bytes = 1").unwrap();
         assert!(Config::from_raw(bad).unwrap_err().to_string().contains("max_body_bytes"));
         assert!(toml::from_str::<RawConfig>("adr = \"x\"").unwrap_err().to_string().contains("adr"));
+    }
+
+    #[test]
+    fn jwt_config_is_validated() {
+        let ok: RawConfig = toml::from_str(
+            "[jwt]\nissuer = \"https://idp\"\naudience = \"sb\"\njwks_url = \"http://127.0.0.1:1/jwks\"",
+        )
+        .unwrap();
+        let c = Config::from_raw(ok).unwrap().jwt.unwrap();
+        assert_eq!(c.tenant_claim, "tenant");
+        assert_eq!(c.scope_claim, "scope");
+        assert_eq!(c.source, JwksSource::Url("http://127.0.0.1:1/jwks".into()));
+        let err = |t: &str| Config::from_raw(toml::from_str(t).unwrap()).unwrap_err().to_string();
+        assert!(err("[jwt]\naudience = \"sb\"\njwks_file = \"k.json\"").contains("jwt.issuer"));
+        assert!(err("[jwt]\nissuer = \"i\"\njwks_file = \"k.json\"").contains("jwt.audience"));
+        assert!(err("[jwt]\nissuer = \"i\"\naudience = \"a\"").contains("jwks_file and jwks_url"));
+        assert!(err("[jwt]\nissuer = \"i\"\naudience = \"a\"\njwks_url = \"ftp://x\"").contains("http(s)"));
+        assert!(
+            err("[jwt]\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"k\"\nleeway_secs = 9999").contains("leeway")
+        );
+        assert!(
+            toml::from_str::<RawConfig>("[jwt]\nissuer = \"i\"\nalg = \"HS256\"")
+                .unwrap_err()
+                .to_string()
+                .contains("alg")
+        );
     }
 }

@@ -188,9 +188,17 @@ pub(crate) async fn list_conversations(
 pub(crate) async fn delete_conversation(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Out {
     p.require(&[Scope::Chat, Scope::Desk])?;
     let conv = conversation(&state, &p, &id).await?;
-    let checkpoints = match state.inner.assistants.get(&conv.assistant) {
-        Some(a) => a.engine.delete(&conv.id).await?,
-        None => 0,
+    let (checkpoints, messages) = match state.inner.assistants.get(&conv.assistant) {
+        Some(a) => {
+            // Counted from the state as it was just before the erase.
+            let messages = match a.engine.state(&conv.id).await {
+                Ok(s) => s.get_array("messages").len(),
+                Err(EngineError::UnknownConversation(_)) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            (a.engine.delete(&conv.id).await?, messages)
+        }
+        None => (0, 0),
     };
     let d = state
         .records()
@@ -199,7 +207,10 @@ pub(crate) async fn delete_conversation(State(state): State<AppState>, p: Princi
         .ok_or_else(|| ApiError::NotFound(format!("no conversation `{id}`")))?;
     ok(json!({
         "id": id,
-        "deleted": {"checkpoints": checkpoints, "runs": d.runs, "events": d.events, "feedback": d.feedback}
+        "deleted": {
+            "checkpoints": checkpoints, "messages": messages, "runs": d.runs, "events": d.events, "feedback": d.feedback,
+            "idempotency_keys": d.idempotency_keys,
+        }
     }))
 }
 
@@ -235,7 +246,13 @@ async fn finish(state: AppState, started: turns::Started, sse: bool) -> Out {
         return Ok(sse_response(state, started.run_id, 0));
     }
     let r: TurnResult = started.result.await.map_err(|_| ApiError::Internal("run recorder stopped".into()))??;
-    ok(r)
+    let mut resp = axum::Json(&r).into_response();
+    // The engine's own time for this turn, so a client can tell the API's overhead from the run.
+    let timing = format!("engine;dur={:.3}", r.engine_time.as_secs_f64() * 1000.0);
+    if let Ok(v) = header::HeaderValue::from_str(&timing) {
+        resp.headers_mut().insert("server-timing", v);
+    }
+    Ok(resp)
 }
 
 /// The `Idempotency-Key` header, when sent.

@@ -1,7 +1,10 @@
-//! API keys and the caller's identity. A key is `sb_` and 64 hex digits of OS entropy; only its
-//! SHA-256 is stored, so a leaked database does not leak usable keys. Every request to `/v1`
-//! resolves to a [`Principal`]: a tenant and scopes. Handlers take the tenant from it and from
-//! nowhere else.
+//! API keys, JWT bearer tokens, and the caller's identity. A key is `sb_` and 64 hex digits of OS
+//! entropy; only its SHA-256 is stored, so a leaked database does not leak usable keys. A JWT (when
+//! configured, see [`jwt`]) is checked against a key set and names its tenant and scopes in
+//! claims. Every request to `/v1` resolves to a [`Principal`]: a tenant and scopes. Handlers take
+//! the tenant from it and from nowhere else.
+
+pub mod jwt;
 
 use crate::error::ApiError;
 use crate::state::{AppState, now_ms, random_hex};
@@ -84,9 +87,9 @@ pub async fn create_key(
 pub struct Principal {
     /// The caller's tenant: every query is filtered by it.
     pub tenant: String,
-    /// The key's id.
+    /// The key's id (`jwt:<sub>` for a token): what rate limits count by.
     pub key_id: String,
-    scopes: Vec<Scope>,
+    pub(crate) scopes: Vec<Scope>,
 }
 
 impl Principal {
@@ -127,11 +130,15 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key = bearer(parts)?;
-        let rec = state
-            .records()
-            .key_by_hash(&hash_key(&key))
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
+        if let Some(jwt) = &state.inner.jwt
+            && !key.starts_with("sb_")
+            && key.bytes().filter(|b| *b == b'.').count() == 2
+        {
+            let p = jwt.verify(&key).await?;
+            state.take_token(&p.key_id)?;
+            return Ok(p);
+        }
+        let rec = state.key(&hash_key(&key)).await?.ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
         state.take_token(&rec.id)?;
         Ok(Principal {
             tenant: rec.tenant,

@@ -191,6 +191,10 @@ pub async fn run(
         tracing::info!(cancelled, "runs drained");
     });
     let signal = stop_accepting.clone();
+    // No Nagle delay: SSE events and small responses go out when written.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(state)).with_graceful_shutdown(async move { signal.cancelled().await }).await?;
     if stop_accepting.is_cancelled() {
         let _ = drained.await;

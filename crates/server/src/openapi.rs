@@ -61,9 +61,10 @@ fn schemas(assistants: Vec<String>) -> Value {
         "Deleted": {
             "type": "object", "required": ["id", "deleted"],
             "properties": {"id": {"type": "string"}, "deleted": {
-                "type": "object", "required": ["checkpoints", "runs", "events", "feedback"],
-                "properties": {"checkpoints": {"type": "integer"}, "runs": {"type": "integer"},
-                    "events": {"type": "integer"}, "feedback": {"type": "integer"}}
+                "type": "object", "required": ["checkpoints", "messages", "runs", "events", "feedback", "idempotency_keys"],
+                "properties": {"checkpoints": {"type": "integer"}, "messages": {"type": "integer"}, "runs": {"type": "integer"},
+                    "events": {"type": "integer"}, "feedback": {"type": "integer"},
+                    "idempotency_keys": {"type": "integer"}}
             }}
         },
         "Message": {
@@ -353,7 +354,7 @@ pub(crate) fn document(state: &AppState) -> Value {
             vec![Op {
                 method: "post",
                 id: "postMessage",
-                summary: "run a turn",
+                summary: "run a turn (JSON: its result, with `Server-Timing: engine;dur=MS`; with `Accept: text/event-stream`: its events)",
                 auth: true,
                 params: vec![path_id(), last_event_id(), idempotency_key()],
                 body: Some("Message"),
@@ -497,7 +498,8 @@ pub(crate) fn document(state: &AppState) -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas(assistants),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an API key `sb_...`"}}
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "an API key `sb_...`, or (when the server is configured for it) a JWT signed with RS256 or ES256"}}
         }
     })
 }

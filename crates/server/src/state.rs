@@ -1,6 +1,7 @@
 //! What every handler shares: the assistants (name → engine), the records, limits, the live
 //! event fan-out of runs in flight, and the shutdown machinery.
 
+use crate::auth::jwt::JwtVerifier;
 use crate::turns::Live;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_engine::{Engine, Update};
 use switchboard_store::Records;
+use switchboard_store::records::ApiKeyRecord;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -111,8 +113,8 @@ pub(crate) struct Inner {
     pub(crate) assistants: Assistants,
     pub(crate) records: Records,
     pub(crate) limits: Limits,
-    /// Runs in flight: their live event fan-out.
-    pub(crate) live: Mutex<HashMap<String, Live>>,
+    /// Runs in flight: their live event logs.
+    pub(crate) live: Mutex<HashMap<String, Arc<Live>>>,
     /// The tasks that record runs.
     pub(crate) tasks: TaskTracker,
     /// Cancelled when streams must end (the end of shutdown).
@@ -121,7 +123,16 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     /// Rate-limit buckets by key id: (tokens, last refill).
     pub(crate) buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// API keys found recently, by hash, with when they were read.
+    pub(crate) keys: Mutex<HashMap<String, (ApiKeyRecord, Instant)>>,
+    /// JWT bearer verification, when configured.
+    pub(crate) jwt: Option<Arc<JwtVerifier>>,
 }
+
+/// How long a key read from the store is trusted without reading it again.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Most keys cached (the cache is emptied when full).
+const KEY_CACHE_MAX: usize = 10_000;
 
 /// The server's shared state.
 #[derive(Clone)]
@@ -142,8 +153,41 @@ impl AppState {
                 closing: CancellationToken::new(),
                 buckets: Mutex::new(HashMap::new()),
                 metrics: Metrics::default(),
+                keys: Mutex::new(HashMap::new()),
+                jwt: None,
             }),
         }
+    }
+
+    /// State over assistants and records that also accepts JWT bearer tokens.
+    pub fn with_jwt(assistants: Assistants, records: Records, limits: Limits, jwt: JwtVerifier) -> Self {
+        let mut s = Self::new(assistants, records, limits);
+        if let Some(inner) = Arc::get_mut(&mut s.inner) {
+            inner.jwt = Some(Arc::new(jwt));
+        }
+        s
+    }
+
+    /// The API key with this hash: from a short-lived cache (a key is read from the store at most
+    /// once per [`KEY_CACHE_TTL`]), unknown hashes always from the store.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub(crate) async fn key(&self, hash: &str) -> Result<Option<ApiKeyRecord>, switchboard_engine::StoreError> {
+        if let Some((rec, at)) = lock(&self.inner.keys).get(hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Some(rec.clone()));
+        }
+        let rec = self.inner.records.key_by_hash(hash).await?;
+        if let Some(r) = &rec {
+            let mut keys = lock(&self.inner.keys);
+            if keys.len() >= KEY_CACHE_MAX {
+                keys.clear();
+            }
+            keys.insert(hash.to_string(), (r.clone(), Instant::now()));
+        }
+        Ok(rec)
     }
 
     /// The records.

@@ -1,11 +1,15 @@
-//! Running a turn and recording it: the run's record, its events (persisted in order, then fanned
-//! out live), its result, and the conversation's status.
+//! Running a turn and recording it: the run's record, its events (kept in memory while the run
+//! is in flight, fanned out live, and written with its result in one transaction at its end), its
+//! result, and the conversation's status.
 //!
-//! Key design decision: a turn runs in a task of its own, not in the request. A client that
-//! disconnects or times out does not stop it, and its events are persisted before they are sent,
-//! so a client that reconnects with `Last-Event-ID` replays the stored ones, then follows the live
-//! ones, without a gap or a duplicate (it subscribes to the live fan-out *before* it reads the
-//! store, and skips what it has already sent).
+//! Key design decisions: a turn runs in a task of its own, not in the request, so a client that
+//! disconnects or times out does not stop it. Its events are numbered from 1 and appended to an
+//! in-memory log ([`Live`]) that every stream of the run reads from its own position, so a client
+//! that reconnects with `Last-Event-ID` gets the rest without a gap or a duplicate. The log is
+//! written to the store once, with the run's result, in one transaction (not one commit per event);
+//! the terminal event (`result` or `error`) is published, and the JSON response sent, only after
+//! that commit, and the run leaves the live table only after it, so a stream that does not find
+//! the run live finds all of its events stored.
 
 use crate::error::ApiError;
 use crate::state::{AppState, lock, now_ms};
@@ -13,19 +17,44 @@ use axum::response::sse;
 use futures::Stream;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use switchboard_engine::{Input, InterruptInfo, RunOptions, RunOutcome};
-use switchboard_store::records::{ConversationRecord, EventRecord, RunRecord};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use switchboard_store::records::{ConversationRecord, EventRecord, RunEnd, RunRecord};
+use tokio::sync::{broadcast, oneshot, watch};
 
 /// Names of the events that end a run's stream.
 const TERMINAL: [&str; 2] = ["result", "error"];
 
-/// The live fan-out of a run in flight.
-#[derive(Clone)]
+/// The event log of a run in flight: every event so far (seq 1, 2, ...) and a signal that moves
+/// with the last seq. Readers keep their own position, so a slow reader never loses events.
 pub(crate) struct Live {
-    tx: broadcast::Sender<Arc<EventRecord>>,
+    events: Mutex<Vec<Arc<EventRecord>>>,
+    last: watch::Sender<u64>,
+}
+
+impl Live {
+    fn new() -> Self {
+        Self { events: Mutex::new(Vec::new()), last: watch::Sender::new(0) }
+    }
+
+    /// Appends the next event.
+    fn push(&self, event: String, data: String) -> Arc<EventRecord> {
+        let mut events = lock(&self.events);
+        let e = Arc::new(EventRecord { seq: events.len() as u64 + 1, event, data });
+        events.push(e.clone());
+        drop(events);
+        self.last.send_replace(e.seq);
+        e
+    }
+
+    /// The events after `seq`.
+    fn after(&self, seq: u64) -> Vec<Arc<EventRecord>> {
+        let events = lock(&self.events);
+        events.get(seq.min(events.len() as u64) as usize..).map(<[_]>::to_vec).unwrap_or_default()
+    }
 }
 
 /// The result of a turn, as returned by the messages and resume endpoints.
@@ -40,6 +69,9 @@ pub(crate) struct TurnResult {
     pub(crate) reply: Option<Value>,
     pub(crate) interrupts: Vec<InterruptInfo>,
     pub(crate) steps: u32,
+    /// How long the engine took, from the start call to the run's outcome (server-side).
+    #[serde(skip)]
+    pub(crate) engine_time: Duration,
 }
 
 impl TurnResult {
@@ -58,6 +90,7 @@ impl TurnResult {
             reply,
             interrupts: o.interrupts.clone(),
             steps: o.steps,
+            engine_time: Duration::ZERO,
         }
     }
 }
@@ -93,9 +126,18 @@ pub(crate) async fn start(
         .ok_or_else(|| ApiError::Conflict(format!("assistant `{}` is not served here", conv.assistant)))?
         .clone();
     let opts = RunOptions { customer_id: conv.customer_id.clone(), ..RunOptions::default() };
+    let t0 = Instant::now();
     let handle = assistant.engine.start(&conv.id, input, opts).await?;
     let events = handle.subscribe();
     let run_id = handle.run_id().to_string();
+    // The run's outcome and the engine's own time, measured where the run ends.
+    let wait = tokio::spawn(async move {
+        let r = handle.wait().await;
+        (r, t0.elapsed())
+    });
+    let live = Arc::new(Live::new());
+    // Live before it is recorded: whoever finds the run's record finds its events.
+    lock(&inner.live).insert(run_id.clone(), live.clone());
     let now = now_ms();
     let rec = RunRecord {
         id: run_id.clone(),
@@ -108,30 +150,17 @@ pub(crate) async fn start(
         created_at_ms: now,
         finished_at_ms: None,
     };
-    if let Err(e) = inner.records.insert_run(&rec).await {
+    if let Err(e) = inner.records.start_run(&rec).await {
         // Unrecorded runs must not go on: nobody could follow or cancel them.
         let _ = assistant.engine.cancel(&run_id);
+        lock(&inner.live).remove(&run_id);
         return Err(e.into());
     }
-    inner.records.set_conversation_status(&conv.id, "running", now).await?;
-    let (live_tx, _) = broadcast::channel(1024);
-    lock(&inner.live).insert(run_id.clone(), Live { tx: live_tx.clone() });
     let (done_tx, done_rx) = oneshot::channel();
     let st = state.clone();
     let rid = run_id.clone();
     let conv_id = conv.id.clone();
     inner.tasks.spawn(async move {
-        let records = &st.inner.records;
-        let wait = tokio::spawn(handle.wait());
-        let mut seq = 0u64;
-        let mut emit = async |event: String, data: String| {
-            seq += 1;
-            let rec = EventRecord { seq, event, data };
-            if let Err(e) = records.append_event(&rid, &rec).await {
-                tracing::warn!(error = %e, run_id = %rid, "could not persist a run event");
-            }
-            let _ = live_tx.send(Arc::new(rec));
-        };
         if let Some(mut rx) = events {
             loop {
                 match rx.recv().await {
@@ -141,7 +170,7 @@ pub(crate) async fn start(
                         if let Some(o) = v.as_object_mut() {
                             o.remove("seq");
                         }
-                        emit(name, v.to_string()).await;
+                        live.push(name, v.to_string());
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(run_id = %rid, skipped = n, "run events lagged");
@@ -150,25 +179,20 @@ pub(crate) async fn start(
                 }
             }
         }
-        let outcome = match wait.await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(_) => Err(ApiError::Internal("run task failed".into())),
+        let (outcome, engine_time) = match wait.await {
+            Ok((r, t)) => (r.map_err(ApiError::from), t),
+            Err(_) => (Err(ApiError::Internal("run task failed".into())), t0.elapsed()),
         };
-        let result = outcome.map(|o| TurnResult::from_outcome(&o));
+        let result = outcome.map(|o| TurnResult { engine_time, ..TurnResult::from_outcome(&o) });
         let (status, result_json, error) = match &result {
             Ok(r) => (r.status.clone(), serde_json::to_value(r).ok(), None),
             Err(e) => ("failed".to_string(), None, Some(e.body())),
         };
-        match (&result_json, &error) {
-            (Some(r), _) => emit("result".into(), r.to_string()).await,
-            (None, Some(e)) => emit("error".into(), e.to_string()).await,
-            _ => emit("error".into(), ApiError::Internal(String::new()).body().to_string()).await,
-        }
-        let now = now_ms();
-        let err_text = error.as_ref().map(|e| e["error"]["message"].as_str().unwrap_or("").to_string());
-        if let Err(e) = records.finish_run(&rid, &status, result_json.as_ref(), err_text.as_deref(), now).await {
-            tracing::warn!(error = %e, run_id = %rid, "could not record a run's end");
-        }
+        let (terminal, data) = match (&result_json, &error) {
+            (Some(r), _) => ("result", r.to_string()),
+            (None, Some(e)) => ("error", e.to_string()),
+            _ => ("error", ApiError::Internal(String::new()).body().to_string()),
+        };
         // A failed turn leaves the conversation where it was: still waiting for a human if it was.
         let conv_status = match status.as_str() {
             "failed" if assistant.engine.pending_interrupts(&conv_id).await.is_ok_and(|i| !i.is_empty()) => {
@@ -176,9 +200,26 @@ pub(crate) async fn start(
             }
             s => conversation_status(s),
         };
-        let _ = records.set_conversation_status(&conv_id, conv_status, now).await;
+        let mut events = live.after(0);
+        let last = Arc::new(EventRecord { seq: events.len() as u64 + 1, event: terminal.into(), data: data.clone() });
+        events.push(last);
+        let end = RunEnd {
+            run_id: rid.clone(),
+            status: status.clone(),
+            result: result_json,
+            error: error.as_ref().map(|e| e["error"]["message"].as_str().unwrap_or("").to_string()),
+            finished_at_ms: now_ms(),
+            events,
+            conversation_id: conv_id,
+            conversation_status: conv_status.to_string(),
+        };
+        if let Err(e) = st.inner.records.finish_run(end).await {
+            tracing::warn!(error = %e, run_id = %rid, "could not record a run's end and events");
+        }
+        // Published only now that it is stored: a client that saw the end can replay everything.
+        live.push(terminal.into(), data);
         lock(&st.inner.live).remove(&rid);
-        *lock(&st.inner.metrics.turns).entry(status.clone()).or_insert(0) += 1;
+        *lock(&st.inner.metrics.turns).entry(status).or_insert(0) += 1;
         let _ = done_tx.send(result);
     });
     Ok(Started { run_id, result: done_rx })
@@ -192,67 +233,79 @@ pub(crate) fn parse_event_id(s: &str) -> Option<(Option<&str>, u64)> {
     }
 }
 
-/// The events of a run after `after` as SSE: stored ones first, then live ones, ending with the
-/// run's `result` or `error` event (or when the client goes away, or at the end of shutdown).
+/// Where a stream reads: the run's live log, or (once the run has ended) the store.
+struct Cursor {
+    state: AppState,
+    run_id: String,
+    last: u64,
+    pending: VecDeque<Arc<EventRecord>>,
+    live: Option<(Arc<Live>, watch::Receiver<u64>)>,
+    started: bool,
+    ended: bool,
+}
+
+impl Cursor {
+    /// The next event, or `None` at the end of the run (or of the server).
+    async fn next(&mut self) -> Option<Arc<EventRecord>> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                self.last = e.seq;
+                if TERMINAL.contains(&e.event.as_str()) {
+                    self.ended = true;
+                    self.pending.clear();
+                }
+                return Some(e);
+            }
+            if self.ended {
+                return None;
+            }
+            if !self.started {
+                self.started = true;
+                let live = lock(&self.state.inner.live).get(&self.run_id).cloned();
+                match live {
+                    Some(l) => {
+                        let rx = l.last.subscribe();
+                        self.live = Some((l, rx));
+                    }
+                    None => {
+                        // Not in flight here: everything it will ever have is stored.
+                        self.ended = true;
+                        let stored = self.state.inner.records.events_after(&self.run_id, self.last).await;
+                        self.pending.extend(stored.unwrap_or_default().into_iter().map(Arc::new));
+                        continue;
+                    }
+                }
+            }
+            let (live, rx) = self.live.as_mut()?;
+            // Marked seen before reading, so an event appended after the read wakes the wait.
+            rx.mark_unchanged();
+            let new = live.after(self.last);
+            if !new.is_empty() {
+                self.pending.extend(new);
+                continue;
+            }
+            tokio::select! {
+                _ = self.state.inner.closing.cancelled() => return None,
+                r = rx.changed() => if r.is_err() { return None },
+            }
+        }
+    }
+}
+
+/// The events of a run after `after` as SSE: from its live log while it is in flight (whatever
+/// was already emitted first), from the store once it has ended; the stream ends with the run's
+/// `result` or `error` event (or when the client goes away, or at the end of shutdown).
 pub(crate) fn stream(
     state: AppState,
     run_id: String,
     after: u64,
 ) -> impl Stream<Item = Result<sse::Event, Infallible>> + Send + 'static {
-    let (tx, mut rx) = mpsc::channel::<Arc<EventRecord>>(64);
-    let rid = run_id.clone();
-    tokio::spawn(async move {
-        // Subscribe before reading the store: whatever is persisted after the read is still sent live.
-        let mut live = lock(&state.inner.live).get(&rid).map(|l| l.tx.subscribe());
-        let mut last = after;
-        let closing = state.inner.closing.clone();
-        let replay = async |last: &mut u64| -> Result<bool, ()> {
-            let stored = state.inner.records.events_after(&rid, *last).await.map_err(|_| ())?;
-            for e in stored {
-                *last = e.seq;
-                let end = TERMINAL.contains(&e.event.as_str());
-                tx.send(Arc::new(e)).await.map_err(|_| ())?;
-                if end {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        };
-        if replay(&mut last).await != Ok(false) {
-            return;
-        }
-        let Some(live) = live.as_mut() else { return };
-        loop {
-            let r = tokio::select! {
-                _ = closing.cancelled() => return,
-                _ = tx.closed() => return,
-                r = live.recv() => r,
-            };
-            match r {
-                Ok(e) if e.seq <= last => {}
-                Ok(e) if e.seq == last + 1 => {
-                    last = e.seq;
-                    let end = TERMINAL.contains(&e.event.as_str());
-                    if tx.send(e).await.is_err() || end {
-                        return;
-                    }
-                }
-                // A gap (lagged, or the channel closed): fill it from the store.
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if replay(&mut last).await != Ok(false) {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let _ = replay(&mut last).await;
-                    return;
-                }
-            }
-        }
-    });
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(move |e| {
-        Ok(sse::Event::default().id(format!("{run_id}:{}", e.seq)).event(e.event.clone()).data(e.data.clone()))
+    let cursor =
+        Cursor { state, run_id, last: after, pending: VecDeque::new(), live: None, started: false, ended: false };
+    futures::stream::unfold(cursor, |mut c| async move {
+        let e = c.next().await?;
+        let ev =
+            sse::Event::default().id(format!("{}:{}", c.run_id, e.seq)).event(e.event.as_str()).data(e.data.as_str());
+        Some((Ok(ev), c))
     })
 }
-
-use futures::StreamExt as _;

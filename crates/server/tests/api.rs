@@ -66,6 +66,12 @@ async fn a_conversation_from_creation_to_deletion() {
     assert_eq!(v["status"], "completed");
     assert_eq!(v["reply"]["text"], "echo: hello");
     let run_id = v["run_id"].as_str().unwrap().to_string();
+    // By the time the result is returned, the run's events are stored, all of them, in order.
+    let stored = env.state.records().events_after(&run_id, 0).await.unwrap();
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=stored.len() as u64).collect::<Vec<_>>());
+    assert_eq!(stored.last().unwrap().event, "result");
+    assert_eq!(serde_json::from_str::<Value>(&stored.last().unwrap().data).unwrap()["reply"]["text"], "echo: hello");
+    assert!(stored.iter().any(|e| e.event == "update"), "{stored:?}");
     let (s, v) = say(&env, &env.a_chat, &id, "again").await;
     assert_eq!((s, v["reply"]["text"].as_str()), (StatusCode::OK, Some("echo: again")));
 
@@ -138,6 +144,9 @@ async fn a_conversation_from_creation_to_deletion() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["deleted"]["runs"], 2);
     assert_eq!(v["deleted"]["feedback"], 1);
+    assert_eq!(v["deleted"]["idempotency_keys"], 0);
+    // The fork left the state at the end of the first turn: its two messages.
+    assert_eq!(v["deleted"]["messages"], 2, "{v}");
     assert!(v["deleted"]["checkpoints"].as_u64().unwrap() >= 6, "{v}");
     assert!(v["deleted"]["events"].as_u64().unwrap() >= 2, "{v}");
     let (s, v) = call(&env.app, "GET", &format!("/v1/conversations/{id}"), Some(&env.a), None).await;

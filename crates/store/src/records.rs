@@ -2,15 +2,21 @@
 //! events, feedback. Every row has a tenant and every read filters by it, so no query of one tenant
 //! can return another's row.
 //!
-//! It shares the database file with [`crate::SqliteStore`] (WAL lets both write, each statement
-//! waiting for the lock up to the busy timeout); every write here is a single statement.
+//! It shares the database file with [`crate::SqliteStore`] and its writer: every write here is a
+//! small transaction-safe unit applied by that writer inside its group commit, so the file has a
+//! single writer (no busy waits between two), and the writes of concurrent turns, checkpoints
+//! included, share one commit. A turn costs two of these writes whatever its length:
+//! [`Records::start_run`] (the run and the conversation's status) and [`Records::finish_run`] (the
+//! run's events, its result and the conversation's status, in one transaction).
 
-use crate::migrate;
+use crate::sqlite::{SqlWrite, Writer};
+use crate::{SqliteConfig, SqliteStore};
+use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchboard_engine::StoreError;
 
@@ -126,6 +132,27 @@ pub struct FeedbackRecord {
     pub created_at_ms: i64,
 }
 
+/// How a run ended, with its events: written in one transaction.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    /// Run id.
+    pub run_id: String,
+    /// Final status.
+    pub status: String,
+    /// The final result, when it has one.
+    pub result: Option<Value>,
+    /// The error, when failed.
+    pub error: Option<String>,
+    /// Unix time, ms.
+    pub finished_at_ms: i64,
+    /// All the run's events, in order (seq 1, 2, ...).
+    pub events: Vec<Arc<EventRecord>>,
+    /// The run's conversation.
+    pub conversation_id: String,
+    /// The conversation's status from now on.
+    pub conversation_status: String,
+}
+
 /// What deleting a conversation removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Deleted {
@@ -135,6 +162,8 @@ pub struct Deleted {
     pub events: u64,
     /// Feedback records.
     pub feedback: u64,
+    /// Idempotency keys of its turns.
+    pub idempotency_keys: u64,
 }
 
 /// The outcome of claiming an idempotency key.
@@ -152,13 +181,22 @@ pub enum Claim {
 }
 
 /// The server's records.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Records {
     pool: SqlitePool,
+    writer: Writer,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records").finish_non_exhaustive()
+    }
 }
 
 const CONV_COLS: &str = "id, tenant, assistant, customer_id, metadata, status, created_at, updated_at";
 const RUN_COLS: &str = "id, tenant, conversation_id, kind, status, result, error, created_at, finished_at";
+/// Rows per multi-row event INSERT (4 parameters each).
+const EVENT_ROWS_PER_INSERT: usize = 200;
 
 fn conv(r: &SqliteRow) -> Result<ConversationRecord, StoreError> {
     let meta: String = r.try_get(4).map_err(corrupt)?;
@@ -189,32 +227,212 @@ fn run(r: &SqliteRow) -> Result<RunRecord, StoreError> {
     })
 }
 
+/// The writes of the records, applied by the store's writer.
+enum Write {
+    Key(ApiKeyRecord, String),
+    Conversation(ConversationRecord),
+    Status { id: String, status: String, now_ms: i64 },
+    StartRun(RunRecord),
+    FinishRun(RunEnd),
+    Delete { tenant: String, id: String, out: Arc<Mutex<Option<Deleted>>> },
+    Claim { tenant: String, key: String, body_hash: String, conversation_id: String, now_ms: i64 },
+    IdempotencyRun { tenant: String, key: String, run_id: String },
+    Release { tenant: String, key: String },
+    Feedback(FeedbackRecord),
+}
+
+async fn exec<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    c: &mut SqliteConnection,
+) -> Result<u64, StoreError> {
+    Ok(q.execute(c).await.map_err(unavailable)?.rows_affected())
+}
+
+async fn set_status(c: &mut SqliteConnection, id: &str, status: &str, now_ms: i64) -> Result<u64, StoreError> {
+    exec(
+        sqlx::query("UPDATE srv_conversations SET status = ?, updated_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(now_ms)
+            .bind(id),
+        c,
+    )
+    .await
+}
+
+#[async_trait]
+impl SqlWrite for Write {
+    async fn apply(&self, c: &mut SqliteConnection) -> Result<u64, StoreError> {
+        match self {
+            Write::Key(key, hash) => {
+                let q = sqlx::query(
+                    "INSERT INTO srv_api_keys (id, tenant, key_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&key.id)
+                .bind(&key.tenant)
+                .bind(hash)
+                .bind(key.scopes.join(","))
+                .bind(key.created_at_ms);
+                exec(q, c).await
+            }
+            Write::Conversation(v) => {
+                let sql = format!("INSERT INTO srv_conversations ({CONV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+                let q = sqlx::query(&sql)
+                    .bind(&v.id)
+                    .bind(&v.tenant)
+                    .bind(&v.assistant)
+                    .bind(&v.customer_id)
+                    .bind(v.metadata.to_string())
+                    .bind(&v.status)
+                    .bind(v.created_at_ms)
+                    .bind(v.updated_at_ms);
+                exec(q, c).await
+            }
+            Write::Status { id, status, now_ms } => set_status(c, id, status, *now_ms).await,
+            Write::StartRun(r) => {
+                let sql = format!("INSERT INTO srv_runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                let q = sqlx::query(&sql)
+                    .bind(&r.id)
+                    .bind(&r.tenant)
+                    .bind(&r.conversation_id)
+                    .bind(&r.kind)
+                    .bind(&r.status)
+                    .bind(r.result.as_ref().map(Value::to_string))
+                    .bind(&r.error)
+                    .bind(r.created_at_ms)
+                    .bind(r.finished_at_ms);
+                let n = exec(q, c).await?;
+                set_status(c, &r.conversation_id, "running", r.created_at_ms).await?;
+                Ok(n)
+            }
+            Write::FinishRun(end) => {
+                // Applying it again (a batch retried write by write) must not duplicate events.
+                for chunk in end.events.chunks(EVENT_ROWS_PER_INSERT) {
+                    let mut sql =
+                        String::from("INSERT OR REPLACE INTO srv_run_events (run_id, seq, event, data) VALUES ");
+                    for i in 0..chunk.len() {
+                        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
+                    }
+                    let mut q = sqlx::query(&sql);
+                    for e in chunk {
+                        q = q.bind(&end.run_id).bind(e.seq as i64).bind(&e.event).bind(&e.data);
+                    }
+                    exec(q, c).await?;
+                }
+                let q =
+                    sqlx::query("UPDATE srv_runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?")
+                        .bind(&end.status)
+                        .bind(end.result.as_ref().map(Value::to_string))
+                        .bind(&end.error)
+                        .bind(end.finished_at_ms)
+                        .bind(&end.run_id);
+                let n = exec(q, c).await?;
+                set_status(c, &end.conversation_id, &end.conversation_status, end.finished_at_ms).await?;
+                Ok(n)
+            }
+            Write::Delete { tenant, id, out } => {
+                let gone = exec(
+                    sqlx::query("DELETE FROM srv_conversations WHERE tenant = ? AND id = ?").bind(tenant).bind(id),
+                    c,
+                )
+                .await?;
+                if gone == 0 {
+                    *out.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Ok(0);
+                }
+                let events = exec(
+                    sqlx::query(
+                        "DELETE FROM srv_run_events WHERE run_id IN \
+                         (SELECT id FROM srv_runs WHERE tenant = ? AND conversation_id = ?)",
+                    )
+                    .bind(tenant)
+                    .bind(id),
+                    c,
+                )
+                .await?;
+                let runs = exec(
+                    sqlx::query("DELETE FROM srv_runs WHERE tenant = ? AND conversation_id = ?").bind(tenant).bind(id),
+                    c,
+                )
+                .await?;
+                let idempotency_keys = exec(
+                    sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND conversation_id = ?")
+                        .bind(tenant)
+                        .bind(id),
+                    c,
+                )
+                .await?;
+                let feedback = exec(
+                    sqlx::query("DELETE FROM srv_feedback WHERE tenant = ? AND conversation_id = ?")
+                        .bind(tenant)
+                        .bind(id),
+                    c,
+                )
+                .await?;
+                *out.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Deleted { runs, events, feedback, idempotency_keys });
+                Ok(gone)
+            }
+            Write::Claim { tenant, key, body_hash, conversation_id, now_ms } => {
+                let q = sqlx::query(
+                    "INSERT OR IGNORE INTO srv_idempotency (tenant, key, body_hash, conversation_id, run_id, created_at) \
+                     VALUES (?, ?, ?, ?, NULL, ?)",
+                )
+                .bind(tenant)
+                .bind(key)
+                .bind(body_hash)
+                .bind(conversation_id)
+                .bind(now_ms);
+                exec(q, c).await
+            }
+            Write::IdempotencyRun { tenant, key, run_id } => {
+                let q = sqlx::query("UPDATE srv_idempotency SET run_id = ? WHERE tenant = ? AND key = ?")
+                    .bind(run_id)
+                    .bind(tenant)
+                    .bind(key);
+                exec(q, c).await
+            }
+            Write::Release { tenant, key } => {
+                exec(sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND key = ?").bind(tenant).bind(key), c)
+                    .await
+            }
+            Write::Feedback(f) => {
+                let q = sqlx::query(
+                    "INSERT INTO srv_feedback (id, tenant, conversation_id, message_id, rating, comment, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&f.id)
+                .bind(&f.tenant)
+                .bind(&f.conversation_id)
+                .bind(&f.message_id)
+                .bind(f.rating)
+                .bind(&f.comment)
+                .bind(f.created_at_ms);
+                exec(q, c).await
+            }
+        }
+    }
+}
+
 impl Records {
-    /// Opens the records in a SQLite file (creating it and applying migrations if needed).
+    /// Opens the records in a SQLite file (creating it and applying migrations if needed), with a
+    /// store of their own (fsync on). A process that also runs an engine on the file should use
+    /// [`Records::on_store`] instead, so the file has one writer.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] if the file cannot be opened or migrated.
     pub async fn open(path: impl AsRef<Path>, busy_timeout: Duration) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
-        }
-        let opts = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(unavailable)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(busy_timeout);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(busy_timeout)
-            .connect_with(opts)
-            .await
-            .map_err(unavailable)?;
-        let migrator = migrate::migrator(migrate::SQLITE).await.map_err(unavailable)?;
-        migrator.run(&pool).await.map_err(unavailable)?;
-        Ok(Self { pool })
+        let store = SqliteStore::open(path, SqliteConfig { fsync: true, readers: 2, busy_timeout }).await?;
+        Ok(Self::on_store(&store))
+    }
+
+    /// The records in a store's file, written by the store's writer (in its group commits) and
+    /// read through its reader pool. They keep working after the store handle is dropped.
+    pub fn on_store(store: &SqliteStore) -> Self {
+        Self { pool: store.readers(), writer: store.writer() }
+    }
+
+    async fn write(&self, w: Write) -> Result<u64, StoreError> {
+        self.writer.write(w).await
     }
 
     /// Whether the database answers.
@@ -229,18 +447,9 @@ impl Records {
     /// Stores a key's hash.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`]-free: a duplicate hash is [`StoreError::Unavailable`].
+    /// Store failures (a duplicate hash is [`StoreError::Unavailable`]).
     pub async fn insert_key(&self, key: &ApiKeyRecord, key_hash: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO srv_api_keys (id, tenant, key_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&key.id)
-            .bind(&key.tenant)
-            .bind(key_hash)
-            .bind(key.scopes.join(","))
-            .bind(key.created_at_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.write(Write::Key(key.clone(), key_hash.to_string())).await.map(drop)
     }
 
     /// The key with this hash.
@@ -280,19 +489,7 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn insert_conversation(&self, c: &ConversationRecord) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO srv_conversations ({CONV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(&c.id)
-            .bind(&c.tenant)
-            .bind(&c.assistant)
-            .bind(&c.customer_id)
-            .bind(c.metadata.to_string())
-            .bind(&c.status)
-            .bind(c.created_at_ms)
-            .bind(c.updated_at_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.write(Write::Conversation(c.clone())).await.map(drop)
     }
 
     /// A tenant's conversation.
@@ -360,109 +557,36 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn set_conversation_status(&self, id: &str, status: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE srv_conversations SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.write(Write::Status { id: id.to_string(), status: status.to_string(), now_ms }).await.map(drop)
     }
 
-    /// Deletes a tenant's conversation record with its runs, events and feedback; `None` when the
-    /// tenant has no such conversation.
+    /// Deletes a tenant's conversation record with its runs, events, idempotency keys and
+    /// feedback, in one transaction; `None` when the tenant has no such conversation.
     ///
     /// # Errors
     /// Store failures.
     pub async fn delete_conversation(&self, tenant: &str, id: &str) -> Result<Option<Deleted>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let gone = sqlx::query("DELETE FROM srv_conversations WHERE tenant = ? AND id = ?")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-        if gone == 0 {
-            return Ok(None);
-        }
-        let events = sqlx::query(
-            "DELETE FROM srv_run_events WHERE run_id IN (SELECT id FROM srv_runs WHERE tenant = ? AND conversation_id = ?)",
-        )
-        .bind(tenant)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        let runs = sqlx::query("DELETE FROM srv_runs WHERE tenant = ? AND conversation_id = ?")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-        sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND conversation_id = ?")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let feedback = sqlx::query("DELETE FROM srv_feedback WHERE tenant = ? AND conversation_id = ?")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(Deleted { runs, events, feedback }))
+        let out = Arc::new(Mutex::new(None));
+        self.write(Write::Delete { tenant: tenant.to_string(), id: id.to_string(), out: out.clone() }).await?;
+        let d = *out.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(d)
     }
 
-    /// Records a run that started.
+    /// Records a run that started and marks its conversation `running`, in one transaction.
     ///
     /// # Errors
     /// Store failures.
-    pub async fn insert_run(&self, r: &RunRecord) -> Result<(), StoreError> {
-        sqlx::query(&format!("INSERT INTO srv_runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(&r.id)
-            .bind(&r.tenant)
-            .bind(&r.conversation_id)
-            .bind(&r.kind)
-            .bind(&r.status)
-            .bind(r.result.as_ref().map(Value::to_string))
-            .bind(&r.error)
-            .bind(r.created_at_ms)
-            .bind(r.finished_at_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+    pub async fn start_run(&self, r: &RunRecord) -> Result<(), StoreError> {
+        self.write(Write::StartRun(r.clone())).await.map(drop)
     }
 
-    /// Records how a run ended.
+    /// Records how a run ended: its events, its result and its conversation's status, in one
+    /// transaction (durable when this returns, with the store's fsync setting).
     ///
     /// # Errors
     /// Store failures.
-    pub async fn finish_run(
-        &self,
-        id: &str,
-        status: &str,
-        result: Option<&Value>,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE srv_runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(result.map(Value::to_string))
-            .bind(error)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+    pub async fn finish_run(&self, end: RunEnd) -> Result<(), StoreError> {
+        self.write(Write::FinishRun(end)).await.map(drop)
     }
 
     /// A tenant's run.
@@ -477,22 +601,6 @@ impl Records {
             .await
             .map_err(unavailable)?;
         row.as_ref().map(run).transpose()
-    }
-
-    /// Appends an event to a run.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub async fn append_event(&self, run_id: &str, e: &EventRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO srv_run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)")
-            .bind(run_id)
-            .bind(e.seq as i64)
-            .bind(&e.event)
-            .bind(&e.data)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     /// Events of a run after `after_seq`, in order.
@@ -530,19 +638,15 @@ impl Records {
         conversation_id: &str,
         now_ms: i64,
     ) -> Result<Claim, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO srv_idempotency (tenant, key, body_hash, conversation_id, run_id, created_at) \
-             VALUES (?, ?, ?, ?, NULL, ?)",
-        )
-        .bind(tenant)
-        .bind(key)
-        .bind(body_hash)
-        .bind(conversation_id)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
+        let inserted = self
+            .write(Write::Claim {
+                tenant: tenant.to_string(),
+                key: key.to_string(),
+                body_hash: body_hash.to_string(),
+                conversation_id: conversation_id.to_string(),
+                now_ms,
+            })
+            .await?;
         if inserted == 1 {
             return Ok(Claim::New);
         }
@@ -567,14 +671,13 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn set_idempotency_run(&self, tenant: &str, key: &str, run_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE srv_idempotency SET run_id = ? WHERE tenant = ? AND key = ?")
-            .bind(run_id)
-            .bind(tenant)
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.write(Write::IdempotencyRun {
+            tenant: tenant.to_string(),
+            key: key.to_string(),
+            run_id: run_id.to_string(),
+        })
+        .await
+        .map(drop)
     }
 
     /// Frees an idempotency key (its request failed before or during its turn).
@@ -582,13 +685,7 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn release_idempotency(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND key = ?")
-            .bind(tenant)
-            .bind(key)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.write(Write::Release { tenant: tenant.to_string(), key: key.to_string() }).await.map(drop)
     }
 
     /// Stores feedback.
@@ -596,21 +693,7 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn insert_feedback(&self, f: &FeedbackRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO srv_feedback (id, tenant, conversation_id, message_id, rating, comment, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&f.id)
-        .bind(&f.tenant)
-        .bind(&f.conversation_id)
-        .bind(&f.message_id)
-        .bind(f.rating)
-        .bind(&f.comment)
-        .bind(f.created_at_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        self.write(Write::Feedback(f.clone())).await.map(drop)
     }
 }
 

@@ -46,10 +46,52 @@ impl Default for SqliteConfig {
 
 enum Op {
     Put(CheckpointRecord),
-    Writes { conversation: String, checkpoint: u64, writes: Vec<PendingWrite> },
-    Context { scope: Scope, owner: String, values: Map<String, Value> },
-    DeleteOwner { scope: Scope, owner: String },
-    Delete { conversation: String },
+    Writes {
+        conversation: String,
+        checkpoint: u64,
+        writes: Vec<PendingWrite>,
+    },
+    Context {
+        scope: Scope,
+        owner: String,
+        values: Map<String, Value>,
+    },
+    DeleteOwner {
+        scope: Scope,
+        owner: String,
+    },
+    Delete {
+        conversation: String,
+    },
+    /// A write to other tables of the same file (the server's records).
+    External(Box<dyn SqlWrite>),
+}
+
+/// A write to other tables of the file, applied by the store's writer inside its group-commit
+/// transaction: the file keeps one writer (no lock contention, no busy waits between two
+/// writers), and concurrent writes of any kind share one commit (and one fsync).
+#[async_trait]
+pub(crate) trait SqlWrite: Send + Sync + 'static {
+    /// Runs the write's statements on the writer's connection, inside its transaction; if it
+    /// fails, the batch is retried write by write, so it must be safe to apply again.
+    async fn apply(&self, conn: &mut SqliteConnection) -> Result<u64, StoreError>;
+}
+
+/// A handle on a store's writer, for [`SqlWrite`]s.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl Writer {
+    /// Applies a write in the next group commit; resolves once it is committed.
+    pub(crate) async fn write(&self, w: impl SqlWrite) -> Result<u64, StoreError> {
+        let (ack, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(Job { op: Op::External(Box::new(w)), ack }) {
+            let _ = job.ack.send(Err(unavailable("sqlite writer has stopped")));
+        }
+        rx.await.map_err(|_| unavailable("sqlite writer has stopped"))?
+    }
 }
 
 struct Job {
@@ -135,6 +177,16 @@ impl SqliteStore {
         let stats = Arc::new(WriterStats::default());
         tokio::spawn(writer_loop(writer, rx, stats.clone()));
         Ok(Self { pool, tx, path, stats })
+    }
+
+    /// A handle on the writer (for the records that share the file).
+    pub(crate) fn writer(&self) -> Writer {
+        Writer { tx: self.tx.clone() }
+    }
+
+    /// The reader pool.
+    pub(crate) fn readers(&self) -> SqlitePool {
+        self.pool.clone()
     }
 
     /// Commits and writes of the writer so far.
@@ -308,6 +360,7 @@ async fn apply(
                 ids.remove(conversation);
                 n
             }
+            Op::External(w) => w.apply(&mut tx).await?,
         };
         out.push(n);
     }

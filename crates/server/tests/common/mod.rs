@@ -79,10 +79,23 @@ pub fn engine(store: Arc<SqliteStore>, step: Duration) -> Engine {
 }
 
 pub async fn setup_with(limits: Limits, step: Duration) -> Env {
+    setup_full(limits, step, None).await
+}
+
+/// With JWT bearer tokens accepted too.
+pub async fn setup_jwt(jwt: switchboard_server::auth::jwt::JwtVerifier) -> Env {
+    setup_full(Limits::default(), Duration::from_millis(200), Some(jwt)).await
+}
+
+pub async fn setup_full(
+    limits: Limits,
+    step: Duration,
+    jwt: Option<switchboard_server::auth::jwt::JwtVerifier>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sb.sqlite");
     let store = Arc::new(SqliteStore::open(&path, SqliteConfig { fsync: false, ..Default::default() }).await.unwrap());
-    let records = Records::open(&path, Duration::from_secs(5)).await.unwrap();
+    let records = Records::on_store(&store);
     let input: switchboard_server::InputFn =
         Arc::new(|text: &str, _meta: &Value| Update::new().set("messages", json!({"role": "user", "text": text})));
     let assistants = Assistants::new(
@@ -92,7 +105,10 @@ pub async fn setup_with(limits: Limits, step: Duration) -> Env {
     let a = create_key(&records, "acme", &[Scope::Admin]).await.unwrap().0;
     let b = create_key(&records, "globex", &[Scope::Admin]).await.unwrap().0;
     let a_chat = create_key(&records, "acme", &[Scope::Chat]).await.unwrap().0;
-    let state = AppState::new(assistants, records, limits);
+    let state = match jwt {
+        Some(j) => AppState::with_jwt(assistants, records, limits, j),
+        None => AppState::new(assistants, records, limits),
+    };
     Env { app: app(state.clone()), state, dir, a, b, a_chat }
 }
 
