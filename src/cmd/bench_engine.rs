@@ -174,7 +174,8 @@ struct Bench {
 
 impl Bench {
     fn commits(&self) -> u64 {
-        self.sqlite.as_ref().map_or(0, |s| s.writer_stats().0) + self.postgres.as_ref().map_or(0, |p| p.0.writer_stats().0)
+        self.sqlite.as_ref().map_or(0, |s| s.writer_stats().0)
+            + self.postgres.as_ref().map_or(0, |p| p.0.writer_stats().0)
     }
     async fn bytes(&self) -> anyhow::Result<u64> {
         Ok(match (&self.sqlite, &self.postgres) {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_engine::{
-    Engine, EngineConfig, Field, Graph, GraphBuilder, NodeError, NodeInput, Reducer, Schema, State, Update, END, START,
+    END, Engine, EngineConfig, Field, Graph, GraphBuilder, NodeError, NodeInput, Reducer, START, Schema, State, Update,
 };
 use switchboard_runtime::queue::ClaimedRun;
 use switchboard_runtime::{Assistant, EffectJournal, Queue, QueueConfig, Worker, WorkerConfig};
@@ -197,7 +197,8 @@ struct Customers;
 impl Assistant for Customers {
     fn input(&self, run: &ClaimedRun) -> Update {
         let body: Value = serde_json::from_str(&run.body).unwrap_or_default();
-        Update::new().set("log", json!({"role": "user", "msg": run.message_id, "seq": body["seq"], "text": body["text"]}))
+        Update::new()
+            .set("log", json!({"role": "user", "msg": run.message_id, "seq": body["seq"], "text": body["text"]}))
     }
     fn reply(&self, run: &ClaimedRun, state: &State) -> Option<String> {
         state
@@ -394,7 +395,8 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<u64> {
         let victim = &mut replicas[i];
         victim.child.start_kill()?; // SIGKILL
         let _ = victim.child.wait().await;
-        let at: f64 = sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8").fetch_one(&pool).await?;
+        let at: f64 =
+            sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8").fetch_one(&pool).await?;
         let runs: Vec<i64> = sqlx::query_scalar("SELECT id FROM rt_runs WHERE status = 'running' AND owner = $1")
             .bind(&victim.owner)
             .fetch_all(&pool)
@@ -509,7 +511,9 @@ async fn check(store: &Arc<PgStore>, acked: &[(String, i64, u64)], kills: &[Kill
     }
     // Duplicate side effects: one idempotency key recorded more than once in the ledger.
     let dups: Vec<(String, i64)> =
-        sqlx::query_as("SELECT key, count(*) FROM chaos_ledger GROUP BY key HAVING count(*) > 1").fetch_all(pool).await?;
+        sqlx::query_as("SELECT key, count(*) FROM chaos_ledger GROUP BY key HAVING count(*) > 1")
+            .fetch_all(pool)
+            .await?;
     for (k, n) in dups {
         r.duplicate_effects += (n - 1) as u64;
         r.details.push(format!("side effect {k} ran {n} times"));

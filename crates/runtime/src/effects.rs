@@ -35,11 +35,7 @@ pub struct EffectJournal {
     stats: Arc<EffectStats>,
 }
 
-async fn check_lease(
-    tx: &mut sqlx::PgConnection,
-    conversation: &str,
-    token: i64,
-) -> Result<(), RuntimeError> {
+async fn check_lease(tx: &mut sqlx::PgConnection, conversation: &str, token: i64) -> Result<(), RuntimeError> {
     let current: Option<i64> = sqlx::query_scalar("SELECT token FROM leases WHERE conversation = $1 FOR SHARE")
         .bind(conversation)
         .fetch_optional(&mut *tx)
@@ -81,11 +77,8 @@ impl EffectJournal {
         C: FnOnce(String) -> CF,
         CF: Future<Output = Result<String, String>>,
     {
-        let token = self
-            .fences
-            .fence_of(conversation)
-            .map_err(|_| RuntimeError::Fenced(conversation.to_string()))?
-            .token;
+        let token =
+            self.fences.fence_of(conversation).map_err(|_| RuntimeError::Fenced(conversation.to_string()))?.token;
         let mut tx = self.pool.begin().await?;
         check_lease(&mut *tx, conversation, token).await?;
         let row: Option<(i64, Option<String>)> =
@@ -100,7 +93,11 @@ impl EffectJournal {
                 return Ok(result);
             }
             Some((_, None)) => {
-                sqlx::query("UPDATE rt_effects SET token = $2 WHERE key = $1").bind(key).bind(token).execute(&mut *tx).await?;
+                sqlx::query("UPDATE rt_effects SET token = $2 WHERE key = $1")
+                    .bind(key)
+                    .bind(token)
+                    .execute(&mut *tx)
+                    .await?;
                 true
             }
             None => {

@@ -16,9 +16,9 @@ pub mod queue;
 pub mod worker;
 
 pub use effects::EffectJournal;
+pub use effects::EffectStats;
 pub use queue::{Accepted, ClaimedRun, Queue, QueueConfig};
 pub use worker::{Assistant, Executed, Worker, WorkerConfig, WorkerStats};
-pub use effects::EffectStats;
 
 /// What the runtime can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -175,10 +175,7 @@ impl Queue {
 
     /// Locks the run and its lease row (in the claim's order) and checks the run still carries
     /// this lease's token, which is still the conversation's.
-    async fn lock_fenced(
-        tx: &mut sqlx::PgConnection,
-        run: &ClaimedRun,
-    ) -> Result<(), RuntimeError> {
+    async fn lock_fenced(tx: &mut sqlx::PgConnection, run: &ClaimedRun) -> Result<(), RuntimeError> {
         let run_token: Option<Option<i64>> = sqlx::query_scalar(
             "SELECT lease_token FROM rt_runs WHERE id = $1 AND status IN ('running', 'queued') FOR UPDATE",
         )
@@ -218,12 +215,10 @@ impl Queue {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query(
-            "UPDATE rt_runs SET status = 'done', owner = NULL, finished_at = clock_timestamp() WHERE id = $1",
-        )
-        .bind(run.id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE rt_runs SET status = 'done', owner = NULL, finished_at = clock_timestamp() WHERE id = $1")
+            .bind(run.id)
+            .execute(&mut *tx)
+            .await?;
         release(&mut *tx, run).await?;
         tx.commit().await?;
         Ok(())
@@ -274,10 +269,12 @@ impl Queue {
 }
 
 async fn release(tx: &mut sqlx::PgConnection, run: &ClaimedRun) -> Result<(), RuntimeError> {
-    sqlx::query("UPDATE leases SET owner = NULL, expires_at = clock_timestamp() WHERE conversation = $1 AND token = $2")
-        .bind(&run.conversation)
-        .bind(run.lease.token)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE leases SET owner = NULL, expires_at = clock_timestamp() WHERE conversation = $1 AND token = $2",
+    )
+    .bind(&run.conversation)
+    .bind(run.lease.token)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }

@@ -207,9 +207,7 @@ impl Worker {
             }
             // The message was applied and its run finished by an earlier attempt that died before
             // it could complete the queue entry.
-            Err(EngineError::NothingToResume(_)) if run.input_checkpoint.is_some() => {
-                self.engine.state(conv).await?
-            }
+            Err(EngineError::NothingToResume(_)) if run.input_checkpoint.is_some() => self.engine.state(conv).await?,
             Err(EngineError::Store(StoreError::Fenced { .. })) => return Ok(Executed::Fenced),
             Err(e) => return self.failed(run, &e).await,
         };

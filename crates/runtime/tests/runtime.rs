@@ -173,7 +173,10 @@ async fn workers_answer_every_message_once_in_order_and_poison_is_dead_lettered(
     t2.await.unwrap();
     assert_eq!(count(&s, "SELECT count(*) FROM rt_runs WHERE status = 'done'").await, 40);
     let (status, failures): (String, i32) =
-        sqlx::query_as("SELECT status, failures FROM rt_runs WHERE conversation = 'p'").fetch_one(s.pool()).await.unwrap();
+        sqlx::query_as("SELECT status, failures FROM rt_runs WHERE conversation = 'p'")
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
     assert_eq!((status.as_str(), failures), ("dead", 3), "a poison run is dead-lettered after 3 attempts");
     assert_eq!(calls.load(Ordering::SeqCst), 40, "one effect per message");
     assert_eq!(count(&s, "SELECT count(*) FROM rt_outbox").await, 40);

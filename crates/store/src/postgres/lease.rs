@@ -52,7 +52,11 @@ impl Lease {
         .await
         .map_err(unavailable)?;
         row.map(|r| {
-            Ok(Lease { conversation: conversation.to_string(), owner: owner.to_string(), token: r.try_get(0).map_err(corrupt)? })
+            Ok(Lease {
+                conversation: conversation.to_string(),
+                owner: owner.to_string(),
+                token: r.try_get(0).map_err(corrupt)?,
+            })
         })
         .transpose()
     }
@@ -99,7 +103,12 @@ impl PgStore {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    pub async fn acquire_lease(&self, conversation: &str, owner: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+    pub async fn acquire_lease(
+        &self,
+        conversation: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
         let mut c = self.pool().acquire().await.map_err(unavailable)?;
         Lease::acquire_on(&mut c, conversation, owner, ttl).await
     }

@@ -500,13 +500,15 @@ async fn apply(pool: &PgPool, ops: &[&Op]) -> Result<Vec<Result<u64, StoreError>
                 .map_err(unavailable)?;
                 values.len() as u64
             }
-            Op::DeleteOwner { scope, owner } => sqlx::query("DELETE FROM scoped_context WHERE scope = $1 AND owner = $2")
-                .bind(scope_name(*scope))
-                .bind(owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .rows_affected(),
+            Op::DeleteOwner { scope, owner } => {
+                sqlx::query("DELETE FROM scoped_context WHERE scope = $1 AND owner = $2")
+                    .bind(scope_name(*scope))
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected()
+            }
             Op::Delete { conversation } => {
                 let id: Option<i64> = sqlx::query_scalar("SELECT id FROM conversations WHERE key = $1")
                     .bind(conversation)
@@ -515,7 +517,8 @@ async fn apply(pool: &PgPool, ops: &[&Op]) -> Result<Vec<Result<u64, StoreError>
                     .map_err(unavailable)?;
                 let mut n = 0;
                 if let Some(id) = id {
-                    for sql in ["DELETE FROM pending_writes WHERE conv = $1", "DELETE FROM checkpoints WHERE conv = $1"] {
+                    for sql in ["DELETE FROM pending_writes WHERE conv = $1", "DELETE FROM checkpoints WHERE conv = $1"]
+                    {
                         n += sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(unavailable)?.rows_affected();
                     }
                     sqlx::query("DELETE FROM conversations WHERE id = $1")
@@ -618,7 +621,9 @@ impl CheckpointStore for PgStore {
         .await
         .map_err(unavailable)?;
         rows.iter()
-            .map(|r| Ok(PendingWrite { task_id: r.try_get(0).map_err(corrupt)?, payload: r.try_get(1).map_err(corrupt)? }))
+            .map(|r| {
+                Ok(PendingWrite { task_id: r.try_get(0).map_err(corrupt)?, payload: r.try_get(1).map_err(corrupt)? })
+            })
             .collect()
     }
 
