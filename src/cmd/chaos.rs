@@ -70,6 +70,10 @@ pub(crate) struct ChaosArgs {
     /// Replica logs (stderr) go to this process's stderr instead of nowhere.
     #[arg(long)]
     verbose: bool,
+    /// Self-check of the harness: replicas call the tool without the effect journal, so kills
+    /// between a side effect and its step's checkpoint must show up as duplicate effects.
+    #[arg(long, hide = true)]
+    unsafe_skip_journal: bool,
 }
 
 /// Options of the hidden `switchboard chaos-replica`.
@@ -87,6 +91,8 @@ pub(crate) struct ReplicaArgs {
     step_ms: u64,
     #[arg(long)]
     concurrency: usize,
+    #[arg(long)]
+    unsafe_skip_journal: bool,
 }
 
 /// A small deterministic generator (xorshift64*), enough for picking kill times and victims.
@@ -123,7 +129,12 @@ async fn jitter(step_ms: u64) {
 }
 
 /// The replicas' graph: fake LLM → tool (journaled side effect in the ledger) → reply.
-fn graph(journal: Option<EffectJournal>, pool: Option<sqlx::PgPool>, step_ms: u64) -> anyhow::Result<Graph> {
+fn graph(
+    journal: Option<EffectJournal>,
+    pool: Option<sqlx::PgPool>,
+    step_ms: u64,
+    skip_journal: bool,
+) -> anyhow::Result<Graph> {
     let g = GraphBuilder::new(schema())
         .node("llm", move |i: NodeInput| async move {
             jitter(step_ms).await;
@@ -144,35 +155,33 @@ fn graph(journal: Option<EffectJournal>, pool: Option<sqlx::PgPool>, step_ms: u6
                 let key = i.ctx.idempotency_key(0);
                 let (p1, p2) = (pool.clone(), pool);
                 let c1 = conv.clone();
-                let result = journal
-                    .run(
-                        &conv,
-                        &key,
-                        |k| async move {
-                            let id: Option<i64> =
-                                sqlx::query_scalar("SELECT id FROM chaos_ledger WHERE key = $1 ORDER BY id LIMIT 1")
-                                    .bind(k)
-                                    .fetch_optional(&p1)
-                                    .await
-                                    .map_err(|e| e.to_string())?;
-                            Ok(id.map(|id| format!("ledger#{id}")))
-                        },
-                        |k| async move {
-                            jitter(step_ms).await;
-                            let id: i64 = sqlx::query_scalar(
-                                "INSERT INTO chaos_ledger (key, conversation, message_id) VALUES ($1, $2, $3) RETURNING id",
-                            )
+                let lookup = |k: String| async move {
+                    let id: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM chaos_ledger WHERE key = $1 ORDER BY id LIMIT 1")
                             .bind(k)
-                            .bind(c1)
-                            .bind(msg)
-                            .fetch_one(&p2)
+                            .fetch_optional(&p1)
                             .await
                             .map_err(|e| e.to_string())?;
-                            Ok(format!("ledger#{id}"))
-                        },
+                    Ok(id.map(|id| format!("ledger#{id}")))
+                };
+                let call = |k: String| async move {
+                    jitter(step_ms).await;
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO chaos_ledger (key, conversation, message_id) VALUES ($1, $2, $3) RETURNING id",
                     )
+                    .bind(k)
+                    .bind(c1)
+                    .bind(msg)
+                    .fetch_one(&p2)
                     .await
-                    .map_err(|e| NodeError::failed(e.to_string()))?;
+                    .map_err(|e| e.to_string())?;
+                    Ok::<_, String>(format!("ledger#{id}"))
+                };
+                let result = if skip_journal {
+                    call(key).await.map_err(NodeError::failed)?
+                } else {
+                    journal.run(&conv, &key, lookup, call).await.map_err(|e| NodeError::failed(e.to_string()))?
+                };
                 Ok(Update::new().set("effect", json!({"msg": msg, "result": result})).into())
             }
         })
@@ -222,7 +231,7 @@ pub(crate) fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
         let store = Arc::new(PgStore::open(&args.database_url, cfg).await?);
         let fenced = Arc::new(FencedStore::new(store.clone()));
         let journal = EffectJournal::new(fenced.clone());
-        let g = graph(Some(journal), Some(store.pool().clone()), args.step_ms)?;
+        let g = graph(Some(journal), Some(store.pool().clone()), args.step_ms, args.unsafe_skip_journal)?;
         let engine = Engine::new(g, fenced.clone(), EngineConfig::default());
         let lease_ttl = Duration::from_millis(args.lease_ms.max(100));
         let queue = Queue::new(store.pool().clone(), QueueConfig { lease_ttl, ..QueueConfig::default() });
@@ -273,6 +282,7 @@ fn spawn_replica(args: &ChaosArgs, url: &str, schema: &str, owner: &str) -> anyh
     cmd.args(["chaos-replica", "--database-url", url, "--schema", schema, "--owner", owner])
         .args(["--lease-ms", &args.lease_ms.to_string(), "--step-ms", &args.step_ms.to_string()])
         .args(["--concurrency", &args.concurrency.to_string()])
+        .args(args.unsafe_skip_journal.then_some("--unsafe-skip-journal"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(if args.verbose { std::process::Stdio::inherit() } else { std::process::Stdio::null() })
@@ -525,7 +535,7 @@ async fn check(store: &Arc<PgStore>, acked: &[(String, i64, u64)], kills: &[Kill
     }
 
     // Replies and order from each conversation's durable state: u1 a1 u2 a2 ... exactly.
-    let engine = Engine::new(graph(None, None, 0)?, store.clone(), EngineConfig::default());
+    let engine = Engine::new(graph(None, None, 0, false)?, store.clone(), EngineConfig::default());
     let mut by_conv: HashMap<&str, Vec<u64>> = HashMap::new();
     for (conv, _, seq) in acked {
         by_conv.entry(conv.as_str()).or_default().push(*seq);

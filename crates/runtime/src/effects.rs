@@ -80,7 +80,7 @@ impl EffectJournal {
         let token =
             self.fences.fence_of(conversation).map_err(|_| RuntimeError::Fenced(conversation.to_string()))?.token;
         let mut tx = self.pool.begin().await?;
-        check_lease(&mut *tx, conversation, token).await?;
+        check_lease(&mut tx, conversation, token).await?;
         let row: Option<(i64, Option<String>)> =
             sqlx::query_as("SELECT token, result FROM rt_effects WHERE key = $1 FOR UPDATE")
                 .bind(key)
@@ -124,7 +124,7 @@ impl EffectJournal {
             }
         };
         let mut tx = self.pool.begin().await?;
-        check_lease(&mut *tx, conversation, token).await?;
+        check_lease(&mut tx, conversation, token).await?;
         sqlx::query("UPDATE rt_effects SET result = $2, finished_at = clock_timestamp() WHERE key = $1 AND token = $3")
             .bind(key)
             .bind(&result)

@@ -145,7 +145,7 @@ impl Queue {
                 tx.commit().await?;
                 continue;
             }
-            let lease = Lease::acquire_on(&mut *tx, &conversation, owner, self.config.lease_ttl).await?;
+            let lease = Lease::acquire_on(&mut tx, &conversation, owner, self.config.lease_ttl).await?;
             let Some(lease) = lease else {
                 tx.rollback().await?;
                 return Ok(None);
@@ -202,7 +202,7 @@ impl Queue {
     /// [`RuntimeError::Unavailable`].
     pub async fn complete(&self, run: &ClaimedRun, reply: Option<&str>) -> Result<(), RuntimeError> {
         let mut tx = self.pool.begin().await?;
-        Self::lock_fenced(&mut *tx, run).await?;
+        Self::lock_fenced(&mut tx, run).await?;
         if let Some(body) = reply {
             sqlx::query(
                 "INSERT INTO rt_outbox (key, conversation, message_id, body) VALUES ($1, $2, $3, $4) \
@@ -219,7 +219,7 @@ impl Queue {
             .bind(run.id)
             .execute(&mut *tx)
             .await?;
-        release(&mut *tx, run).await?;
+        release(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -231,7 +231,7 @@ impl Queue {
     /// [`RuntimeError::Fenced`] when the lease moved on; [`RuntimeError::Unavailable`].
     pub async fn fail(&self, run: &ClaimedRun, error: &str) -> Result<bool, RuntimeError> {
         let mut tx = self.pool.begin().await?;
-        Self::lock_fenced(&mut *tx, run).await?;
+        Self::lock_fenced(&mut tx, run).await?;
         let dead: bool = sqlx::query_scalar(
             "UPDATE rt_runs SET failures = failures + 1, owner = NULL, error = $2, \
                status = CASE WHEN failures + 1 >= $3 THEN 'dead' ELSE 'queued' END, \
@@ -243,7 +243,7 @@ impl Queue {
         .bind(self.config.max_failures)
         .fetch_one(&mut *tx)
         .await?;
-        release(&mut *tx, run).await?;
+        release(&mut tx, run).await?;
         tx.commit().await?;
         Ok(dead)
     }

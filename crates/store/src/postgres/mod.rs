@@ -351,10 +351,10 @@ async fn apply(pool: &PgPool, ops: &[&Op]) -> Result<Vec<Result<u64, StoreError>
             current.insert(r.try_get(0).map_err(corrupt)?, r.try_get(1).map_err(corrupt)?);
         }
         for (i, op) in ops.iter().enumerate() {
-            if let Some((conv, f)) = op.fence() {
-                if current.get(conv) != Some(&f.token) {
-                    out[i] = Some(Err(StoreError::Fenced { conversation: conv.to_string(), token: f.token as u64 }));
-                }
+            if let Some((conv, f)) = op.fence()
+                && current.get(conv) != Some(&f.token)
+            {
+                out[i] = Some(Err(StoreError::Fenced { conversation: conv.to_string(), token: f.token as u64 }));
             }
         }
     }
