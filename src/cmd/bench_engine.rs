@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_engine::{CheckpointStore, Engine, EngineConfig, MemoryStore};
-use switchboard_store::{SqliteConfig, SqliteStore};
+use switchboard_store::postgres::{ScratchSchema, database_url};
+use switchboard_store::{PgStore, SqliteConfig, SqliteStore};
 
 /// Which checkpoint store to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,6 +18,8 @@ pub(crate) enum StoreKind {
     Memory,
     /// A SQLite file (WAL; fsync on unless --no-fsync).
     Sqlite,
+    /// PostgreSQL (--database-url or DATABASE_URL; a throwaway schema, dropped afterwards).
+    Postgres,
 }
 
 /// Which case to run.
@@ -67,6 +70,9 @@ pub(crate) struct EngineBenchArgs {
     /// SQLite with synchronous=NORMAL instead of FULL.
     #[arg(long)]
     no_fsync: bool,
+    /// PostgreSQL for `--store postgres` (default: DATABASE_URL, else the local server).
+    #[arg(long)]
+    database_url: Option<String>,
     /// Worker threads of the async runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -111,10 +117,10 @@ pub(crate) fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
         for case in ["seq", "conc"] {
             let mut cmd = std::process::Command::new(&exe);
             cmd.args(["bench", "engine", "--case", case, "--store"]);
-            cmd.arg(match args.store {
-                StoreKind::Memory => "memory",
-                StoreKind::Sqlite => "sqlite",
-            });
+            cmd.arg(store_name(&args));
+            if let Some(u) = &args.database_url {
+                cmd.arg("--database-url").arg(u);
+            }
             cmd.args(["--conversations", &args.conversations.to_string(), "--turns", &args.turns.to_string()]);
             cmd.args(["--conc-conversations", &args.conc_conversations.to_string()]);
             cmd.args(["--conc-turns", &args.conc_turns.to_string(), "--llm-ms", &args.llm_ms.to_string()]);
@@ -162,7 +168,31 @@ struct Bench {
     engine: Engine,
     memory: Option<Arc<MemoryStore>>,
     sqlite: Option<Arc<SqliteStore>>,
+    postgres: Option<(Arc<PgStore>, ScratchSchema)>,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Bench {
+    fn commits(&self) -> u64 {
+        self.sqlite.as_ref().map_or(0, |s| s.writer_stats().0)
+            + self.postgres.as_ref().map_or(0, |p| p.0.writer_stats().0)
+    }
+    async fn bytes(&self) -> anyhow::Result<u64> {
+        Ok(match (&self.sqlite, &self.postgres) {
+            (Some(s), _) => file_bytes(s).await?,
+            (None, Some((p, _))) => p.checkpoint_bytes().await?,
+            _ => 0,
+        })
+    }
+    async fn finish(self) -> anyhow::Result<()> {
+        let Bench { engine, postgres, .. } = self;
+        drop(engine);
+        if let Some((store, schema)) = postgres {
+            drop(store);
+            schema.drop_now().await?;
+        }
+        Ok(())
+    }
 }
 
 async fn open(args: &EngineBenchArgs, opts: SupportOptions, tag: &str) -> anyhow::Result<Bench> {
@@ -172,7 +202,7 @@ async fn open(args: &EngineBenchArgs, opts: SupportOptions, tag: &str) -> anyhow
         StoreKind::Memory => {
             let store = Arc::new(MemoryStore::new());
             let engine = Engine::new(graph, store.clone() as Arc<dyn CheckpointStore>, config);
-            Ok(Bench { engine, memory: Some(store), sqlite: None, _dir: None })
+            Ok(Bench { engine, memory: Some(store), sqlite: None, postgres: None, _dir: None })
         }
         StoreKind::Sqlite => {
             let (dir, tmp) = match &args.dir {
@@ -186,7 +216,14 @@ async fn open(args: &EngineBenchArgs, opts: SupportOptions, tag: &str) -> anyhow
             let cfg = SqliteConfig { fsync: !args.no_fsync, ..SqliteConfig::default() };
             let store = Arc::new(SqliteStore::open(&path, cfg).await?);
             let engine = Engine::new(graph, store.clone() as Arc<dyn CheckpointStore>, config);
-            Ok(Bench { engine, memory: None, sqlite: Some(store), _dir: tmp })
+            Ok(Bench { engine, memory: None, sqlite: Some(store), postgres: None, _dir: tmp })
+        }
+        StoreKind::Postgres => {
+            let url = args.database_url.clone().unwrap_or_else(database_url);
+            let schema = ScratchSchema::new(&url, &format!("bench_{tag}"));
+            let store = Arc::new(PgStore::open(&url, schema.config()).await?);
+            let engine = Engine::new(graph, store.clone() as Arc<dyn CheckpointStore>, config);
+            Ok(Bench { engine, memory: None, sqlite: None, postgres: Some((store, schema)), _dir: None })
         }
     }
 }
@@ -202,6 +239,7 @@ fn store_name(args: &EngineBenchArgs) -> &'static str {
     match args.store {
         StoreKind::Memory => "memory",
         StoreKind::Sqlite => "sqlite",
+        StoreKind::Postgres => "postgres",
     }
 }
 
@@ -215,11 +253,8 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
         let text = support::UTTERANCES[i % support::UTTERANCES.len()];
         b.engine.invoke(&format!("warm-{}", i % 5), support::user_message(text)).await?;
     }
-    let bytes_before = match &b.sqlite {
-        Some(s) => file_bytes(s).await?,
-        None => 0,
-    };
-    let commits_before = b.sqlite.as_ref().map_or(0, |s| s.writer_stats().0);
+    let bytes_before = b.bytes().await?;
+    let commits_before = b.commits();
     let per_conv = turns.iter().map(|t| t.turn + 1).max().unwrap_or(0);
     let mut lat = Vec::with_capacity(turns.len());
     let (mut first, mut last) = (Vec::new(), Vec::new());
@@ -244,7 +279,7 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     }
     let wall = t0.elapsed();
     let u1 = usage();
-    let commits = b.sqlite.as_ref().map_or(0, |s| s.writer_stats().0) - commits_before;
+    let commits = b.commits() - commits_before;
     let n_conv = turns.iter().map(|t| &t.thread_id).collect::<std::collections::HashSet<_>>().len().max(1);
     // Every conversation ends with two messages per turn.
     let sample = &turns[turns.len() - 1].thread_id;
@@ -254,8 +289,8 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     if msgs != 2 * per_conv {
         bail!("conversation {sample} has {msgs} messages, expected {}", 2 * per_conv);
     }
-    let storage = match (&b.memory, &b.sqlite) {
-        (Some(m), _) => {
+    let storage = match &b.memory {
+        Some(m) => {
             let total: usize = turns
                 .iter()
                 .map(|t| t.thread_id.as_str())
@@ -265,9 +300,9 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
                 .sum();
             total as f64 / n_conv as f64
         }
-        (None, Some(s)) => (file_bytes(s).await?.saturating_sub(bytes_before)) as f64 / n_conv as f64,
-        _ => 0.0,
+        None => (b.bytes().await?.saturating_sub(bytes_before)) as f64 / n_conv as f64,
     };
+    b.finish().await?;
     let mut sorted = lat.clone();
     sorted.sort_by(f64::total_cmp);
     first.sort_by(f64::total_cmp);
@@ -276,7 +311,7 @@ async fn seq(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     Ok(json!({
         "case": format!("engine_seq_{}", store_name(args)),
         "store": store_name(args),
-        "fsync": args.store == StoreKind::Sqlite && !args.no_fsync,
+        "fsync": args.store == StoreKind::Postgres || (args.store == StoreKind::Sqlite && !args.no_fsync),
         "turns": turns.len(),
         "n_threads": n_conv,
         "wall_s": round(wall.as_secs_f64(), 4),
@@ -304,7 +339,7 @@ async fn conc(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     for i in 0..5 {
         engine.invoke(&format!("warm-{i}"), support::user_message("hello there")).await?;
     }
-    let commits_before = b.sqlite.as_ref().map_or(0, |s| s.writer_stats().0);
+    let commits_before = b.commits();
     let u0 = usage();
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(args.conc_conversations);
@@ -337,13 +372,15 @@ async fn conc(args: &EngineBenchArgs) -> anyhow::Result<Value> {
     }
     let wall = t0.elapsed();
     let u1 = usage();
-    let commits = b.sqlite.as_ref().map_or(0, |s| s.writer_stats().0) - commits_before;
+    let commits = b.commits() - commits_before;
     let n = args.conc_conversations * args.conc_turns;
     lat.sort_by(f64::total_cmp);
+    drop(engine);
+    b.finish().await?;
     Ok(json!({
         "case": format!("engine_conc_{}", store_name(args)),
         "store": store_name(args),
-        "fsync": args.store == StoreKind::Sqlite && !args.no_fsync,
+        "fsync": args.store == StoreKind::Postgres || (args.store == StoreKind::Sqlite && !args.no_fsync),
         "conversations": args.conc_conversations,
         "turns": n,
         "llm_ms": args.llm_ms,

@@ -4,6 +4,7 @@ mod bench_engine;
 mod bench_providers;
 mod bench_router;
 mod bench_server;
+mod chaos;
 mod demo;
 mod fake_llm;
 mod guard;
@@ -45,6 +46,11 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Fault harness of the distributed runtime: replicas on PostgreSQL, SIGKILLs, invariant checks.
+    Chaos(chaos::ChaosArgs),
+    /// One replica process of `chaos` (internal).
+    #[command(hide = true)]
+    ChaosReplica(chaos::ReplicaArgs),
     /// Benchmarks that print figures (JSON lines with --json), to compare side by side with peers.
     #[command(subcommand)]
     Bench(Bench),
@@ -87,6 +93,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FakeLlm(a) => fake_llm::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Keys(a) => keys::run(a),
+        Command::Chaos(a) => chaos::run(a),
+        Command::ChaosReplica(a) => chaos::replica(a),
         Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
         Command::Bench(Bench::Providers(a)) => bench_providers::run(a),
         Command::Bench(Bench::Router(a)) => bench_router::run(a),

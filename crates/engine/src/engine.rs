@@ -444,6 +444,15 @@ impl Engine {
         }
     }
 
+    /// Drops the cached head of a conversation so that its next use reloads it from the store
+    /// (another process may have written to it since). Does nothing while a run of it is in flight.
+    pub fn forget(&self, conversation: &str) {
+        let mut convs = lock(&self.inner.convs);
+        if convs.get(conversation).is_some_and(|c| Arc::strong_count(c) == 1) {
+            convs.remove(conversation);
+        }
+    }
+
     /// Ids of the runs in flight.
     pub fn active_runs(&self) -> Vec<String> {
         lock(&self.inner.runs).keys().cloned().collect()

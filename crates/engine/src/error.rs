@@ -105,6 +105,15 @@ pub enum StoreError {
     /// Stored data cannot be read back.
     #[error("corrupt data in store: {0}")]
     Corrupt(String),
+    /// The write carried a lease's fencing token and the conversation's lease has moved on to a
+    /// newer token (or the writer holds none): the writer lost the conversation; nothing was written.
+    #[error("write to conversation `{conversation}` fenced off: lease token {token} is stale")]
+    Fenced {
+        /// Conversation id.
+        conversation: String,
+        /// The stale token the write carried (0: none).
+        token: u64,
+    },
 }
 
 /// Everything a caller of the engine can be told.

@@ -14,6 +14,12 @@ pub(crate) const SQLITE: Embedded = &[
     (2, "server", include_str!("../migrations/sqlite/0002_server.sql")),
 ];
 
+/// PostgreSQL migrations.
+pub(crate) const POSTGRES: Embedded = &[
+    (1, "checkpoints", include_str!("../migrations/postgres/0001_checkpoints.sql")),
+    (2, "runtime", include_str!("../migrations/postgres/0002_runtime.sql")),
+];
+
 #[derive(Debug)]
 struct Source(Embedded);
 
