@@ -30,16 +30,21 @@ pub(crate) struct Live {
 
 /// The result of a turn, as returned by the messages and resume endpoints.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct TurnResult {
-    pub(crate) run_id: String,
-    pub(crate) conversation_id: String,
+pub struct TurnResult {
+    /// The run.
+    pub run_id: String,
+    /// Its conversation.
+    pub conversation_id: String,
     /// `completed`, `interrupted`, `cancelled`, `superseded` or `rolled_back`.
-    pub(crate) status: String,
-    pub(crate) checkpoint_id: Option<u64>,
+    pub status: String,
+    /// The conversation's latest checkpoint.
+    pub checkpoint_id: Option<u64>,
     /// The last message of the conversation when the assistant wrote it.
-    pub(crate) reply: Option<Value>,
-    pub(crate) interrupts: Vec<InterruptInfo>,
-    pub(crate) steps: u32,
+    pub reply: Option<Value>,
+    /// Pending interrupts (when interrupted).
+    pub interrupts: Vec<InterruptInfo>,
+    /// Supersteps taken.
+    pub steps: u32,
 }
 
 impl TurnResult {
@@ -63,9 +68,11 @@ impl TurnResult {
 }
 
 /// A turn that started.
-pub(crate) struct Started {
-    pub(crate) run_id: String,
-    pub(crate) result: oneshot::Receiver<Result<TurnResult, ApiError>>,
+pub struct Started {
+    /// Its run id.
+    pub run_id: String,
+    /// Its result, once recorded.
+    pub result: oneshot::Receiver<Result<TurnResult, ApiError>>,
 }
 
 fn conversation_status(status: &str) -> &'static str {
@@ -76,11 +83,12 @@ fn conversation_status(status: &str) -> &'static str {
     }
 }
 
-/// Starts a turn of a conversation (already checked to belong to the caller's tenant).
+/// Starts a turn of a conversation (already checked to belong to the caller's tenant), recorded
+/// like the messages endpoint records it: run record, persisted events, result.
 ///
 /// # Errors
 /// Engine refusals (busy, shutting down) and store failures.
-pub(crate) async fn start(
+pub async fn start(
     state: &AppState,
     conv: &ConversationRecord,
     input: Input,
@@ -199,8 +207,17 @@ pub(crate) fn stream(
     run_id: String,
     after: u64,
 ) -> impl Stream<Item = Result<sse::Event, Infallible>> + Send + 'static {
+    events(state, run_id.clone(), after).map(move |e| {
+        Ok(sse::Event::default().id(format!("{run_id}:{}", e.seq)).event(e.event.clone()).data(e.data.clone()))
+    })
+}
+
+/// The recorded events of a run after `after`: stored ones first, then live ones, ending with the
+/// run's `result` or `error` event (or when the receiver is dropped, or at the end of shutdown).
+/// Each event's `data` is the engine event as JSON (for `result`, the [`TurnResult`]).
+pub fn events(state: AppState, run_id: String, after: u64) -> impl Stream<Item = Arc<EventRecord>> + Send + 'static {
     let (tx, mut rx) = mpsc::channel::<Arc<EventRecord>>(64);
-    let rid = run_id.clone();
+    let rid = run_id;
     tokio::spawn(async move {
         // Subscribe before reading the store: whatever is persisted after the read is still sent live.
         let mut live = lock(&state.inner.live).get(&rid).map(|l| l.tx.subscribe());
@@ -250,9 +267,7 @@ pub(crate) fn stream(
             }
         }
     });
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(move |e| {
-        Ok(sse::Event::default().id(format!("{run_id}:{}", e.seq)).event(e.event.clone()).data(e.data.clone()))
-    })
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 use futures::StreamExt as _;
