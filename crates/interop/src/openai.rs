@@ -44,7 +44,13 @@ pub(crate) struct OaiError {
 
 impl OaiError {
     fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "invalid_request".into(), message: message.into(), param, retry_after: None }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request".into(),
+            message: message.into(),
+            param,
+            retry_after: None,
+        }
     }
 }
 
@@ -167,14 +173,18 @@ fn parse(body: &[u8]) -> Result<ChatRequest, OaiError> {
         return Err(OaiError::invalid("the last user message is empty", Some("messages")));
     }
     if text.len() > MAX_MESSAGE_BYTES {
-        return Err(OaiError::invalid(format!("the last user message exceeds {MAX_MESSAGE_BYTES} bytes"), Some("messages")));
+        return Err(OaiError::invalid(
+            format!("the last user message exceeds {MAX_MESSAGE_BYTES} bytes"),
+            Some("messages"),
+        ));
     }
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(OaiError::invalid("`stream` must be a boolean", Some("stream"))),
     };
-    let include_usage = obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
+    let include_usage =
+        obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
     let user = match obj.get("user") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -223,7 +233,10 @@ pub(crate) async fn chat_completions(
         return Err(OaiError {
             status: StatusCode::NOT_FOUND,
             code: "model_not_found".into(),
-            message: format!("The model `{}` does not exist: it must name an assistant (see GET /v1/models)", req.model),
+            message: format!(
+                "The model `{}` does not exist: it must name an assistant (see GET /v1/models)",
+                req.model
+            ),
             param: Some("model"),
             retry_after: None,
         });
@@ -361,7 +374,10 @@ mod tests {
                 "stream": true, "user": "u1", "temperature": 0.2}"#,
         )
         .unwrap();
-        assert_eq!((r.model.as_str(), r.text.as_str(), r.stream, r.user.as_deref()), ("support", "second", true, Some("u1")));
+        assert_eq!(
+            (r.model.as_str(), r.text.as_str(), r.stream, r.user.as_deref()),
+            ("support", "second", true, Some("u1"))
+        );
     }
 
     #[test]
@@ -371,7 +387,10 @@ mod tests {
             (br#"{"model": "s", "messages": []}"#, Some("messages")),
             (br#"{"model": "s", "messages": [{"role": "system", "content": "x"}]}"#, Some("messages")),
             (br#"{"model": "s", "messages": [{"role": "user", "content": "  "}]}"#, Some("messages")),
-            (br#"{"model": "s", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#, Some("messages")),
+            (
+                br#"{"model": "s", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
+                Some("messages"),
+            ),
             (br#"{"model": "s", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}"#, Some("stream")),
             (br#"[1]"#, None),
             (br#"{"model": "#, None),

@@ -159,7 +159,8 @@ impl Outcome {
     /// From the `result` (a `TurnResult`) or `error` (an error body) of a run.
     pub(crate) fn from_result(result: &Value) -> Self {
         let status = result.get("status").and_then(Value::as_str).unwrap_or("failed").to_string();
-        let question = result.get("interrupts").and_then(Value::as_array).and_then(|i| i.first()).map(|i| question(&i["payload"]));
+        let question =
+            result.get("interrupts").and_then(Value::as_array).and_then(|i| i.first()).map(|i| question(&i["payload"]));
         Self {
             reply: result.get("reply").and_then(message_text),
             question: if status == "interrupted" { question } else { None },
@@ -230,7 +231,8 @@ mod tests {
         assert_eq!(message_text(&json!({"role": "assistant", "content": "hi"})).as_deref(), Some("hi"));
         assert_eq!(message_text(&json!({"text": "yo"})).as_deref(), Some("yo"));
         assert_eq!(
-            message_text(&json!({"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]})).as_deref(),
+            message_text(&json!({"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}))
+                .as_deref(),
             Some("ab")
         );
         assert_eq!(message_text(&json!({"content": 3})), None);

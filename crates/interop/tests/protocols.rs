@@ -26,23 +26,38 @@ struct Env {
 }
 
 fn echo_engine(store: Arc<SqliteStore>) -> Engine {
-    let schema = Arc::new(Schema::builder().field(Field::new("messages").reducer(Reducer::Messages)).field(Field::new("intent")).build().unwrap());
+    let schema = Arc::new(
+        Schema::builder()
+            .field(Field::new("messages").reducer(Reducer::Messages))
+            .field(Field::new("intent"))
+            .build()
+            .unwrap(),
+    );
     let graph = GraphBuilder::new(schema)
         .node("echo", |i: NodeInput| async move {
-            let text = i.state.get_array("messages").last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+            let text =
+                i.state.get_array("messages").last().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
             let mut reply = format!("echo: {text}");
             if text.contains("human") {
                 let v: Value = i.ctx.interrupt(json!({"question": "Who is speaking?"}))?;
                 reply = format!("hello {}", v.as_str().unwrap_or(""));
             }
             i.ctx.emit_token("echo: ");
-            Ok(Update::new().set("messages", json!({"role": "assistant", "content": reply})).set("intent", "echo").into())
+            Ok(Update::new()
+                .set("messages", json!({"role": "assistant", "content": reply}))
+                .set("intent", "echo")
+                .into())
         })
         .edge(START, "echo")
         .edge("echo", END)
         .build()
         .unwrap();
-    Engine::with_context(graph, store.clone(), store, EngineConfig { assistant_id: "echo".into(), ..Default::default() })
+    Engine::with_context(
+        graph,
+        store.clone(),
+        store,
+        EngineConfig { assistant_id: "echo".into(), ..Default::default() },
+    )
 }
 
 fn input() -> InputFn {
@@ -54,13 +69,19 @@ async fn setup(remote: Option<RemoteAgentConfig>) -> Env {
     let path = dir.path().join("sb.sqlite");
     let store = Arc::new(SqliteStore::open(&path, SqliteConfig { fsync: false, ..Default::default() }).await.unwrap());
     let records = Records::open(&path, Duration::from_secs(5)).await.unwrap();
-    let echo = Assistant { description: "echoes".into(), version: "1".into(), engine: echo_engine(store.clone()), input: input() };
+    let echo = Assistant {
+        description: "echoes".into(),
+        version: "1".into(),
+        engine: echo_engine(store.clone()),
+        input: input(),
+    };
     let mut assistants = Assistants::new("echo", echo);
     if let Some(cfg) = remote {
         let breakers = BreakerRegistry::new(BreakerConfig { failure_threshold: 2, ..BreakerConfig::default() });
         let graph = delegating_graph(RemoteAgent::new(cfg, breakers).unwrap()).unwrap();
         let engine = Engine::with_context(graph, store.clone(), store, EngineConfig::default());
-        assistants = assistants.with("remote", Assistant { description: "delegates".into(), version: "1".into(), engine, input: input() });
+        assistants = assistants
+            .with("remote", Assistant { description: "delegates".into(), version: "1".into(), engine, input: input() });
     }
     let key = create_key(&records, "acme", &[Scope::Chat]).await.unwrap().0;
     let other_tenant = create_key(&records, "globex", &[Scope::Chat]).await.unwrap().0;
@@ -69,7 +90,13 @@ async fn setup(remote: Option<RemoteAgentConfig>) -> Env {
     Env { app, key, other_tenant, _dir: dir }
 }
 
-async fn call(app: &Router, uri: &str, key: Option<&str>, headers: &[(&str, &str)], body: Option<Value>) -> (StatusCode, String) {
+async fn call(
+    app: &Router,
+    uri: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, String) {
     let mut req = Request::builder().method(if body.is_some() { "POST" } else { "GET" }).uri(uri);
     if let Some(k) = key {
         req = req.header("authorization", format!("Bearer {k}"));
@@ -87,7 +114,13 @@ async fn call(app: &Router, uri: &str, key: Option<&str>, headers: &[(&str, &str
     (status, String::from_utf8_lossy(&bytes).to_string())
 }
 
-async fn call_json(app: &Router, uri: &str, key: Option<&str>, headers: &[(&str, &str)], body: Option<Value>) -> (StatusCode, Value) {
+async fn call_json(
+    app: &Router,
+    uri: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let (s, text) = call(app, uri, key, headers, body).await;
     (s, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
@@ -111,7 +144,10 @@ async fn openai_completions_json_and_stream() {
 
     // An interrupt is answered by the next message of the same conversation.
     let (_, v) = call_json(&env.app, "/v1/chat/completions", Some(&env.key), &h, Some(chat("a human please"))).await;
-    assert_eq!((v["switchboard"]["status"].as_str(), v["choices"][0]["message"]["content"].as_str()), (Some("interrupted"), Some("Who is speaking?")));
+    assert_eq!(
+        (v["switchboard"]["status"].as_str(), v["choices"][0]["message"]["content"].as_str()),
+        (Some("interrupted"), Some("Who is speaking?"))
+    );
     let (_, v) = call_json(&env.app, "/v1/chat/completions", Some(&env.key), &h, Some(chat("Ana"))).await;
     assert_eq!(v["choices"][0]["message"]["content"], "hello Ana");
     assert_eq!(v["switchboard"]["conversation_id"], conv);
@@ -137,8 +173,18 @@ async fn openai_completions_json_and_stream() {
 #[tokio::test]
 async fn openai_errors() {
     let env = setup(None).await;
-    let (s, v) = call_json(&env.app, "/v1/chat/completions", Some(&env.key), &[], Some(json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}))).await;
-    assert_eq!((s, v["error"]["code"].as_str(), v["error"]["type"].as_str()), (StatusCode::NOT_FOUND, Some("model_not_found"), Some("not_found_error")));
+    let (s, v) = call_json(
+        &env.app,
+        "/v1/chat/completions",
+        Some(&env.key),
+        &[],
+        Some(json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str(), v["error"]["type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("model_not_found"), Some("not_found_error"))
+    );
     let (s, v) = call_json(&env.app, "/v1/chat/completions", Some("sb_bad"), &[], Some(chat("x"))).await;
     assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_api_key")));
     let (s, v) = call_json(&env.app, "/v1/chat/completions", None, &[], Some(chat("x"))).await;
@@ -168,20 +214,26 @@ async fn a2a_tasks_and_errors() {
     assert_eq!(card["skills"][0]["id"], "echo");
 
     let k = Some(env.key.as_str());
-    let (s, v) = call_json(&env.app, "/a2a/echo", k, &[], Some(rpc("SendMessage", json!({"message": user("hello")})))).await;
+    let (s, v) =
+        call_json(&env.app, "/a2a/echo", k, &[], Some(rpc("SendMessage", json!({"message": user("hello")})))).await;
     assert_eq!(s, StatusCode::OK);
     let task = &v["result"]["task"];
     assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{v}");
     assert_eq!(task["artifacts"][0]["parts"][0]["text"], "echo: hello");
     let id = task["id"].as_str().unwrap().to_string();
     let (_, v) = call_json(&env.app, "/a2a/echo", k, &[], Some(rpc("tasks/get", json!({"id": id})))).await;
-    assert_eq!((v["result"]["kind"].as_str(), v["result"]["status"]["state"].as_str()), (Some("task"), Some("completed")));
+    assert_eq!(
+        (v["result"]["kind"].as_str(), v["result"]["status"]["state"].as_str()),
+        (Some("task"), Some("completed"))
+    );
     // Another tenant does not see it.
-    let (_, v) = call_json(&env.app, "/a2a/echo", Some(&env.other_tenant), &[], Some(rpc("GetTask", json!({"id": id})))).await;
+    let (_, v) =
+        call_json(&env.app, "/a2a/echo", Some(&env.other_tenant), &[], Some(rpc("GetTask", json!({"id": id})))).await;
     assert_eq!(v["error"]["code"], -32001);
 
     // input-required, answered in the same task.
-    let (_, v) = call_json(&env.app, "/a2a/echo", k, &[], Some(rpc("SendMessage", json!({"message": user("human!")})))).await;
+    let (_, v) =
+        call_json(&env.app, "/a2a/echo", k, &[], Some(rpc("SendMessage", json!({"message": user("human!")})))).await;
     let t = &v["result"]["task"];
     assert_eq!(t["status"]["state"], "TASK_STATE_INPUT_REQUIRED", "{v}");
     assert_eq!(t["status"]["message"]["parts"][0]["text"], "Who is speaking?");
@@ -193,7 +245,8 @@ async fn a2a_tasks_and_errors() {
     let (_, v) = call_json(&env.app, "/a2a/echo", k, &[], Some(rpc("SendMessage", json!({"message": answer})))).await;
     assert_eq!(v["error"]["code"], -32004, "a finished task takes no more messages");
 
-    let (_, v) = call_json(&env.app, "/a2a/echo", k, &[("a2a-version", "9.9")], Some(rpc("GetTask", json!({"id": id})))).await;
+    let (_, v) =
+        call_json(&env.app, "/a2a/echo", k, &[("a2a-version", "9.9")], Some(rpc("GetTask", json!({"id": id})))).await;
     assert_eq!(v["error"]["code"], -32009);
     let (s, text) = call(&env.app, "/a2a/echo", k, &[], Some(json!("nope"))).await;
     assert_eq!(s, StatusCode::OK);
@@ -211,7 +264,8 @@ async fn a_turn_is_delegated_to_a_remote_agent_over_a2a() {
 
     let mut cfg = RemoteAgentConfig::new("echo-remote", format!("http://{addr}/a2a/echo"));
     cfg.token = Some(switchboard_guard::Secret::new(remote.key.clone()));
-    cfg.context = ContextPolicy::Full;
+    // The remote echoes what it gets; the data part of a context policy would be echoed too.
+    cfg.context = ContextPolicy::None;
     let env = setup(Some(cfg)).await;
     let h = [("x-switchboard-conversation", "d-1")];
     let mut body = chat("my card is 4111 1111 1111 1111");

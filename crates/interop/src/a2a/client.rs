@@ -213,7 +213,9 @@ impl RemoteAgent {
         match v {
             Value::String(s) => Value::String(self.mask(s)),
             Value::Array(a) => a.iter().map(|x| self.mask_json(x)).collect(),
-            Value::Object(o) => o.iter().map(|(k, x)| (k.clone(), self.mask_json(x))).collect::<serde_json::Map<_, _>>().into(),
+            Value::Object(o) => {
+                o.iter().map(|(k, x)| (k.clone(), self.mask_json(x))).collect::<serde_json::Map<_, _>>().into()
+            }
             other => other.clone(),
         }
     }
@@ -259,7 +261,8 @@ impl RemoteAgent {
             .await
             .map_err(|_| RemoteError::Timeout(self.cfg.idle_timeout))?
             .map_err(|e| RemoteError::Transport(e.to_string()))?;
-        let card: Value = serde_json::from_slice(&body).map_err(|e| RemoteError::Garbage(format!("agent card: {e}")))?;
+        let card: Value =
+            serde_json::from_slice(&body).map_err(|e| RemoteError::Garbage(format!("agent card: {e}")))?;
         endpoint_from_card(&card).ok_or_else(|| RemoteError::Garbage("the agent card has no JSON-RPC interface".into()))
     }
 
@@ -274,7 +277,8 @@ impl RemoteAgent {
                 (t, waiting)
             }
             None => {
-                let last = input.state.get_array("messages").last().and_then(crate::turn::message_text).unwrap_or_default();
+                let last =
+                    input.state.get_array("messages").last().and_then(crate::turn::message_text).unwrap_or_default();
                 (last, None)
             }
         };
@@ -283,9 +287,12 @@ impl RemoteAgent {
             Err(_) => return self.fall_back(input, &RemoteError::CircuitOpen(self.cfg.name.clone())).await,
         };
         let context = if continuing.is_none() { self.context(&input.state) } else { None };
-        let r = tokio::time::timeout(self.cfg.timeout, self.exchange(&input.ctx, &conv, &text, context, continuing.as_ref()))
-            .await
-            .unwrap_or(Err(RemoteError::Timeout(self.cfg.timeout)));
+        let r = tokio::time::timeout(
+            self.cfg.timeout,
+            self.exchange(&input.ctx, &conv, &text, context, continuing.as_ref()),
+        )
+        .await
+        .unwrap_or(Err(RemoteError::Timeout(self.cfg.timeout)));
         let ex = match r {
             Ok(ex) => {
                 permit.succeeded();
@@ -312,7 +319,9 @@ impl RemoteAgent {
             TaskState::Completed | TaskState::Working | TaskState::Submitted | TaskState::Unknown => {
                 self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv);
                 if ex.reply.is_empty() {
-                    return self.fall_back(input, &RemoteError::Garbage("the remote agent finished without a reply".into())).await;
+                    return self
+                        .fall_back(input, &RemoteError::Garbage("the remote agent finished without a reply".into()))
+                        .await;
                 }
                 Ok(Update::new()
                     .set("messages", json!({"role": "assistant", "content": ex.reply, "agent": self.cfg.name}))
@@ -373,7 +382,8 @@ impl RemoteAgent {
             Dialect::V1 => "SendStreamingMessage",
             Dialect::V03 => "message/stream",
         };
-        let body = json!({"jsonrpc": "2.0", "id": ctx.idempotency_key(1), "method": method, "params": {"message": message}});
+        let body =
+            json!({"jsonrpc": "2.0", "id": ctx.idempotency_key(1), "method": method, "params": {"message": message}});
         let mut req = self
             .http
             .post(&ep.url)
@@ -394,7 +404,11 @@ impl RemoteAgent {
         if !status.is_success() {
             return Err(RemoteError::Status(status.as_u16()));
         }
-        let sse = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/event-stream"));
+        let sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
         let mut acc = Accumulator::default();
         if !sse {
             // A plain JSON-RPC answer: an upfront error, or a non-streaming agent.

@@ -17,8 +17,8 @@
 
 use super::wire::{self, Dialect, MessageError, Msg, TaskState};
 use crate::turn::{self, Outcome};
-use axum::body::Bytes;
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -223,9 +223,8 @@ impl A2a {
 fn base_url(headers: &HeaderMap) -> String {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
     let proto = h("x-forwarded-proto").filter(|p| *p == "https" || *p == "http").unwrap_or("http");
-    let host = h("x-forwarded-host").or_else(|| h("host")).filter(|s| {
-        s.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-    });
+    let safe = |s: &&str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let host = h("x-forwarded-host").filter(safe).or_else(|| h("host").filter(safe));
     format!("{proto}://{}", host.unwrap_or("localhost"))
 }
 
@@ -341,7 +340,12 @@ pub(crate) async fn rpc(
         Err(e) => return ok_json(&rpc_error(&id, &e)),
     };
     let (dialect, method) = match req.method {
-        "SendMessage" | "SendStreamingMessage" | "GetTask" | "CancelTask" | "SubscribeToTask" | "ListTasks"
+        "SendMessage"
+        | "SendStreamingMessage"
+        | "GetTask"
+        | "CancelTask"
+        | "SubscribeToTask"
+        | "ListTasks"
         | "GetExtendedAgentCard" => (Dialect::V1, req.method),
         "message/send" => (Dialect::V03, "SendMessage"),
         "message/stream" => (Dialect::V03, "SendStreamingMessage"),
@@ -349,23 +353,33 @@ pub(crate) async fn rpc(
         "tasks/cancel" => (Dialect::V03, "CancelTask"),
         "tasks/resubscribe" => (Dialect::V03, "SubscribeToTask"),
         m if m.contains("PushNotification") || m.starts_with("tasks/pushNotification") => {
-            return ok_json(&rpc_error(&id, &RpcError::new(code::PUSH_NOT_SUPPORTED, "push notifications are not supported")));
+            return ok_json(&rpc_error(
+                &id,
+                &RpcError::new(code::PUSH_NOT_SUPPORTED, "push notifications are not supported"),
+            ));
         }
-        m => return ok_json(&rpc_error(&id, &RpcError::new(code::METHOD_NOT_FOUND, format!("method `{m}` not found")))),
+        m => {
+            return ok_json(&rpc_error(&id, &RpcError::new(code::METHOD_NOT_FOUND, format!("method `{m}` not found"))));
+        }
     };
     if dialect == Dialect::V1
         && let Some(v) = headers.get("a2a-version")
     {
         let v = v.to_str().unwrap_or("").trim();
         if !(v.is_empty() || v == "1" || v.starts_with("1.") || v.starts_with("0.3")) {
-            return ok_json(&rpc_error(&id, &RpcError::new(code::VERSION, format!("A2A version `{v}` is not supported; use 1.0"))));
+            return ok_json(&rpc_error(
+                &id,
+                &RpcError::new(code::VERSION, format!("A2A version `{v}` is not supported; use 1.0")),
+            ));
         }
     }
     let cx = Call { ix: ix.clone(), tenant: p.tenant, assistant, dialect, id: id.clone() };
     let params = req.params;
     let r = match method {
         "SendMessage" => cx.send(params).await,
-        "SendStreamingMessage" => return cx.send_streaming(params).await.unwrap_or_else(|e| ok_json(&rpc_error(&id, &e))),
+        "SendStreamingMessage" => {
+            return cx.send_streaming(params).await.unwrap_or_else(|e| ok_json(&rpc_error(&id, &e)));
+        }
         "GetTask" => cx.get(params).await,
         "CancelTask" => cx.cancel(params).await,
         "SubscribeToTask" => return cx.subscribe(params).await.unwrap_or_else(|e| ok_json(&rpc_error(&id, &e))),
@@ -434,7 +448,10 @@ fn history_length(params: Params<'_>) -> Result<Option<usize>, RpcError> {
     let v = params.get("historyLength").or_else(|| params.get("configuration").and_then(|c| c.get("historyLength")));
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(n) => n.as_u64().map(|n| Some(n as usize)).ok_or_else(|| RpcError::params("`historyLength` must be a non-negative integer")),
+        Some(n) => n
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| RpcError::params("`historyLength` must be a non-negative integer")),
     }
 }
 
@@ -448,7 +465,11 @@ struct Begun {
 
 impl Call {
     fn snapshot(&self, task_id: &str, history: Option<usize>) -> Result<Value, RpcError> {
-        let t = self.ix.tasks.get(task_id, &self.tenant, &self.assistant).ok_or_else(|| RpcError::task_not_found(task_id))?;
+        let t = self
+            .ix
+            .tasks
+            .get(task_id, &self.tenant, &self.assistant)
+            .ok_or_else(|| RpcError::task_not_found(task_id))?;
         Ok(t.to_json(task_id, self.dialect, history))
     }
 
@@ -466,7 +487,11 @@ impl Call {
         let st = &self.ix.state;
         let (conv, context_id, existing) = match msg.task_id.clone() {
             Some(tid) => {
-                let t = self.ix.tasks.get(&tid, &self.tenant, &self.assistant).ok_or_else(|| RpcError::task_not_found(&tid))?;
+                let t = self
+                    .ix
+                    .tasks
+                    .get(&tid, &self.tenant, &self.assistant)
+                    .ok_or_else(|| RpcError::task_not_found(&tid))?;
                 if t.state.is_terminal() {
                     return Err(RpcError::new(
                         code::UNSUPPORTED,
@@ -571,8 +596,11 @@ impl Call {
         let Some(run) = st.records().run(&self.tenant, id).await.map_err(|e| RpcError::from(ApiError::from(e)))? else {
             return Ok(None);
         };
-        let Some(conv) =
-            st.records().conversation(&self.tenant, &run.conversation_id).await.map_err(|e| RpcError::from(ApiError::from(e)))?
+        let Some(conv) = st
+            .records()
+            .conversation(&self.tenant, &run.conversation_id)
+            .await
+            .map_err(|e| RpcError::from(ApiError::from(e)))?
         else {
             return Ok(None);
         };
@@ -631,7 +659,10 @@ impl Call {
         let id = task_id_param(params)?;
         let t = self.ix.tasks.get(&id, &self.tenant, &self.assistant).ok_or_else(|| RpcError::task_not_found(&id))?;
         if t.state.is_terminal() {
-            return Err(RpcError::new(code::UNSUPPORTED, format!("task `{id}` is {}: nothing to subscribe to", t.state.v03())));
+            return Err(RpcError::new(
+                code::UNSUPPORTED,
+                format!("task `{id}` is {}: nothing to subscribe to", t.state.v03()),
+            ));
         }
         let first = t.to_json(&id, self.dialect, None);
         Ok(self.follow(id, t.context_id, t.run, first))
@@ -659,7 +690,15 @@ impl Call {
                     "token" => {
                         let v: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
                         if let Some(delta) = v.get("delta").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-                            let u = wire::artifact_update(d, &task_id, &context_id, &artifact, delta, !streamed.is_empty(), false);
+                            let u = wire::artifact_update(
+                                d,
+                                &task_id,
+                                &context_id,
+                                &artifact,
+                                delta,
+                                !streamed.is_empty(),
+                                false,
+                            );
                             streamed.push_str(delta);
                             if !send(u).await {
                                 return;

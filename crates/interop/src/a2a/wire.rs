@@ -88,7 +88,9 @@ impl TaskState {
             Self::Failed,
             Self::Rejected,
         ];
-        all.into_iter().find(|t| t.v1() == s || t.v03() == s || (s == "cancelled" && *t == Self::Canceled)).unwrap_or(Self::Unknown)
+        all.into_iter()
+            .find(|t| t.v1() == s || t.v03() == s || (s == "cancelled" && *t == Self::Canceled))
+            .unwrap_or(Self::Unknown)
     }
 
     /// Completed, canceled, failed or rejected: nothing more will happen.
@@ -198,7 +200,11 @@ impl Msg {
                 text.push_str(t);
             } else if let Some(d) = p.get("data").filter(|_| kind.is_none_or(|k| k == "data")) {
                 data.push(d.clone());
-            } else if kind == Some("file") || p.get("raw").is_some() || p.get("url").is_some() || p.get("file").is_some() {
+            } else if kind == Some("file")
+                || p.get("raw").is_some()
+                || p.get("url").is_some()
+                || p.get("file").is_some()
+            {
                 return Err(MessageError::ContentType("only text and data parts are accepted".into()));
             } else {
                 return Err(MessageError::Invalid("a part has no `text` or `data`".into()));
@@ -244,8 +250,12 @@ impl Msg {
             });
         }
         let mut v = match d {
-            Dialect::V1 => json!({"messageId": self.id, "role": match self.role { Role::User => "ROLE_USER", Role::Agent => "ROLE_AGENT" }, "parts": parts}),
-            Dialect::V03 => json!({"kind": "message", "messageId": self.id, "role": match self.role { Role::User => "user", Role::Agent => "agent" }, "parts": parts}),
+            Dialect::V1 => {
+                json!({"messageId": self.id, "role": match self.role { Role::User => "ROLE_USER", Role::Agent => "ROLE_AGENT" }, "parts": parts})
+            }
+            Dialect::V03 => {
+                json!({"kind": "message", "messageId": self.id, "role": match self.role { Role::User => "user", Role::Agent => "agent" }, "parts": parts})
+            }
         };
         if let Some(c) = &self.context_id {
             v["contextId"] = json!(c);
@@ -286,7 +296,9 @@ pub fn status(d: Dialect, state: TaskState, message: Option<&Msg>, timestamp_ms:
 pub fn status_update(d: Dialect, task_id: &str, context_id: &str, status: Value, is_final: bool) -> Value {
     match d {
         Dialect::V1 => json!({"statusUpdate": {"taskId": task_id, "contextId": context_id, "status": status}}),
-        Dialect::V03 => json!({"kind": "status-update", "taskId": task_id, "contextId": context_id, "status": status, "final": is_final}),
+        Dialect::V03 => {
+            json!({"kind": "status-update", "taskId": task_id, "contextId": context_id, "status": status, "final": is_final})
+        }
     }
 }
 
@@ -361,7 +373,8 @@ mod tests {
         let v1 = json!({"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hi"}, {"data": {"a": 1}}], "taskId": "t"});
         let m = Msg::parse(&v1, 100).unwrap();
         assert_eq!((m.text.as_str(), m.task_id.as_deref(), m.full_text().as_str()), ("hi", Some("t"), "hi\n{\"a\":1}"));
-        let v03 = json!({"kind": "message", "messageId": "m1", "role": "user", "parts": [{"kind": "text", "text": "yo"}]});
+        let v03 =
+            json!({"kind": "message", "messageId": "m1", "role": "user", "parts": [{"kind": "text", "text": "yo"}]});
         assert_eq!(Msg::parse(&v03, 100).unwrap().text, "yo");
         assert_eq!(Msg::parse(&v03, 100).unwrap().to_json(Dialect::V03)["parts"][0]["kind"], "text");
         let big = json!({"role": "ROLE_USER", "parts": [{"text": "x".repeat(101)}]});
