@@ -88,12 +88,7 @@ fn conversation_status(status: &str) -> &'static str {
 ///
 /// # Errors
 /// Engine refusals (busy, shutting down) and store failures.
-pub async fn start(
-    state: &AppState,
-    conv: &ConversationRecord,
-    input: Input,
-    kind: &str,
-) -> Result<Started, ApiError> {
+pub async fn start(state: &AppState, conv: &ConversationRecord, input: Input, kind: &str) -> Result<Started, ApiError> {
     let inner = &state.inner;
     let assistant = inner
         .assistants
