@@ -586,12 +586,12 @@ impl Call {
         let history = history_length(params)?;
         match self.snapshot(&id, history) {
             Ok(t) => Ok(t),
-            Err(e) => self.from_records(&id).await?.ok_or(e),
+            Err(e) => self.rebuilt_from_records(&id).await?.ok_or(e),
         }
     }
 
     /// A task no longer in the live table, rebuilt from its run's durable record.
-    async fn from_records(&self, id: &str) -> Result<Option<Value>, RpcError> {
+    async fn rebuilt_from_records(&self, id: &str) -> Result<Option<Value>, RpcError> {
         let st = &self.ix.state;
         let Some(run) = st.records().run(&self.tenant, id).await.map_err(|e| RpcError::from(ApiError::from(e)))? else {
             return Ok(None);
