@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_engine::{Engine, EngineConfig};
 use switchboard_server::auth::jwt::{JwksSource, JwtConfig, JwtVerifier};
+use switchboard_interop::a2a::client::{RemoteAgent, RemoteAgentConfig};
+use switchboard_providers::resilience::{BreakerConfig, BreakerRegistry};
 use switchboard_server::auth::{Scope, create_key};
 use switchboard_server::{AppState, Assistant, Assistants, Limits, RateLimit};
 use switchboard_store::{Records, SqliteConfig, SqliteStore};
@@ -65,6 +67,8 @@ pub(crate) struct RawConfig {
     cors_origins: Option<Vec<String>>,
     /// JWT bearer tokens (off when absent).
     jwt: Option<RawJwt>,
+    /// External A2A agents, each served as an assistant that delegates every turn to it.
+    remote_agents: Option<Vec<RawRemoteAgent>>,
 }
 
 /// The `[jwt]` table as written.
@@ -156,6 +160,21 @@ impl RawJwt {
         }
         Ok(c)
     }
+
+/// One `[[remote_agents]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRemoteAgent {
+    /// The assistant's name (and the agent's name in breaker state and logs).
+    name: String,
+    /// The agent's base URL (its card is at `{url}/.well-known/agent-card.json`).
+    url: String,
+    /// `summary` (default), `slots`, `full` or `none`.
+    context: Option<switchboard_interop::a2a::client::ContextPolicy>,
+    timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    /// The environment variable that holds a bearer token for the agent.
+    token_env: Option<String>,
 }
 
 /// Validated settings.
@@ -167,6 +186,7 @@ pub(crate) struct Config {
     pub(crate) llm_latency: Duration,
     pub(crate) fsync: bool,
     pub(crate) jwt: Option<JwtConfig>,
+    pub(crate) remote_agents: Vec<RemoteAgentConfig>,
 }
 
 fn env_override<T: std::str::FromStr>(name: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -241,6 +261,30 @@ impl Config {
                 bail!("cors_origins: {o:?} is not `*` or an origin like `https://app.example` (no path)");
             }
         }
+        let mut remote_agents: Vec<RemoteAgentConfig> = Vec::new();
+        for r in raw.remote_agents.unwrap_or_default() {
+            let valid_name = !r.name.is_empty()
+                && r.name.len() <= 64
+                && r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name || r.name == "support" || remote_agents.iter().any(|a| a.name == r.name) {
+                bail!("remote_agents: name {:?} must be unique, not `support`, and 1-64 of [A-Za-z0-9_-]", r.name);
+            }
+            if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+                bail!("remote_agents.{}: url {:?} is not an http(s) URL", r.name, r.url);
+            }
+            let mut a = RemoteAgentConfig::new(&r.name, &r.url);
+            if let Some(c) = r.context {
+                a.context = c;
+            }
+            a.timeout = positive_ms("remote_agents.timeout_ms", r.timeout_ms, a.timeout)?;
+            a.idle_timeout = positive_ms("remote_agents.idle_timeout_ms", r.idle_timeout_ms, a.idle_timeout)?;
+            if let Some(var) = r.token_env {
+                let token =
+                    std::env::var(&var).map_err(|_| anyhow::anyhow!("remote_agents.{}: ${var} is not set", r.name))?;
+                a.token = Some(switchboard_guard::Secret::new(token));
+            }
+            remote_agents.push(a);
+        }
         Ok(Self {
             addr,
             data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
@@ -254,6 +298,7 @@ impl Config {
             llm_latency: Duration::from_millis(raw.llm_latency_ms.unwrap_or(0)),
             fsync: raw.fsync.unwrap_or(true),
             jwt: raw.jwt.map(RawJwt::validate).transpose()?,
+            remote_agents,
         })
     }
 
@@ -286,17 +331,28 @@ async fn assistants(config: &Config, store: Arc<SqliteStore>) -> anyhow::Result<
     let opts = SupportOptions { llm_latency: config.llm_latency, handoff_interrupt: true };
     let graph = support::graph(opts)?;
     let engine_config = EngineConfig { assistant_id: "support".into(), ..engine_config() };
-    let engine = Engine::with_context(graph, store.clone(), store, engine_config);
+    let engine = Engine::with_context(graph, store.clone(), store.clone(), engine_config);
     let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
-    Ok(Assistants::new(
+    let mut assistants = Assistants::new(
         "support",
         Assistant {
             description: "Demo support assistant: keyword router over five agents, with a human handoff".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             engine,
-            input,
+            input: input.clone(),
         },
-    ))
+    );
+    let breakers = BreakerRegistry::new(BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() });
+    for r in &config.remote_agents {
+        let agent = RemoteAgent::new(r.clone(), breakers.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", r.name))?;
+        let graph = switchboard_interop::a2a::client::delegating_graph(agent)?;
+        let engine_config = EngineConfig { assistant_id: r.name.clone(), ..EngineConfig::default() };
+        let engine = Engine::with_context(graph, store.clone(), store.clone(), engine_config);
+        let description = format!("Delegates every turn to the A2A agent at {}", r.url);
+        let version = env!("CARGO_PKG_VERSION").into();
+        assistants = assistants.with(r.name.clone(), Assistant { description, version, engine, input: input.clone() });
+    }
+    Ok(assistants)
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -354,7 +410,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("Switchboard listening on http://{addr} (data: {})", path.display());
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    switchboard_server::run(listener, state, shutdown).await?;
+    // The native API with the protocol adapters (OpenAI-compatible, A2A) under the same middleware.
+    let router = switchboard_server::app_with(state.clone(), switchboard_interop::routes(state.clone()));
+    switchboard_server::run_router(listener, state, router, shutdown).await?;
     println!("Switchboard stopped");
     Ok(())
 }

@@ -16,7 +16,7 @@ pub mod error;
 mod extract;
 mod openapi;
 mod state;
-mod turns;
+pub mod turns;
 
 pub use error::ApiError;
 pub use state::{
@@ -133,6 +133,12 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 /// The whole HTTP API over a state.
 pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The whole HTTP API with `extra` routes (e.g. protocol adapters) merged in, under the same
+/// middleware: request ids, metrics, body limit, timeout, CORS, JSON errors for unknown routes.
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let v1 = Router::new()
         .route("/assistants", get(api::list_assistants))
         .route("/assistants/{id}", get(api::get_assistant))
@@ -156,6 +162,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))
         .nest("/v1", v1)
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
@@ -180,6 +187,19 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_router(listener, state.clone(), app(state), shutdown).await
+}
+
+/// [`run`] with a router built by the caller (e.g. [`app_with`]) over the same state.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn run_router(
+    listener: TcpListener,
+    state: AppState,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let stop_accepting = CancellationToken::new();
     let st = state.clone();
     let stop = stop_accepting.clone();
@@ -195,7 +215,7 @@ pub async fn run(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(state)).with_graceful_shutdown(async move { signal.cancelled().await }).await?;
+    axum::serve(listener, router).with_graceful_shutdown(async move { signal.cancelled().await }).await?;
     if stop_accepting.is_cancelled() {
         let _ = drained.await;
     } else {

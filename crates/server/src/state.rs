@@ -195,6 +195,16 @@ impl AppState {
         &self.inner.records
     }
 
+    /// The assistants.
+    pub fn assistants(&self) -> &Assistants {
+        &self.inner.assistants
+    }
+
+    /// The limits of the HTTP layer.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
     /// Takes one token from a key's bucket.
     ///
     /// # Errors

@@ -59,19 +59,24 @@ impl Live {
 
 /// The result of a turn, as returned by the messages and resume endpoints.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct TurnResult {
-    pub(crate) run_id: String,
-    pub(crate) conversation_id: String,
+pub struct TurnResult {
+    /// The run.
+    pub run_id: String,
+    /// Its conversation.
+    pub conversation_id: String,
     /// `completed`, `interrupted`, `cancelled`, `superseded` or `rolled_back`.
-    pub(crate) status: String,
-    pub(crate) checkpoint_id: Option<u64>,
+    pub status: String,
+    /// The conversation's latest checkpoint.
+    pub checkpoint_id: Option<u64>,
     /// The last message of the conversation when the assistant wrote it.
-    pub(crate) reply: Option<Value>,
-    pub(crate) interrupts: Vec<InterruptInfo>,
-    pub(crate) steps: u32,
+    pub reply: Option<Value>,
+    /// Pending interrupts (when interrupted).
+    pub interrupts: Vec<InterruptInfo>,
+    /// Supersteps taken.
+    pub steps: u32,
     /// How long the engine took, from the start call to the run's outcome (server-side).
     #[serde(skip)]
-    pub(crate) engine_time: Duration,
+    pub engine_time: Duration,
 }
 
 impl TurnResult {
@@ -96,9 +101,11 @@ impl TurnResult {
 }
 
 /// A turn that started.
-pub(crate) struct Started {
-    pub(crate) run_id: String,
-    pub(crate) result: oneshot::Receiver<Result<TurnResult, ApiError>>,
+pub struct Started {
+    /// Its run id.
+    pub run_id: String,
+    /// Its result, once recorded.
+    pub result: oneshot::Receiver<Result<TurnResult, ApiError>>,
 }
 
 fn conversation_status(status: &str) -> &'static str {
@@ -109,16 +116,12 @@ fn conversation_status(status: &str) -> &'static str {
     }
 }
 
-/// Starts a turn of a conversation (already checked to belong to the caller's tenant).
+/// Starts a turn of a conversation (already checked to belong to the caller's tenant), recorded
+/// like the messages endpoint records it: run record, persisted events, result.
 ///
 /// # Errors
 /// Engine refusals (busy, shutting down) and store failures.
-pub(crate) async fn start(
-    state: &AppState,
-    conv: &ConversationRecord,
-    input: Input,
-    kind: &str,
-) -> Result<Started, ApiError> {
+pub async fn start(state: &AppState, conv: &ConversationRecord, input: Input, kind: &str) -> Result<Started, ApiError> {
     let inner = &state.inner;
     let assistant = inner
         .assistants
@@ -300,12 +303,19 @@ pub(crate) fn stream(
     run_id: String,
     after: u64,
 ) -> impl Stream<Item = Result<sse::Event, Infallible>> + Send + 'static {
+    events(state, run_id.clone(), after).map(move |e| {
+        Ok(sse::Event::default().id(format!("{run_id}:{}", e.seq)).event(e.event.as_str()).data(e.data.as_str()))
+    })
+}
+
+/// The recorded events of a run after `after`: stored ones first, then live ones, ending with the
+/// run's `result` or `error` event (or at the end of shutdown). Each event's `data` is the engine
+/// event as JSON (for `result`, the [`TurnResult`]).
+pub fn events(state: AppState, run_id: String, after: u64) -> impl Stream<Item = Arc<EventRecord>> + Send + 'static {
     let cursor =
         Cursor { state, run_id, last: after, pending: VecDeque::new(), live: None, started: false, ended: false };
     futures::stream::unfold(cursor, |mut c| async move {
         let e = c.next().await?;
-        let ev =
-            sse::Event::default().id(format!("{}:{}", c.run_id, e.seq)).event(e.event.as_str()).data(e.data.as_str());
-        Some((Ok(ev), c))
+        Some((e, c))
     })
 }

@@ -81,6 +81,16 @@ impl BreakerRegistry {
         states.get(id).copied().unwrap_or(BreakerState::Closed { failures: 0 })
     }
 
+    /// Admits one call to `id` outside a [`ChatModel`] (e.g. a remote agent): refused with
+    /// [`ProviderError::CircuitOpen`] while the circuit is open. Report the call's outcome with
+    /// [`Permit::succeeded`] or [`Permit::failed`]; a permit dropped unreported counts as neutral.
+    ///
+    /// # Errors
+    /// [`ProviderError::CircuitOpen`].
+    pub fn admit(&self, id: &ModelId) -> Result<Permit<'_>, ProviderError> {
+        self.acquire(id)
+    }
+
     fn acquire(&self, id: &ModelId) -> Result<Permit<'_>, ProviderError> {
         let mut states = self.states.lock().expect("breaker lock poisoned");
         let state = states.entry(id.clone()).or_insert(BreakerState::Closed { failures: 0 });
@@ -155,7 +165,8 @@ impl Default for BreakerRegistry {
 }
 
 /// A call's admission; records a neutral outcome if dropped unrecorded (cancelled caller).
-struct Permit<'a> {
+#[derive(Debug)]
+pub struct Permit<'a> {
     reg: &'a BreakerRegistry,
     id: ModelId,
     probe: bool,
@@ -163,6 +174,18 @@ struct Permit<'a> {
 }
 
 impl Permit<'_> {
+    /// The call succeeded: closes a half-open circuit, resets the failure count.
+    pub fn succeeded(mut self) {
+        self.done = true;
+        self.reg.record(&self.id, self.probe, Outcome::Success);
+    }
+
+    /// The call failed in a way that says the callee is unhealthy (timeout, 5xx, garbage).
+    pub fn failed(mut self) {
+        self.done = true;
+        self.reg.record(&self.id, self.probe, Outcome::Failure);
+    }
+
     fn finish<T>(mut self, r: &Result<T, ProviderError>) {
         self.done = true;
         let outcome = match r {

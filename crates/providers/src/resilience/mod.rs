@@ -27,7 +27,7 @@ mod limit;
 mod retry;
 mod timeout;
 
-pub use breaker::{BreakerConfig, BreakerRegistry, BreakerState, CircuitBreaker};
+pub use breaker::{BreakerConfig, BreakerRegistry, BreakerState, CircuitBreaker, Permit as BreakerPermit};
 pub use fallback::Fallback;
 pub use limit::{ConcurrencyLimit, TenantLimiter, TenantRateLimit};
 pub use retry::{Retry, RetryPolicy};
