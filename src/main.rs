@@ -7,6 +7,10 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let cli = cmd::Cli::parse();
-    cmd::init_tracing();
-    cmd::run(cli)
+    let otlp = cmd::init_tracing()?;
+    let result = cmd::run(cli);
+    if let Some(exporter) = otlp {
+        exporter.flush_blocking(std::time::Duration::from_secs(5));
+    }
+    result
 }

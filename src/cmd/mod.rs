@@ -70,17 +70,44 @@ enum Bench {
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`), with PII and secrets masked; one
 /// JSON object per line with `SWITCHBOARD_LOG_FORMAT=json`.
-pub(crate) fn init_tracing() {
+///
+/// Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, every turn's
+/// spans (run, nodes, guard, routing, LLM calls) are exported over OTLP/HTTP (JSON); message
+/// content only with `SWITCHBOARD_TRACE_CONTENT=true`, and then redacted by the guard. Returns
+/// the exporter so the command can flush it before the process exits.
+pub(crate) fn init_tracing() -> anyhow::Result<Option<switchboard_telemetry::OtlpExporter>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(switchboard_guard::logging::RedactingMakeWriter::new(std::io::stderr));
-    if std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().with_current_span(true).init();
+    let writer = switchboard_guard::logging::RedactingMakeWriter::new(std::io::stderr);
+    let logs = if std::env::var("SWITCHBOARD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(writer).with_filter(filter).boxed()
     } else {
-        builder.fmt_fields(switchboard_guard::logging::RedactingFields).init();
-    }
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(switchboard_guard::logging::RedactingFields)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed()
+    };
+    let otlp = switchboard_telemetry::OtlpExporter::config_from_env(|k| std::env::var(k).ok())
+        .map_err(anyhow::Error::msg)?
+        .map(switchboard_telemetry::OtlpExporter::start)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let spans = otlp.clone().map(|exporter| {
+        let cfg = switchboard_telemetry::SpanLayerConfig {
+            capture_content: std::env::var("SWITCHBOARD_TRACE_CONTENT").is_ok_and(|v| v == "true" || v == "1"),
+            redactor: Some(std::sync::Arc::new(|t: &str| switchboard_guard::logging::redact_for_log(t).into_owned())),
+            targets: vec!["switchboard".into()],
+        };
+        let sinks: Vec<std::sync::Arc<dyn switchboard_telemetry::SpanSink>> = vec![std::sync::Arc::new(exporter)];
+        switchboard_telemetry::SpanLayer::new(cfg, sinks)
+            .with_filter(tracing_subscriber::filter::Targets::new().with_target("switchboard", tracing::Level::INFO))
+    });
+    tracing_subscriber::registry().with(logs).with(spans).init();
+    Ok(otlp)
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {

@@ -104,6 +104,10 @@ pub(crate) struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained HTML report (per-intent F1, confusions, reliability diagram,
+    /// out-of-scope trade-off, latency) to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -231,7 +235,14 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
 fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {
     let router = Router::load(&a.model, a.model_dir.as_deref())?;
     let examples = data::load(&a.data, fmt_of(a.format, &a.data))?;
-    let report = eval::evaluate(&router, &examples, &a.oos_label)?;
+    let evaluation = eval::evaluate_items(&router, &examples, &a.oos_label)?;
+    if let Some(path) = &a.html {
+        let title = format!("Intent evaluation: {} on {}", a.model.display(), a.data.display());
+        std::fs::write(path, switchboard_router::report::html(&evaluation, &title))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let report = evaluation.report;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, warn};
 
 /// When checkpoint writes must be durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -420,13 +420,23 @@ impl Engine {
         let inner = self.inner.clone();
         let conv = conversation.to_string();
         let ev = events.clone();
-        let join = tokio::spawn(async move {
-            let gate = match ready {
-                Some(g) => g,
-                None => slot.gate.clone().lock_owned().await,
-            };
-            inner.run(slot, gate, conv, input, opts, control, ev).await
-        });
+        // The turn's span: a child of the caller's (the HTTP request), parent of every node's.
+        let span = tracing::info_span!(
+            "switchboard.run",
+            otel.name = "turn",
+            gen_ai.conversation.id = %conv,
+            switchboard.run.id = %run_id,
+        );
+        let join = tokio::spawn(
+            async move {
+                let gate = match ready {
+                    Some(g) => g,
+                    None => slot.gate.clone().lock_owned().await,
+                };
+                inner.run(slot, gate, conv, input, opts, control, ev).await
+            }
+            .instrument(span),
+        );
         Ok(RunHandle { run_id, events, join })
     }
 
@@ -1315,7 +1325,16 @@ fn execute(spec: &NodeSpec, state: Arc<State>, mut ctx: NodeContext) -> BoxFutur
         NodeKind::Func(f) => Ok(f.clone()),
         NodeKind::Subgraph(g) => Err(g.clone()),
     };
-    Box::pin(async move {
+    let span = tracing::info_span!(
+        "switchboard.node",
+        otel.name = %format_args!("node {}", ctx.node),
+        switchboard.node = %ctx.node,
+        switchboard.attempts = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    let traced = span.clone();
+    let fut = async move {
         let mut attempt = 1;
         loop {
             ctx.attempt = attempt;
@@ -1341,10 +1360,18 @@ fn execute(spec: &NodeSpec, state: Arc<State>, mut ctx: NodeContext) -> BoxFutur
                     }
                     attempt += 1;
                 }
-                r => return r,
+                r => {
+                    traced.record("switchboard.attempts", attempt);
+                    if let Err(e) = &r {
+                        traced.record("otel.status_code", "error");
+                        traced.record("otel.status_description", e.to_string().as_str());
+                    }
+                    return r;
+                }
             }
         }
-    })
+    };
+    Box::pin(fut.instrument(span))
 }
 
 /// Runs a subgraph inside one node of its parent; its writes, in order, become the node's update.

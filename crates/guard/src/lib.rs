@@ -65,6 +65,30 @@ impl Guard {
 
     /// Scan a text: all detectors and the injection scorer.
     pub fn inspect(&self, text: &str, source: Source) -> InputReport {
-        InputReport { entities: self.detector.detect(text), injection: self.injection.score(text, source) }
+        let span = tracing::info_span!(
+            "switchboard.guard",
+            otel.name = "guard input",
+            switchboard.guard.check = "input",
+            switchboard.guard.verdict = tracing::field::Empty,
+            switchboard.guard.entities = tracing::field::Empty,
+            switchboard.guard.injection_score = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let report =
+            InputReport { entities: self.detector.detect(text), injection: self.injection.score(text, source) };
+        let kinds: Vec<&str> = report.entities.iter().map(|d| d.kind.name()).collect();
+        span.record("switchboard.guard.entities", kinds.join(",").as_str());
+        let verdict = if report.has_secret() {
+            "secret"
+        } else if report.injection.flagged {
+            "injection"
+        } else if !report.entities.is_empty() {
+            "pii"
+        } else {
+            "clean"
+        };
+        span.record("switchboard.guard.verdict", verdict);
+        span.record("switchboard.guard.injection_score", f64::from(report.injection.score));
+        report
     }
 }

@@ -16,6 +16,8 @@ use crate::error::ProviderError;
 use crate::model::BoxChatModel;
 use crate::resilience::{BreakerConfig, BreakerRegistry, ChatModelExt, Fallback, RetryPolicy, TimeoutPolicy};
 use crate::secret::Secret;
+use crate::trace::{Traced, provider_name};
+use std::sync::Arc;
 
 /// One configured provider.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,12 +65,21 @@ fn key_from(entry: &ProviderEntry, default_var: &str) -> Option<Secret> {
     Secret::from_env(entry.api_key_env.as_deref().unwrap_or(default_var))
 }
 
-/// Builds the bare adapter for `model` on provider `name`.
+/// Builds the adapter for `model` on provider `name`, wrapped in its GenAI span
+/// ([`Traced`]).
 ///
 /// # Errors
 /// [`ProviderError::InvalidRequest`] for an unknown kind or an HTTP client that cannot be
 /// built.
 pub fn build_model(name: &str, entry: &ProviderEntry, model: &str) -> Result<BoxChatModel, ProviderError> {
+    Ok(Traced::new(build_adapter(name, entry, model)?, provider_name(&entry.kind)).boxed())
+}
+
+/// Builds the bare adapter (no span) for `model` on provider `name`.
+///
+/// # Errors
+/// As [`build_model`].
+pub fn build_adapter(name: &str, entry: &ProviderEntry, model: &str) -> Result<BoxChatModel, ProviderError> {
     let connect = entry.connect_timeout_ms.map(Duration::from_millis);
     let request = entry.request_timeout_ms.map(Duration::from_millis);
     match entry.kind.as_str() {
@@ -139,6 +150,7 @@ pub fn build_chain(
 ) -> Result<BoxChatModel, ProviderError> {
     let breakers = policy.breakers.clone().unwrap_or_else(|| BreakerRegistry::new(BreakerConfig::default()));
     let mut models = Vec::with_capacity(chain.len());
+    let prices = Arc::new(cfg.prices.clone());
     for item in chain {
         let (provider, model) = item
             .split_once('/')
@@ -147,7 +159,8 @@ pub fn build_chain(
             .providers
             .get(provider)
             .ok_or_else(|| ProviderError::InvalidRequest(format!("unknown provider {provider:?} in chain")))?;
-        let m = build_model(provider, entry, model)?
+        let m = Traced::new(build_adapter(provider, entry, model)?, provider_name(&entry.kind))
+            .with_prices(prices.clone())
             .with_timeout(policy.timeout)
             .with_breaker(breakers.clone())
             .with_retry(policy.retry);

@@ -120,6 +120,23 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// A short, stable name of the error's kind (the `error.type` of a span, metric labels).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Api { .. } => "api",
+            Self::ContextOverflow { .. } => "context_overflow",
+            Self::Timeout { .. } => "timeout",
+            Self::Transport { .. } => "transport",
+            Self::Protocol { .. } => "protocol",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::StructuredOutput(_) => "structured_output",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
     /// Whether retrying the same request against the same model can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

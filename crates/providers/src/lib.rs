@@ -32,6 +32,7 @@ pub mod schema;
 pub mod secret;
 pub mod sse;
 pub mod structured;
+pub mod trace;
 pub mod types;
 #[cfg(feature = "vertex")]
 pub mod vertex;

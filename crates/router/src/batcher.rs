@@ -10,6 +10,7 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use lru::LruCache;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -121,6 +122,13 @@ impl AsyncRouter {
     /// # Errors
     /// As [`AsyncRouter::features`], and [`RouterError::EmptyText`].
     pub async fn route(&self, text: &str) -> Result<Decision> {
+        let span = crate::decision::route_span();
+        let d = self.route_inner(text).instrument(span.clone()).await?;
+        d.record_on(&span);
+        Ok(d)
+    }
+
+    async fn route_inner(&self, text: &str) -> Result<Decision> {
         if text.trim().is_empty() {
             return Err(RouterError::EmptyText);
         }

@@ -54,6 +54,31 @@ pub struct Thresholds {
     pub temperature: f32,
 }
 
+impl Outcome {
+    /// Stable snake-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Intent => "intent",
+            Self::Clarify => "clarify",
+            Self::OutOfScope => "out_of_scope",
+        }
+    }
+}
+
+impl Rung {
+    /// Stable snake-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rule => "rule",
+            Self::Classifier => "classifier",
+            Self::Prototype => "prototype",
+            Self::OutOfScope => "out_of_scope",
+            Self::Clarify => "clarify",
+            Self::LlmFallback => "llm_fallback",
+        }
+    }
+}
+
 /// A routing decision with its reasons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -77,7 +102,40 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// A span for one routing decision (`switchboard.route`), to be filled by
+/// [`Decision::record_on`]. Its attributes follow `switchboard_telemetry::semconv`.
+pub fn route_span() -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        "switchboard.route",
+        otel.name = "route",
+        switchboard.route.outcome = Empty,
+        switchboard.route.intent = Empty,
+        switchboard.route.confidence = Empty,
+        switchboard.route.rung = Empty,
+        switchboard.route.candidates = Empty,
+        switchboard.route.threshold = Empty,
+        switchboard.route.reason = Empty,
+    )
+}
+
 impl Decision {
+    /// Records the decision's outcome, candidates with scores, threshold and reasons on a span
+    /// made by [`route_span`].
+    pub fn record_on(&self, span: &tracing::Span) {
+        span.record("switchboard.route.outcome", self.outcome.as_str());
+        if let Some(i) = &self.intent {
+            span.record("switchboard.route.intent", i.as_str());
+        }
+        span.record("switchboard.route.confidence", f64::from(self.confidence));
+        span.record("switchboard.route.rung", self.rung.as_str());
+        let candidates: Vec<String> =
+            self.candidates.iter().take(5).map(|c| format!("{}={:.3}", c.intent, c.score)).collect();
+        span.record("switchboard.route.candidates", candidates.join(",").as_str());
+        span.record("switchboard.route.threshold", f64::from(self.thresholds.oos));
+        span.record("switchboard.route.reason", self.reasons.join("; ").as_str());
+    }
+
     /// The intent a benchmark should score: the chosen intent, or the top one for clarify.
     pub fn predicted(&self) -> Option<&str> {
         self.intent.as_deref()

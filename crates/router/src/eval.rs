@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::data::Example;
-use crate::decision::Outcome;
+use crate::decision::{Outcome, Thresholds};
 use crate::error::Result;
 use crate::head::calibrate::expected_calibration_error;
 use crate::router::Router;
@@ -55,71 +55,135 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// One evaluated utterance.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Item {
+    /// Gold label.
+    pub gold: String,
+    /// Predicted label (`oos_label` for a rejection).
+    pub pred: String,
+    /// The classifier's best intent, whatever the decision.
+    pub top_intent: Option<String>,
+    /// Its calibrated probability (0 when there is no candidate).
+    pub top_score: f32,
+    /// The router asked to clarify.
+    pub clarify: bool,
+    /// Time to route this utterance alone, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// Every item of an evaluation with the summary and the router's thresholds: what the HTML
+/// report plots.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Evaluation {
+    /// The summary figures.
+    pub report: EvalReport,
+    /// One entry per utterance, in data order.
+    pub items: Vec<Item>,
+    /// Gold label of out-of-scope items.
+    pub oos_label: String,
+    /// The thresholds the router decided with.
+    pub thresholds: Thresholds,
+}
+
 /// Route every example one at a time and score the decisions. `oos_label` names the gold label
 /// of out-of-scope items.
 ///
 /// # Errors
 /// Routing failures.
 pub fn evaluate(router: &Router, data: &[Example], oos_label: &str) -> Result<EvalReport> {
-    let mut gold = Vec::with_capacity(data.len());
-    let mut pred = Vec::with_capacity(data.len());
-    let mut conf = Vec::new();
-    let mut conf_ok = Vec::new();
-    let mut lat = Vec::with_capacity(data.len());
-    let mut clarify = 0usize;
+    Ok(evaluate_items(router, data, oos_label)?.report)
+}
+
+/// Like [`evaluate`], keeping every item for plots.
+///
+/// # Errors
+/// Routing failures.
+pub fn evaluate_items(router: &Router, data: &[Example], oos_label: &str) -> Result<Evaluation> {
+    let mut items = Vec::with_capacity(data.len());
     for e in data {
         let t = Instant::now();
         let d = router.route(&e.text)?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
-        if d.outcome == Outcome::Clarify {
-            clarify += 1;
-        }
-        let p = match d.outcome {
+        let latency_ms = t.elapsed().as_secs_f64() * 1000.0;
+        let pred = match d.outcome {
             Outcome::OutOfScope => oos_label.to_owned(),
             _ => d.intent.clone().unwrap_or_else(|| oos_label.to_owned()),
         };
-        if e.intent != oos_label
-            && let Some(top) = d.candidates.first()
-        {
-            conf.push(top.score);
-            conf_ok.push(top.intent == e.intent);
-        }
-        gold.push(e.intent.clone());
-        pred.push(p);
+        let top = d.candidates.first();
+        items.push(Item {
+            gold: e.intent.clone(),
+            pred,
+            top_intent: top.map(|c| c.intent.clone()),
+            top_score: top.map_or(0.0, |c| c.score),
+            clarify: d.outcome == Outcome::Clarify,
+            latency_ms,
+        });
     }
-    lat.sort_by(f64::total_cmp);
-    let n = data.len();
-    let correct = gold.iter().zip(&pred).filter(|(g, p)| g == p).count();
-    let in_scope: Vec<usize> = (0..n).filter(|&i| gold[i] != oos_label).collect();
-    let in_correct = in_scope.iter().filter(|&&i| gold[i] == pred[i]).count();
-    let in_rejected = in_scope.iter().filter(|&&i| pred[i] == oos_label).count();
-    let oos_items = n - in_scope.len();
-    let rejected = pred.iter().filter(|p| *p == oos_label).count();
-    let oos_hits = (0..n).filter(|&i| gold[i] == oos_label && pred[i] == oos_label).count();
+    let report = summarize(&items, oos_label);
+    Ok(Evaluation { report, items, oos_label: oos_label.to_owned(), thresholds: router.thresholds() })
+}
+
+/// The summary figures of evaluated items.
+pub fn summarize(items: &[Item], oos_label: &str) -> EvalReport {
+    let n = items.len();
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let is_oos = |i: &Item| i.gold == oos_label;
+    let (mut conf, mut conf_ok) = (Vec::new(), Vec::new());
+    for i in items.iter().filter(|i| !is_oos(i) && i.top_intent.is_some()) {
+        conf.push(i.top_score);
+        conf_ok.push(i.top_intent.as_deref() == Some(i.gold.as_str()));
+    }
+    let mut lat: Vec<f64> = items.iter().map(|i| i.latency_ms).collect();
+    lat.sort_by(f64::total_cmp);
+    let correct = items.iter().filter(|i| i.gold == i.pred).count();
+    let in_scope = items.iter().filter(|i| !is_oos(i)).count();
+    let in_correct = items.iter().filter(|i| !is_oos(i) && i.gold == i.pred).count();
+    let in_rejected = items.iter().filter(|i| !is_oos(i) && i.pred == oos_label).count();
+    let rejected = items.iter().filter(|i| i.pred == oos_label).count();
+    let oos_hits = items.iter().filter(|i| is_oos(i) && i.pred == oos_label).count();
+    let oos_items = n - in_scope;
     let (oos_recall, oos_precision) =
         if oos_items == 0 { (None, None) } else { (Some(ratio(oos_hits, oos_items)), Some(ratio(oos_hits, rejected))) };
-    Ok(EvalReport {
+    let gold: Vec<String> = items.iter().map(|i| i.gold.clone()).collect();
+    let pred: Vec<String> = items.iter().map(|i| i.pred.clone()).collect();
+    EvalReport {
         n,
         accuracy: ratio(correct, n),
         macro_f1: macro_f1(&gold, &pred),
-        in_scope_accuracy: ratio(in_correct, in_scope.len()),
+        in_scope_accuracy: ratio(in_correct, in_scope),
         oos_recall,
         oos_precision,
         ece: expected_calibration_error(&conf, &conf_ok, 15),
-        clarify_rate: ratio(clarify, n),
-        in_scope_rejection_rate: ratio(in_rejected, in_scope.len()),
+        clarify_rate: ratio(items.iter().filter(|i| i.clarify).count(), n),
+        in_scope_rejection_rate: ratio(in_rejected, in_scope),
         latency_ms: Latency { p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99) },
-    })
+    }
 }
 
-/// Macro-F1 over the union of gold and predicted labels.
-pub fn macro_f1(gold: &[String], pred: &[String]) -> f64 {
-    let labels: BTreeSet<&str> = gold.iter().chain(pred).map(String::as_str).collect();
+/// Precision, recall, F1 and support of one label.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LabelScore {
+    /// The label.
+    pub label: String,
+    /// Gold items with this label.
+    pub support: usize,
+    /// Of the predictions of this label, the fraction right.
+    pub precision: f64,
+    /// Of the gold items of this label, the fraction predicted.
+    pub recall: f64,
+    /// Harmonic mean of the two.
+    pub f1: f64,
+}
+
+/// Per-label scores over the union of gold and predicted labels, by label name.
+pub fn per_label(gold: &[String], pred: &[String]) -> Vec<LabelScore> {
     let mut tp: BTreeMap<&str, usize> = BTreeMap::new();
     let mut fp: BTreeMap<&str, usize> = BTreeMap::new();
     let mut fneg: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut support: BTreeMap<&str, usize> = BTreeMap::new();
+    let labels: BTreeSet<&str> = gold.iter().chain(pred).map(String::as_str).collect();
     for (g, p) in gold.iter().zip(pred) {
+        *support.entry(g).or_default() += 1;
         if g == p {
             *tp.entry(g).or_default() += 1;
         } else {
@@ -127,18 +191,30 @@ pub fn macro_f1(gold: &[String], pred: &[String]) -> f64 {
             *fneg.entry(g).or_default() += 1;
         }
     }
-    if labels.is_empty() {
+    let get = |m: &BTreeMap<&str, usize>, l: &str| *m.get(l).unwrap_or(&0) as f64;
+    labels
+        .into_iter()
+        .map(|l| {
+            let (t, f_p, f_n) = (get(&tp, l), get(&fp, l), get(&fneg, l));
+            let div = |a: f64, b: f64| if b == 0.0 { 0.0 } else { a / b };
+            LabelScore {
+                label: l.to_owned(),
+                support: *support.get(l).unwrap_or(&0),
+                precision: div(t, t + f_p),
+                recall: div(t, t + f_n),
+                f1: div(2.0 * t, 2.0 * t + f_p + f_n),
+            }
+        })
+        .collect()
+}
+
+/// Macro-F1 over the union of gold and predicted labels.
+pub fn macro_f1(gold: &[String], pred: &[String]) -> f64 {
+    let scores = per_label(gold, pred);
+    if scores.is_empty() {
         return 0.0;
     }
-    let sum: f64 = labels
-        .iter()
-        .map(|l| {
-            let t = *tp.get(l).unwrap_or(&0) as f64;
-            let denom = 2.0 * t + *fp.get(l).unwrap_or(&0) as f64 + *fneg.get(l).unwrap_or(&0) as f64;
-            if denom == 0.0 { 0.0 } else { 2.0 * t / denom }
-        })
-        .sum();
-    sum / labels.len() as f64
+    scores.iter().map(|s| s.f1).sum::<f64>() / scores.len() as f64
 }
 
 #[cfg(test)]

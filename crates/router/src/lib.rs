@@ -23,6 +23,7 @@ pub mod eval;
 pub mod fetch;
 pub mod head;
 pub mod llm;
+pub mod report;
 pub mod router;
 pub mod rules;
 pub mod train;

@@ -123,12 +123,18 @@ impl Router {
     /// [`RouterError::EmptyText`]; encoder failures.
     pub fn route(&self, text: &str) -> Result<Decision> {
         check_text(text)?;
-        if let Some(d) = self.rule_decision(text) {
-            return Ok(d);
-        }
-        let feats = self.featurizer.featurize(&[text])?;
-        let f = feats.into_iter().next().ok_or(RouterError::EmptyText)?;
-        Ok(self.decide(&f))
+        let span = crate::decision::route_span();
+        let _entered = span.enter();
+        let d = match self.rule_decision(text) {
+            Some(d) => d,
+            None => {
+                let feats = self.featurizer.featurize(&[text])?;
+                let f = feats.into_iter().next().ok_or(RouterError::EmptyText)?;
+                self.decide(&f)
+            }
+        };
+        d.record_on(&span);
+        Ok(d)
     }
 
     /// Route raw bytes from an API boundary.

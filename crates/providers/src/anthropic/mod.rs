@@ -115,9 +115,9 @@ impl AnthropicModel {
         }
     }
 
-    #[tracing::instrument(name = "gen_ai.chat", skip_all, fields(
-        gen_ai.system = VENDOR,
-        gen_ai.request.model = %self.cfg.model,
+    #[tracing::instrument(name = "vendor.http", skip_all, fields(
+        vendor = VENDOR,
+        model = %self.cfg.model,
         provider = %self.cfg.provider,
         stream,
     ))]
