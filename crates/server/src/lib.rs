@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod openapi;
+mod pages;
 mod state;
 mod turns;
 
@@ -155,6 +156,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))
+        .merge(pages::routes())
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
