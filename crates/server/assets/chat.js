@@ -27,12 +27,15 @@ const chat = {
 
 function routingLine(values) {
   if (!values || typeof values !== 'object') return null;
-  const r = values.routing || values.route_decision || values.decision;
-  const intent = (r && (r.intent || r.top_intent || r.label)) || values.intent;
-  if (!intent) return null;
+  let r = values.routing || values.route_decision || values.decision;
+  if (Array.isArray(r)) r = r[r.length - 1];
+  if (r && typeof r !== 'object') r = null;
+  const intent = (r && (r.intent || r.top_intent || r.label || r.outcome)) || values.intent;
+  if (!intent || Array.isArray(intent)) return null;
   const conf = (r && (r.confidence ?? r.score)) ?? values.confidence;
   const handler = (r && (r.handler || r.route || r.kind)) || values.handler || values.route;
-  let s = `routed: ${typeof intent === 'string' ? intent : JSON.stringify(intent)}`;
+  const outcome = r && r.outcome && r.outcome !== 'intent' ? ` [${r.outcome}]` : '';
+  let s = `routed: ${typeof intent === 'string' ? intent : JSON.stringify(intent)}${outcome}`;
   if (typeof conf === 'number') s += ` (${conf.toFixed(2)})`;
   if (handler && typeof handler === 'string') s += ` → ${handler}`;
   return s;
@@ -54,7 +57,8 @@ function renderMessages(messages) {
   for (const m of messages) {
     const role = messageRole(m);
     if (role === 'tool') continue;
-    const who = role === 'agent' && m.name ? `Agent ${m.name}` : null;
+    const name = m.author || m.name;
+    const who = role === 'agent' && typeof name === 'string' ? `Agent ${name}` : null;
     const b = bubble(role, messageText(m));
     if (who) b.querySelector('.who').textContent = who;
     ui.transcript.append(b);
@@ -152,8 +156,8 @@ async function send(text) {
         streamed += data.delta;
         replyText.data = streamed;
         scrollDown();
-      } else if (event === 'values' && data && data.state) {
-        const line = routingLine(data.state);
+      } else if ((event === 'update' && data && data.update) || (event === 'values' && data && data.state)) {
+        const line = routingLine(data.update || data.state);
         if (line) chat.routing[userIndex] = line;
       } else if (event === 'interrupt' && data) {
         chat.interrupts = [{ node: data.node, payload: data.payload }];

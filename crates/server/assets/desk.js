@@ -166,7 +166,8 @@ function renderTranscript(messages) {
   clear(ui.transcript);
   for (const m of messages) {
     const role = messageRole(m);
-    const label = { user: 'Customer', assistant: 'Bot', agent: m.name ? `Agent ${m.name}` : 'Agent', tool: 'Tool', system: 'System' }[role];
+    const name = m.author || m.name;
+    const label = { user: 'Customer', assistant: m.handler ? `Bot · ${m.handler}` : 'Bot', agent: typeof name === 'string' ? `Agent ${name}` : 'Agent', tool: 'Tool', system: 'System' }[role];
     ui.transcript.append(el('div', { class: `msg ${role}` }, el('span', { class: 'who' }, label), messageText(m)));
   }
   ui.transcript.scrollTop = ui.transcript.scrollHeight;
@@ -198,10 +199,10 @@ function renderRouting(trace) {
       {},
       el('td', { class: 'small muted' }, String(step.turn ?? i + 1)),
       el('td', { class: 'small' }, step.text ?? step.message ?? ''),
-      el('td', {}, step.intent ?? step.decision ?? step.label ?? ''),
+      el('td', {}, step.intent ?? step.decision ?? step.label ?? '', step.outcome && step.outcome !== 'intent' ? el('div', { class: 'small muted' }, step.outcome) : null),
       el('td', {}, step.handler ?? step.route ?? step.kind ?? ''),
       el('td', { class: 'mono' }, typeof conf === 'number' ? conf.toFixed(2) : ''),
-      el('td', { class: 'small muted' }, cands || step.reason || ''),
+      el('td', { class: 'small muted' }, cands || step.reason || (Array.isArray(step.reasons) ? step.reasons.join('; ') : '')),
     );
   });
   ui.routing.append(
@@ -219,12 +220,29 @@ function renderDetail(d) {
   ui.empty.classList.add('hidden');
   ui.body.classList.remove('hidden');
   clear(ui.title).append('Conversation ', el('span', { class: 'mono' }, d.conversation_id || desk.selected));
+  const h = { ...(d.handoff && typeof d.handoff === 'object' ? d.handoff : {}), ...d };
   clear(ui.meta).append(
-    [d.customer_id && `customer ${d.customer_id}`, d.status && `status ${d.status}`, d.assigned_to && `assigned to ${d.assigned_to}`, d.priority && `priority ${d.priority}`, d.reason && `reason ${d.reason}`]
+    [
+      h.customer_id && `customer ${h.customer_id}`,
+      h.status && `status ${h.status}`,
+      h.assigned_to && `assigned to ${h.assigned_to}`,
+      h.priority && `priority ${h.priority}`,
+      h.reason && `reason ${h.reason}`,
+      h.sla_due_ms && `SLA due ${fmtTime(h.sla_due_ms)}`,
+    ]
       .filter(Boolean)
       .join(' · '),
   );
   renderSummary(d.summary);
+  if (d.slots && typeof d.slots === 'object' && Object.keys(d.slots).length) {
+    ui.summary.append(el('div', { class: 'small' }, 'Slots: ', el('span', { class: 'mono' }, JSON.stringify(d.slots))));
+  }
+  const calls = d.tool_calls || [];
+  if (calls.length) {
+    ui.summary.append(
+      el('div', { class: 'small', id: 'tool-calls' }, `Tool calls: ${calls.map((c) => `${c.name || c.tool}${c.outcome || c.status ? ` (${c.outcome || c.status})` : ''}`).join(', ')}`),
+    );
+  }
   renderApprovals(d.pending_approvals || d.approvals || d.interrupts || []);
   renderTranscript(d.transcript || d.messages || []);
   renderRouting(d.routing_trace || d.routing || d.trace || []);

@@ -129,7 +129,8 @@ function routingDecisions(step) {
   for (const w of step.writes) {
     const u = w.update || {};
     for (const [k, v] of Object.entries(u)) {
-      if (v && typeof v === 'object' && !Array.isArray(v) && (v.candidates || v.scores || v.confidence !== undefined)) {
+      const decision = v && typeof v === 'object' && !Array.isArray(v);
+      if (decision && (v.candidates || v.scores || v.confidence !== undefined || (v.outcome && (v.handler || v.intent)))) {
         out.push({ node: w.node, field: k, ...v });
       }
     }
@@ -141,7 +142,15 @@ function routingDecisions(step) {
     const v = c.value;
     if (v && typeof v === 'object' && (v.candidates || v.scores) ) out.push({ node: c.node, field: 'event', ...v });
   }
-  return out;
+  // The same decision is often written to two fields (the latest and a trace): show it once.
+  const seen = new Set();
+  return out.filter((d) => {
+    const { node, field, ...rest } = d;
+    const key = JSON.stringify(rest);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 function candidates(d) {
@@ -172,8 +181,13 @@ function renderRouting(decisions) {
       typeof d.confidence === 'number' ? `confidence ${d.confidence.toFixed(3)}` : null,
       d.handler || d.route ? `→ ${d.handler || d.route}` : null,
       d.decision && d.decision !== intent ? `decision ${typeof d.decision === 'string' ? d.decision : JSON.stringify(d.decision)}` : null,
+      d.outcome ? `outcome ${d.outcome}` : null,
+      d.rung ? `rung ${d.rung}` : null,
       d.reason ? `reason ${d.reason}` : null,
+      Array.isArray(d.reasons) && d.reasons.length ? `reasons: ${d.reasons.join('; ')}` : null,
       typeof d.threshold === 'number' ? `threshold ${d.threshold}` : null,
+      d.thresholds && typeof d.thresholds.oos === 'number' ? `out-of-scope below ${d.thresholds.oos.toFixed(2)}` : null,
+      d.thresholds && typeof d.thresholds.clarify_margin === 'number' ? `clarify margin ${d.thresholds.clarify_margin.toFixed(2)}` : null,
     ].filter(Boolean);
     const cands = candidates(d).filter((c) => c.label !== undefined);
     const max = Math.max(1e-9, ...cands.map((c) => (typeof c.score === 'number' ? c.score : 0)));
@@ -206,8 +220,12 @@ function renderRouting(decisions) {
   }
 }
 
-function renderWrites(step) {
+function renderWrites(step, cp) {
   clear(ui.writes);
+  if (cp.step === -2) {
+    ui.writes.append(el('p', { class: 'muted small' }, 'A fork: a new head with the state of its parent checkpoint; the old branch is kept.'));
+    return;
+  }
   if (!step) {
     ui.writes.append(el('p', { class: 'muted small' }, 'No events recorded for this checkpoint.'));
     return;
@@ -221,7 +239,7 @@ function renderWrites(step) {
 
 function stepLabel(cp) {
   if (cp.step === -1) return 'input';
-  if (cp.step === -2) return 'fork';
+  if (cp.step === -2) return cp.parent === null ? 'fork' : `fork of #${cp.parent}`;
   return `step ${cp.step}`;
 }
 
@@ -242,10 +260,11 @@ function select(id) {
   );
   const before = (cp.parent !== null && insp.after.get(cp.parent)) || {};
   const lines = diffLines(before, insp.after.get(cp.id) || {});
-  clear(ui.diff).append(...(lines.length ? lines : [el('div', { class: 'muted' }, 'no change')]));
   const step = insp.steps.get(cp.run_id)?.steps.get(cp.step);
+  const same = step && step.writes.length ? 'no change: this step wrote the values the state already had' : 'no change';
+  clear(ui.diff).append(...(lines.length ? lines : [el('div', { class: 'muted' }, same)]));
   renderRouting(step ? routingDecisions(step) : []);
-  renderWrites(step);
+  renderWrites(step, cp);
 }
 
 function renderTimeline() {
@@ -278,6 +297,7 @@ async function inspect(id) {
   showError(ui.error, null);
   insp.id = id;
   ui.input.value = id;
+  if ([...ui.recent.options].some((o) => o.value === id)) ui.recent.value = id;
   const url = new URL(window.location.href);
   url.searchParams.set('conversation', id);
   history.replaceState(null, '', url.pathname + url.search);
