@@ -77,13 +77,15 @@ function renderPending() {
   clear(ui.pending);
   if (chat.interrupts.length) {
     for (const i of chat.interrupts) {
+      const p = i.payload && typeof i.payload === 'object' ? i.payload : {};
+      const approval = p.type === 'approval' || p.tool !== undefined;
       ui.pending.append(
         el(
           'div',
-          { class: 'approval', id: 'pending-approval' },
-          el('strong', {}, 'Waiting for approval: '),
+          { class: 'approval', id: 'pending-approval', 'data-kind': approval ? 'approval' : 'human' },
+          el('strong', {}, approval ? 'Waiting for approval: ' : 'Waiting for a support agent: '),
           describeInterrupt(i.payload),
-          el('div', { class: 'small muted' }, 'A support agent reviews this request; you can keep chatting.'),
+          el('div', { class: 'small muted' }, approval ? 'A support agent reviews this request.' : 'An agent will answer here.'),
         ),
       );
     }
