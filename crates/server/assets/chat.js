@@ -23,6 +23,14 @@ const chat = {
   routing: [], // routing line per customer message, by index
   interrupts: [],
   status: '',
+  handoff: null, // the assistant's handoff record, when it keeps one in the state
+};
+
+const WITH_HUMAN = {
+  'handoff-requested': 'You asked for a person: connecting you to a support agent…',
+  queued: 'You are in the queue for a support agent. You can keep writing here.',
+  'agent-assigned': 'A support agent has your conversation and will write shortly.',
+  'agent-active': 'You are chatting with a support agent.',
 };
 
 function routingLine(values) {
@@ -75,6 +83,12 @@ function renderMessages(messages) {
 
 function renderPending() {
   clear(ui.pending);
+  const h = chat.handoff;
+  const key = h && typeof h.status === 'string' ? h.status.replace(/_/g, '-') : '';
+  if (WITH_HUMAN[key]) {
+    const who = h.assigned_to && key.startsWith('agent') ? ` (${h.assigned_to})` : '';
+    ui.pending.append(el('div', { class: 'notice', id: 'handoff-status', 'data-status': key }, WITH_HUMAN[key] + who));
+  }
   if (chat.interrupts.length) {
     for (const i of chat.interrupts) {
       const p = i.payload && typeof i.payload === 'object' ? i.payload : {};
@@ -107,7 +121,14 @@ async function refresh() {
     renderMessages(messages);
   }
   chat.status = conv.status;
-  if (conv.status !== 'interrupted') chat.interrupts = [];
+  const v = state.values || {};
+  if (Object.hasOwn(v, 'pending_approval')) {
+    // The assistant keeps its pending approval in the state: that is the truth, whoever resolved it.
+    chat.interrupts = v.pending_approval ? [{ payload: { type: 'approval', ...v.pending_approval } }] : [];
+  } else if (conv.status !== 'interrupted') {
+    chat.interrupts = [];
+  }
+  chat.handoff = v.handoff && typeof v.handoff === 'object' ? v.handoff : null;
   renderPending();
 }
 
@@ -116,6 +137,7 @@ function setConversation(id) {
   chat.shown = '';
   chat.routing = [];
   chat.interrupts = [];
+  chat.handoff = null;
   if (id) localStorage.setItem(CONV_STORE, id);
   clear(ui.info);
   if (id) {
