@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '../..'); // the server finds assistants/ relative to its working directory
 const BIN = process.env.SWITCHBOARD_BIN || resolve(HERE, '../../target/release/switchboard');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = join(HERE, 'artifacts');
@@ -57,6 +58,7 @@ function freePort() {
 function startServer(port) {
   return new Promise((ok, fail) => {
     const child = spawn(BIN, ['serve', '--addr', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+      cwd: ROOT,
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -334,6 +336,7 @@ test('story: lost card, human handoff, an agent approves the freeze in the desk 
   await chat.locator('#pending-approval').waitFor();
   await shot(chat, '10-story-chat-approval-pending');
   await say('can I talk to a person?');
+  await chat.locator('#handoff-status').waitFor({ timeout: 15_000 });
   await shot(chat, '11-story-chat-handoff');
 
   const desk = await newPage('story-desk');
@@ -352,6 +355,12 @@ test('story: lost card, human handoff, an agent approves the freeze in the desk 
   await approve.click();
   await desk.locator('#action-result', { hasText: 'Approved' }).waitFor();
   await desk.locator('[data-approve]').first().waitFor({ state: 'detached', timeout: 15_000 });
+  const afterApproval = await api('GET', `/v1/conversations/${conv}/state`);
+  const calls = afterApproval.body.values.tool_calls || [];
+  assert.ok(
+    calls.some((c) => (c.name ?? c.tool) === 'freeze_card' && JSON.stringify(c).includes('4242')),
+    `the approved freeze ran: ${JSON.stringify(calls)}`,
+  );
   await desk.locator('#reply-text').fill('Hi Ana, I have frozen your card ending 4242.');
   await desk.locator('#reply-send').click();
   await desk.locator('#action-result', { hasText: 'Reply sent' }).waitFor();
