@@ -330,6 +330,9 @@ test('story: lost card, human handoff, an agent approves the freeze in the desk 
       before,
       { timeout: 30_000 },
     );
+    // A refused message shows the API's error in the page: fail with it, not later with a timeout.
+    const error = chat.locator('#error:not(.hidden)');
+    if (await error.count()) assert.fail(`the chat refused ${JSON.stringify(text)}: ${await error.textContent()}`);
   };
   await say('I lost my card, block it please');
   await say('the one ending 4242');

@@ -23,6 +23,7 @@ const chat = {
   routing: [], // routing line per customer message, by index
   interrupts: [],
   status: '',
+  fromState: false, // the assistant keeps its pending approval in the state
   handoff: null, // the assistant's handoff record, when it keeps one in the state
 };
 
@@ -103,7 +104,7 @@ function renderPending() {
         ),
       );
     }
-  } else if (chat.status === 'interrupted') {
+  } else if (chat.status === 'interrupted' && !chat.fromState) {
     ui.pending.append(el('div', { class: 'approval', id: 'pending-approval' }, 'Waiting for a support agent…'));
   }
 }
@@ -122,7 +123,8 @@ async function refresh() {
   }
   chat.status = conv.status;
   const v = state.values || {};
-  if (Object.hasOwn(v, 'pending_approval')) {
+  chat.fromState = Object.hasOwn(v, 'pending_approval');
+  if (chat.fromState) {
     // The assistant keeps its pending approval in the state: that is the truth, whoever resolved it.
     chat.interrupts = v.pending_approval ? [{ payload: { type: 'approval', ...v.pending_approval } }] : [];
   } else if (conv.status !== 'interrupted') {

@@ -82,7 +82,12 @@ function renderQueue() {
         { class: `clickable${desk.selected === id ? ' selected' : ''}`, 'data-conversation': id, onclick: () => select(id) },
         el('td', {}, priorityBadge(item.priority)),
         el('td', {}, item.customer_id || el('span', { class: 'muted' }, 'anonymous')),
-        el('td', {}, item.reason || '', item.summary ? el('div', { class: 'small muted' }, item.summary) : null),
+        el(
+          'td',
+          {},
+          item.reason || '',
+          item.summary ? el('div', { class: 'small muted clamp', title: item.summary }, item.summary) : null,
+        ),
         el('td', { class: 'small', 'data-wait': '' }, item.queued_at_ms ? fmtDuration(now - item.queued_at_ms) : ''),
         el('td', { 'data-sla': '', title: item.sla_due_ms ? `due ${fmtTime(item.sla_due_ms)}` : null }),
         el('td', { class: 'small' }, item.status || '', item.assigned_to ? el('div', { class: 'muted' }, item.assigned_to) : null),
