@@ -176,6 +176,7 @@ async function send(text) {
   scrollDown();
   const userIndex = JSON.parse(chat.shown || '[]').filter((m) => messageRole(m) === 'user').length;
   let streamed = '';
+  let failed = false;
   try {
     await stream('POST', `/v1/conversations/${id}/messages`, { text }, ({ event, data }) => {
       if (event === 'token' && data && typeof data.delta === 'string') {
@@ -193,10 +194,11 @@ async function send(text) {
         chat.interrupts = data.interrupts || [];
       } else if (event === 'error' && data) {
         const err = data.error || data;
-        showError(ui.error, new Error(err.message || JSON.stringify(err)));
+        failed = true;
+        showError(ui.error, new Error(`${err.message || JSON.stringify(err)}${err.code ? ` (${err.code})` : ''}`));
       }
     });
-    showError(ui.error, null);
+    if (!failed) showError(ui.error, null);
   } catch (e) {
     showError(ui.error, e);
   } finally {

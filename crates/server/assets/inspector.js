@@ -1,4 +1,4 @@
-import { api, apiKey, stream, el, clear, header, showError, fmtTime, jsonBlock, $ } from '/assets/common.js';
+import { api, apiKey, stream, el, clear, header, showError, fmtTime, jsonBlock, $, ApiError } from '/assets/common.js';
 
 const MAX_PAGES = 10;
 const ui = {
@@ -128,10 +128,13 @@ function routingDecisions(step) {
   const out = [];
   for (const w of step.writes) {
     const u = w.update || {};
-    for (const [k, v] of Object.entries(u)) {
-      const decision = v && typeof v === 'object' && !Array.isArray(v);
-      if (decision && (v.candidates || v.scores || v.confidence !== undefined || (v.outcome && (v.handler || v.intent)))) {
-        out.push({ node: w.node, field: k, ...v });
+    for (const [k, written] of Object.entries(u)) {
+      // A field written several times in one step (appended values) comes as a list.
+      for (const v of Array.isArray(written) ? written : [written]) {
+        const decision = v && typeof v === 'object' && !Array.isArray(v);
+        if (decision && (v.candidates || v.scores || v.confidence !== undefined || (v.outcome && (v.handler || v.intent)))) {
+          out.push({ node: w.node, field: k, ...v });
+        }
       }
     }
     if (u.intent !== undefined && (u.confidence !== undefined || u.route !== undefined || u.handler !== undefined)) {
@@ -274,7 +277,8 @@ function renderTimeline() {
     if (cp.run_id !== run) {
       run = cp.run_id;
       const r = insp.steps.get(run)?.result;
-      ui.timeline.append(el('li', { class: 'run-head' }, `run ${run}${r && r.status ? ` · ${r.status}` : ''}`));
+      const missing = insp.steps.get(run)?.missing ? ' · events not recorded' : '';
+      ui.timeline.append(el('li', { class: 'run-head' }, `run ${run}${r && r.status ? ` · ${r.status}` : ''}${missing}`));
     }
     const step = insp.steps.get(cp.run_id)?.steps.get(cp.step);
     const nodes = step ? [...new Set(step.writes.map((w) => w.node))].join(', ') : '';
@@ -306,7 +310,14 @@ async function inspect(id) {
     insp.byId = new Map(insp.checkpoints.map((c) => [c.id, c]));
     const runs = [...new Set(insp.checkpoints.filter((c) => c.step !== -2).map((c) => c.run_id))];
     for (const r of runs) {
-      if (!insp.steps.has(r)) insp.steps.set(r, stepsOf(await runEvents(r)));
+      if (insp.steps.has(r)) continue;
+      try {
+        insp.steps.set(r, stepsOf(await runEvents(r)));
+      } catch (e) {
+        // A run started outside the conversation API (e.g. by the desk) has no stored events.
+        if (!(e instanceof ApiError && e.status === 404)) throw e;
+        insp.steps.set(r, { steps: new Map(), result: null, missing: true });
+      }
     }
     reconstruct();
     renderTimeline();
