@@ -325,7 +325,8 @@ test('story: lost card, human handoff, an agent approves the freeze in the desk 
     await chat.waitForFunction(
       (n) => {
         const all = document.querySelectorAll('.msg.assistant');
-        return all.length > n && !document.querySelector('.msg.streaming');
+        const refused = !document.querySelector('#error').classList.contains('hidden');
+        return refused || (all.length > n && !document.querySelector('.msg.streaming'));
       },
       before,
       { timeout: 30_000 },
