@@ -53,3 +53,37 @@ ensure_venv() {
   fi
   export SWITCHBOARD_VENV="$venv"
 }
+
+# The browser tests in tests/browser: Debian's Chromium, Node.js and the pinned playwright-core
+# (which never downloads a browser of its own). Installs what is missing with apt-get and npm.
+# Returns non-zero, after saying so loudly, only when Chromium is missing and apt-get is not there
+# to install it.
+ensure_browser() {
+  export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+  export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+  local need=()
+  [ -x "$CHROMIUM" ] || need+=(chromium)
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+  if [ ${#need[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+      printf '\n\033[1;31m!!! SKIPPING THE BROWSER TESTS: %s missing and apt-get is not available to install them !!!\033[0m\n\n' \
+        "${need[*]}" >&2
+      return 1
+    fi
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo)
+    say "installing ${need[*]} (Debian packages) for the browser tests"
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${need[@]}" >/dev/null ||
+      { "${sudo[@]}" apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${need[@]}" >/dev/null; }
+  fi
+  local dir="$ROOT/tests/browser"
+  local stamp="$dir/node_modules/.package-lock.sha256"
+  local want
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing the browser test dependencies (npm ci in tests/browser)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$stamp"
+  fi
+}

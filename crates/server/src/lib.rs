@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod openapi;
+mod pages;
 mod state;
 pub mod turns;
 
@@ -161,6 +162,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))
+        .merge(pages::routes())
         .nest("/v1", v1)
         .merge(extra)
         .fallback(not_found)
