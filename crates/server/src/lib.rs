@@ -13,7 +13,7 @@
 mod api;
 pub mod auth;
 pub mod error;
-mod extract;
+pub mod extract;
 mod openapi;
 mod state;
 mod turns;
@@ -133,6 +133,12 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 /// The whole HTTP API over a state.
 pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The HTTP API plus `extra` routes (e.g. an assistant's agent-desk endpoints), which get the
+/// same middleware (errors, limits, timeouts, CORS) as the built-in ones.
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let v1 = Router::new()
         .route("/assistants", get(api::list_assistants))
         .route("/assistants/{id}", get(api::get_assistant))
@@ -156,6 +162,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi_json))
         .route("/metrics", get(metrics))
         .nest("/v1", v1)
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
@@ -180,6 +187,19 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with(listener, state, Router::new(), shutdown).await
+}
+
+/// [`run`] with extra routes (see [`app_with`]).
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn run_with(
+    listener: TcpListener,
+    state: AppState,
+    extra: Router<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let stop_accepting = CancellationToken::new();
     let st = state.clone();
     let stop = stop_accepting.clone();
@@ -191,7 +211,7 @@ pub async fn run(
         tracing::info!(cancelled, "runs drained");
     });
     let signal = stop_accepting.clone();
-    axum::serve(listener, app(state)).with_graceful_shutdown(async move { signal.cancelled().await }).await?;
+    axum::serve(listener, app_with(state, extra)).with_graceful_shutdown(async move { signal.cancelled().await }).await?;
     if stop_accepting.is_cancelled() {
         let _ = drained.await;
     } else {
