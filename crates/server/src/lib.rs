@@ -211,7 +211,9 @@ pub async fn run_with(
         tracing::info!(cancelled, "runs drained");
     });
     let signal = stop_accepting.clone();
-    axum::serve(listener, app_with(state, extra)).with_graceful_shutdown(async move { signal.cancelled().await }).await?;
+    axum::serve(listener, app_with(state, extra))
+        .with_graceful_shutdown(async move { signal.cancelled().await })
+        .await?;
     if stop_accepting.is_cancelled() {
         let _ = drained.await;
     } else {
