@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use switchboard_engine::{
-    CheckpointStore, ContextStore, Engine, EngineConfig, EngineError, Graph, GraphError, Input, InterruptInfo, RunOptions,
-    RunStatus, State, Update, new_message_id,
+    CheckpointStore, ContextStore, Engine, EngineConfig, EngineError, Graph, GraphError, Input, InterruptInfo,
+    RunOptions, RunStatus, State, Update, new_message_id,
 };
 use switchboard_guard::injection::Source;
 use switchboard_guard::{EntityType, Guard};
@@ -95,7 +95,12 @@ impl ExchangeAssistant {
     /// # Errors
     /// As [`Self::load`].
     pub fn from_spec(spec: AssistantSpec, opts: AssistantOptions) -> Result<Self, AssistantError> {
-        spec.validate().map_err(|(_, message)| ConfigError { path: spec.base_dir.join("assistant.toml"), line: 0, column: 0, message })?;
+        spec.validate().map_err(|(_, message)| ConfigError {
+            path: spec.base_dir.join("assistant.toml"),
+            line: 0,
+            column: 0,
+            message,
+        })?;
         let bert = if opts.sentence_encoder { sentence_encoder(&spec) } else { None };
         let router = load_or_train(&spec, &opts.cache_dir, bert.clone())?;
         let help = HelpCentre::load(&spec.resolve(&spec.data.help_dir), bert)?;
@@ -254,7 +259,9 @@ impl Runtime {
 
     async fn snapshot(&self, conv: &str) -> (usize, usize, usize) {
         match self.engine.state(conv).await {
-            Ok(s) => (s.get_array("messages").len(), s.get_array("tool_calls").len(), s.get_array("routing_trace").len()),
+            Ok(s) => {
+                (s.get_array("messages").len(), s.get_array("tool_calls").len(), s.get_array("routing_trace").len())
+            }
             Err(_) => (0, 0, 0),
         }
     }
@@ -338,7 +345,13 @@ impl Runtime {
             replies,
             routing,
             intent: s.get_str("intent").map(str::to_string),
-            handler: msgs.iter().skip(before.0).rev().find(|m| m["role"] == "assistant").and_then(|m| m["handler"].as_str()).map(str::to_string),
+            handler: msgs
+                .iter()
+                .skip(before.0)
+                .rev()
+                .find(|m| m["role"] == "assistant")
+                .and_then(|m| m["handler"].as_str())
+                .map(str::to_string),
             slots: s.get("slots").cloned().unwrap_or(Value::Null),
             tool_calls: s.get_array("tool_calls").iter().skip(before.1).cloned().collect(),
             handoff: Handoff::from_value(s.get("handoff")),
@@ -398,7 +411,13 @@ impl Runtime {
     ///
     /// # Errors
     /// [`AssistantError::Transition`] when no agent has claimed it; empty text.
-    pub async fn agent_message(&self, conv: &str, customer: Option<&str>, agent: &str, text: &str) -> Result<TurnView, AssistantError> {
+    pub async fn agent_message(
+        &self,
+        conv: &str,
+        customer: Option<&str>,
+        agent: &str,
+        text: &str,
+    ) -> Result<TurnView, AssistantError> {
         if text.trim().is_empty() {
             return Err(AssistantError::Invalid("empty message".into()));
         }
@@ -421,7 +440,14 @@ impl Runtime {
     ///
     /// # Errors
     /// [`AssistantError::UnknownApproval`]; engine failures.
-    pub async fn approve(&self, conv: &str, customer: Option<&str>, approval_id: &str, approve: bool, by: &str) -> Result<TurnView, AssistantError> {
+    pub async fn approve(
+        &self,
+        conv: &str,
+        customer: Option<&str>,
+        approval_id: &str,
+        approve: bool,
+        by: &str,
+    ) -> Result<TurnView, AssistantError> {
         let pending = self.pending_approvals(conv).await?;
         if !pending.iter().any(|p| p["id"] == approval_id) {
             return Err(AssistantError::UnknownApproval(approval_id.into()));

@@ -445,7 +445,8 @@ impl Data {
                     "confirmations": d.confirmations, "required_confirmations": d.required_confirmations,
                 });
                 if d.status == "wrong_network" {
-                    v["recovery"] = json!({"possible": true, "fee": format!("25 {}", d.asset), "business_days": "5-10"});
+                    v["recovery"] =
+                        json!({"possible": true, "fee": format!("25 {}", d.asset), "business_days": "5-10"});
                 }
                 Ok(v)
             }

@@ -29,7 +29,8 @@ pub struct ConfigError {
 pub const BUILTIN_HANDLERS: &[&str] = &["faq", "handoff", "smalltalk", "out_of_scope"];
 
 /// Flow implementations this crate ships (the `[flows.NAME]` tables must use these names).
-pub const FLOW_KINDS: &[&str] = &["card_freeze", "transfer_status", "crypto_deposit_missing", "account_access", "fraud_report"];
+pub const FLOW_KINDS: &[&str] =
+    &["card_freeze", "transfer_status", "crypto_deposit_missing", "account_access", "fraud_report"];
 
 fn span0() -> std::ops::Range<usize> {
     0..0
@@ -367,7 +368,9 @@ impl AssistantSpec {
     /// The first problem found.
     pub fn validate(&self) -> Result<(), (std::ops::Range<usize>, String)> {
         let tools = crate::backend::TOOL_NAMES;
-        for (intent, h) in self.routes.iter().map(|(i, h)| (i.as_str(), h)).chain([("default_handler", &self.default_handler)]) {
+        for (intent, h) in
+            self.routes.iter().map(|(i, h)| (i.as_str(), h)).chain([("default_handler", &self.default_handler)])
+        {
             if self.handler_kind(h.get_ref()).is_none() {
                 return Err((
                     h.span(),
@@ -387,12 +390,18 @@ impl AssistantSpec {
             }
             for t in f.tools.iter().chain(&f.approval_required) {
                 if !tools.contains(&t.get_ref().as_str()) {
-                    return Err((t.span(), format!("flow `{name}`: unknown tool `{}` (tools: {tools:?})", t.get_ref())));
+                    return Err((
+                        t.span(),
+                        format!("flow `{name}`: unknown tool `{}` (tools: {tools:?})", t.get_ref()),
+                    ));
                 }
             }
             for t in &f.approval_required {
                 if !f.tools.iter().any(|x| x.get_ref() == t.get_ref()) {
-                    return Err((t.span(), format!("flow `{name}`: `{}` needs approval but is not in its tools", t.get_ref())));
+                    return Err((
+                        t.span(),
+                        format!("flow `{name}`: `{}` needs approval but is not in its tools", t.get_ref()),
+                    ));
                 }
             }
             for s in &f.slots {
@@ -422,20 +431,30 @@ impl AssistantSpec {
                 }
             }
             if !matches!(self.handler_kind(a.offline.get_ref()), Some(HandlerKind::Builtin | HandlerKind::Flow)) {
-                return Err((a.offline.span(), format!("agent `{name}`: offline handler `{}` is not a flow or built-in", a.offline.get_ref())));
+                return Err((
+                    a.offline.span(),
+                    format!("agent `{name}`: offline handler `{}` is not a flow or built-in", a.offline.get_ref()),
+                ));
             }
         }
         let dt = &self.policies.double_text;
         if !["reject", "enqueue", "interrupt", "rollback"].contains(&dt.get_ref().as_str()) {
-            return Err((dt.span(), format!("double_text `{}` is not reject, enqueue, interrupt or rollback", dt.get_ref())));
+            return Err((
+                dt.span(),
+                format!("double_text `{}` is not reject, enqueue, interrupt or rollback", dt.get_ref()),
+            ));
         }
         for (reason, p) in &self.handoff.priority {
             if !self.handoff.sla_ms.contains_key(p) {
-                return Err((span0(), format!("handoff priority of `{reason}` is `{p}`, which has no entry in sla_ms")));
+                return Err((
+                    span0(),
+                    format!("handoff priority of `{reason}` is `{p}`, which has no entry in sla_ms"),
+                ));
             }
         }
         let r = &self.repair;
-        for p in r.cancel.iter().chain(&r.restart).chain(&r.human).chain(&r.correction).chain(&r.affirm).chain(&r.deny) {
+        for p in r.cancel.iter().chain(&r.restart).chain(&r.human).chain(&r.correction).chain(&r.affirm).chain(&r.deny)
+        {
             if let Err(e) = regex::Regex::new(p) {
                 return Err((span0(), format!("repair pattern {p:?} does not compile: {e}")));
             }

@@ -39,7 +39,11 @@ type Out = Result<axum::Json<Value>, ApiError>;
 
 async fn conversation(st: &AppState, p: &Principal, rt: &Runtime, id: &str) -> Result<Option<String>, ApiError> {
     p.require(&[Scope::Desk])?;
-    let conv = st.records().conversation(&p.tenant, id).await?.ok_or_else(|| ApiError::NotFound(format!("no conversation `{id}`")))?;
+    let conv = st
+        .records()
+        .conversation(&p.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no conversation `{id}`")))?;
     if conv.assistant != rt.assistant.spec().assistant.name {
         return Err(ApiError::NotFound(format!("conversation `{id}` is not served by the desk's assistant")));
     }
@@ -194,9 +198,11 @@ pub fn routes(rt: Runtime) -> DeskRoutes {
         )
         .route(
             "/v1/desk/conversations/{id}/messages",
-            post(move |State(st): State<AppState>, p: Principal, Path(id): Path<String>, Json(b): Json<MessageBody>| {
-                message(st, p, r4.clone(), id, b)
-            }),
+            post(
+                move |State(st): State<AppState>, p: Principal, Path(id): Path<String>, Json(b): Json<MessageBody>| {
+                    message(st, p, r4.clone(), id, b)
+                },
+            ),
         )
         .route(
             "/v1/desk/conversations/{id}/approvals/{interrupt_id}",
@@ -209,6 +215,8 @@ pub fn routes(rt: Runtime) -> DeskRoutes {
         )
         .route(
             "/v1/desk/conversations/{id}/handback",
-            post(move |State(st): State<AppState>, p: Principal, Path(id): Path<String>| handback(st, p, r6.clone(), id)),
+            post(move |State(st): State<AppState>, p: Principal, Path(id): Path<String>| {
+                handback(st, p, r6.clone(), id)
+            }),
         )
 }

@@ -135,14 +135,18 @@ pub struct HelpCentre {
 
 impl std::fmt::Debug for HelpCentre {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HelpCentre").field("articles", &self.articles.len()).field("passages", &self.docs.len()).finish()
+        f.debug_struct("HelpCentre")
+            .field("articles", &self.articles.len())
+            .field("passages", &self.docs.len())
+            .finish()
     }
 }
 
 const STOP: &[&str] = &[
     "a", "an", "the", "is", "are", "i", "my", "me", "you", "your", "to", "of", "in", "on", "and", "or", "it", "do",
     "does", "can", "how", "what", "for", "with", "be", "this", "that", "at", "we", "our", "as", "if", "by", "from",
-    "there", "any", "have", "has", "will", "was", "please", "about", "when", "which", "who", "why", "where", "so", "not",
+    "there", "any", "have", "has", "will", "was", "please", "about", "when", "which", "who", "why", "where", "so",
+    "not",
 ];
 
 fn stem(w: &str) -> String {
@@ -194,7 +198,8 @@ impl HelpCentre {
         files.sort();
         let mut articles = Vec::new();
         for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|source| FaqError::Io { path: f.display().to_string(), source })?;
+            let text =
+                std::fs::read_to_string(&f).map_err(|source| FaqError::Io { path: f.display().to_string(), source })?;
             articles.push(parse_article(&text, &f.display().to_string())?);
         }
         Ok(Self::new(articles, encoder))
@@ -219,7 +224,8 @@ impl HelpCentre {
             }
         }
         if let Some(enc) = &encoder {
-            let texts: Vec<String> = docs.iter().map(|d| format!("{}. {}", articles[d.article].title, d.text)).collect();
+            let texts: Vec<String> =
+                docs.iter().map(|d| format!("{}. {}", articles[d.article].title, d.text)).collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             match enc.encode(&refs) {
                 Ok(e) => {

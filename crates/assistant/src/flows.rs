@@ -89,7 +89,9 @@ pub fn required_messages(flow: &str) -> &'static [&'static str] {
             "denied",
         ],
         "transfer_status" => &["recent", "pending", "completed", "failed", "not_found"],
-        "crypto_deposit_missing" => &["confirming", "credited", "wrong_network", "recovery_ticket", "no_ticket", "not_found"],
+        "crypto_deposit_missing" => {
+            &["confirming", "credited", "wrong_network", "recovery_ticket", "no_ticket", "not_found"]
+        }
         "account_access" => &["ticket_opened"],
         "fraud_report" => &["reported"],
         _ => &[],
@@ -194,7 +196,8 @@ pub fn corrections(spec: &FlowSpec, frame: &mut Frame, text: &str) -> Vec<(Strin
         if s.extractor.get_ref() == "text" {
             continue;
         }
-        if let (Some(old), Some(new)) = (frame.slots.get(&s.name).and_then(Value::as_str), extract(s.extractor.get_ref(), text))
+        if let (Some(old), Some(new)) =
+            (frame.slots.get(&s.name).and_then(Value::as_str), extract(s.extractor.get_ref(), text))
             && old != new
         {
             frame.slots.insert(s.name.clone(), json!(new));
@@ -212,10 +215,12 @@ pub fn consumes(spec: &FlowSpec, frame: &Frame, text: &str, repair: &Repair) -> 
         // An attempt at the slot asked for counts even when it is malformed: the flow says so.
         Some("slot:tx_hash") if text.contains("0x") || text.to_lowercase().contains("hash") => true,
         Some("slot:last4") if text.chars().any(|c| c.is_ascii_digit()) => true,
-        _ => spec.slots.iter().any(|s| s.extractor.get_ref() != "text" && extract(s.extractor.get_ref(), text).is_some())
-            || frame.awaiting.as_deref().is_some_and(|a| {
-                spec.slots.iter().any(|s| s.extractor.get_ref() == "text" && a == format!("slot:{}", s.name))
-            }),
+        _ => {
+            spec.slots.iter().any(|s| s.extractor.get_ref() != "text" && extract(s.extractor.get_ref(), text).is_some())
+                || frame.awaiting.as_deref().is_some_and(|a| {
+                    spec.slots.iter().any(|s| s.extractor.get_ref() == "text" && a == format!("slot:{}", s.name))
+                })
+        }
     }
 }
 
@@ -319,12 +324,23 @@ fn card_freeze(cx: &mut FlowCx<'_>, frame: &mut Frame) {
     }
     let args = json!({"last4": last4});
     if cx.needs_approval("freeze_card") {
-        let req = cx.approval(frame, "freeze_card", args, format!("Freeze the card ending {last4} (customer reports it lost or stolen)"));
+        let req = cx.approval(
+            frame,
+            "freeze_card",
+            args,
+            format!("Freeze the card ending {last4} (customer reports it lost or stolen)"),
+        );
         cx.say("approval_pending", &vars);
         frame.awaiting = Some("approval".into());
         cx.out.approval = Some(req);
     } else {
-        let req = ApprovalRequest { id: String::new(), tool: "freeze_card".into(), args, flow: frame.flow.clone(), summary: String::new() };
+        let req = ApprovalRequest {
+            id: String::new(),
+            tool: "freeze_card".into(),
+            args,
+            flow: frame.flow.clone(),
+            summary: String::new(),
+        };
         after_approval(cx, frame, &req, true);
     }
 }
@@ -418,7 +434,10 @@ fn crypto_deposit(cx: &mut FlowCx<'_>, frame: &mut Frame) {
                     FlowCx::slot(frame, "address_network"),
                     FlowCx::slot(frame, "tx_hash")
                 );
-                match cx.tool("create_ticket", json!({"category": "deposit_recovery", "summary": summary, "priority": "normal"})) {
+                match cx.tool(
+                    "create_ticket",
+                    json!({"category": "deposit_recovery", "summary": summary, "priority": "normal"}),
+                ) {
                     Ok(Value::Object(r)) => {
                         let mut v = vars;
                         v.extend(r);
@@ -450,7 +469,10 @@ fn crypto_deposit(cx: &mut FlowCx<'_>, frame: &mut Frame) {
             vars.insert("sent_network".into(), d["network"].clone());
             vars.insert("fee".into(), d["recovery"]["fee"].clone());
             vars.insert("days".into(), d["recovery"]["business_days"].clone());
-            let remaining = d["required_confirmations"].as_u64().unwrap_or(0).saturating_sub(d["confirmations"].as_u64().unwrap_or(0));
+            let remaining = d["required_confirmations"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(d["confirmations"].as_u64().unwrap_or(0));
             vars.insert("remaining".into(), json!(remaining));
             match d["status"].as_str() {
                 Some("confirming") => {
@@ -481,7 +503,9 @@ fn account_access(cx: &mut FlowCx<'_>, frame: &mut Frame) {
     let kind = match frame.intent.as_deref() {
         Some("two_factor_reset") => "two_factor_reset",
         Some("account_locked") => "account_locked",
-        _ if ["2fa", "authenticator", "two-factor", "two factor", "code"].iter().any(|w| lower.contains(w)) => "two_factor_reset",
+        _ if ["2fa", "authenticator", "two-factor", "two factor", "code"].iter().any(|w| lower.contains(w)) => {
+            "two_factor_reset"
+        }
         _ => "account_locked",
     };
     let (summary, priority) = match kind {

@@ -22,8 +22,8 @@ use crate::nlu::{Repair, RepairAct};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use switchboard_engine::{
-    Command, END, Field, Goto, Graph, GraphBuilder, GraphError, NodeError, NodeInput, NodeResult, Reducer, START, Schema,
-    State, Update,
+    Command, END, Field, Goto, Graph, GraphBuilder, GraphError, NodeError, NodeInput, NodeResult, Reducer, START,
+    Schema, State, Update,
 };
 use switchboard_guard::output::OutputPolicy;
 use switchboard_router::{Outcome, Router};
@@ -43,7 +43,19 @@ pub fn schema() -> Result<Schema, GraphError> {
         .field(Field::new("flows").default_value(json!([])))
         .field(Field::new("draft").default_value(json!([])))
         .field(Field::new("misunderstandings").default_value(json!(0)));
-    for f in ["event", "route", "routing", "intent", "handler", "slots", "pending_approval", "handoff", "customer", "faq", "notice"] {
+    for f in [
+        "event",
+        "route",
+        "routing",
+        "intent",
+        "handler",
+        "slots",
+        "pending_approval",
+        "handoff",
+        "customer",
+        "faq",
+        "notice",
+    ] {
         b = b.field(Field::new(f));
     }
     b.build()
@@ -68,7 +80,11 @@ fn stack(s: &State) -> Vec<Frame> {
 }
 
 fn customer_of(i: &NodeInput) -> String {
-    i.ctx.customer_id().map(str::to_string).or_else(|| i.state.get_str("customer").map(str::to_string)).unwrap_or_default()
+    i.ctx
+        .customer_id()
+        .map(str::to_string)
+        .or_else(|| i.state.get_str("customer").map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn vars(pairs: &[(&str, Value)]) -> Map<String, Value> {
@@ -106,9 +122,12 @@ impl Inner {
         let Some(spec) = self.flow_spec(&f.flow) else { return String::new() };
         let msg = |k: &str| fill(spec.messages.get(k).map_or("", String::as_str), &f.slots);
         match f.awaiting.as_deref() {
-            Some(a) if a.starts_with("slot:") => {
-                spec.slots.iter().find(|s| a == format!("slot:{}", s.name)).map(|s| s.prompt.clone()).unwrap_or_default()
-            }
+            Some(a) if a.starts_with("slot:") => spec
+                .slots
+                .iter()
+                .find(|s| a == format!("slot:{}", s.name))
+                .map(|s| s.prompt.clone())
+                .unwrap_or_default(),
             Some("confirm:replacement") => msg("offer_replacement"),
             Some("confirm:recovery") => "Shall I open a recovery request for it? (yes / no)".into(),
             Some("approval") => msg("approval_pending"),
@@ -142,7 +161,8 @@ impl Inner {
         }
         if let Some(f) = frames.last() {
             let label = self.flow_spec(&f.flow).map_or(f.flow.as_str(), |x| x.label.as_str());
-            let slots: Vec<String> = f.slots.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(&v.to_string()))).collect();
+            let slots: Vec<String> =
+                f.slots.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(&v.to_string()))).collect();
             parts.push(format!("Active flow: {label} [{}].", slots.join(", ")));
         }
         if let Some(a) = approval.filter(|a| !a.is_null()) {
@@ -165,7 +185,15 @@ impl Inner {
         parts.join(" ")
     }
 
-    fn request_handoff(&self, s: &State, out: &mut Out, customer: &str, reason: &str, frames: &[Frame], approval: Option<&Value>) -> Handoff {
+    fn request_handoff(
+        &self,
+        s: &State,
+        out: &mut Out,
+        customer: &str,
+        reason: &str,
+        frames: &[Frame],
+        approval: Option<&Value>,
+    ) -> Handoff {
         let mut h = Handoff::from_value(s.get("handoff"));
         let priority = self.priority_for(reason);
         let sla = self.sla_ms(&priority);
@@ -270,7 +298,8 @@ impl Inner {
         } else if let Some(top) = frames.last()
             && let Some(spec) = self.flow_spec(&top.flow)
             && (flows::consumes(spec, top, &nlu_text, &self.repair)
-                || (self.repair.is_correction(&text) && !flows::corrections(spec, &mut top.clone(), &nlu_text).is_empty()))
+                || (self.repair.is_correction(&text)
+                    && !flows::corrections(spec, &mut top.clone(), &nlu_text).is_empty()))
         {
             let flow = top.flow.clone();
             simple(&mut out, &flow, "the active flow takes the message");
@@ -279,7 +308,12 @@ impl Inner {
             // A transfer id or a transaction hash names its flow better than any classifier.
             frames.push(Frame { flow: flow.into(), ..Frame::default() });
             out.update.push("flows", json!(frames));
-            self.record_routing(&mut out, s, &text, json!({"outcome": "entity", "handler": flow, "reasons": [format!("the message contains a {what}")]}));
+            self.record_routing(
+                &mut out,
+                s,
+                &text,
+                json!({"outcome": "entity", "handler": flow, "reasons": [format!("the message contains a {what}")]}),
+            );
             "flow".into()
         } else {
             let decision = self.router.route(&text);
@@ -301,7 +335,11 @@ impl Inner {
                             match self.spec.handler_kind(&handler) {
                                 Some(HandlerKind::Flow) => {
                                     if frames.last().is_none_or(|f| f.flow != handler) {
-                                        frames.push(Frame { flow: handler.clone(), intent: Some(intent), ..Frame::default() });
+                                        frames.push(Frame {
+                                            flow: handler.clone(),
+                                            intent: Some(intent),
+                                            ..Frame::default()
+                                        });
                                         out.update.push("flows", json!(frames));
                                     }
                                     "flow".to_string()
@@ -370,7 +408,13 @@ impl Inner {
 
     fn event_text(s: &State) -> String {
         // The ingest step cleared `event`; the text is the last customer message.
-        s.get_array("messages").iter().rev().find(|m| m["role"] == "user").and_then(|m| m["nlu"].as_str().or(m["content"].as_str())).unwrap_or("").to_string()
+        s.get_array("messages")
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .and_then(|m| m["nlu"].as_str().or(m["content"].as_str()))
+            .unwrap_or("")
+            .to_string()
     }
 
     fn run_flow(&self, i: &NodeInput) -> NodeResult {
@@ -387,7 +431,10 @@ impl Inner {
         let text = Self::event_text(s);
         let corrected = flows::corrections(spec, &mut frame, &text);
         for (slot, value) in &corrected {
-            out.say(fill(&self.spec.replies.corrected, &vars(&[("slot", json!(slot.replace('_', " "))), ("value", json!(value))])));
+            out.say(fill(
+                &self.spec.replies.corrected,
+                &vars(&[("slot", json!(slot.replace('_', " "))), ("value", json!(value))]),
+            ));
         }
         let customer = customer_of(i);
         let mut cx = FlowCx {
@@ -449,7 +496,11 @@ impl Inner {
         let mut out = Out { handler: Some("faq".into()), ..Out::default() };
         match self.help.search(&text, 1).into_iter().next() {
             Some(p) if p.score >= self.spec.faq.min_score => {
-                out.say(format!("{}\n\n{}", p.text, fill(&self.spec.faq.citation, &vars(&[("title", json!(p.title))]))));
+                out.say(format!(
+                    "{}\n\n{}",
+                    p.text,
+                    fill(&self.spec.faq.citation, &vars(&[("title", json!(p.title))]))
+                ));
                 out.update.push("faq", json!({"article": p.article_id, "score": p.score}));
             }
             _ => {
@@ -464,7 +515,13 @@ impl Inner {
     fn smalltalk(&self, i: &NodeInput) -> Update {
         let intent = i.state.get_str("intent").unwrap_or("greeting");
         let mut out = Out { handler: Some("smalltalk".into()), ..Out::default() };
-        let text = self.spec.smalltalk.get(intent).or_else(|| self.spec.smalltalk.get("greeting")).cloned().unwrap_or_default();
+        let text = self
+            .spec
+            .smalltalk
+            .get(intent)
+            .or_else(|| self.spec.smalltalk.get("greeting"))
+            .cloned()
+            .unwrap_or_default();
         out.say(text);
         self.with_resume(&i.state, &mut out);
         out.finish()
@@ -472,7 +529,10 @@ impl Inner {
 
     fn clarify(&self, i: &NodeInput) -> Update {
         let r = i.state.get("routing").cloned().unwrap_or_default();
-        let names: Vec<String> = r["clarify"].as_array().map(|a| a.iter().filter_map(Value::as_str).map(|x| self.spec.label(x)).collect()).unwrap_or_default();
+        let names: Vec<String> = r["clarify"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(|x| self.spec.label(x)).collect())
+            .unwrap_or_default();
         let mut out = Out { handler: Some("clarify".into()), ..Out::default() };
         let (a, b) = (names.first().cloned().unwrap_or_default(), names.get(1).cloned().unwrap_or_default());
         out.say(fill(&self.spec.replies.clarify, &vars(&[("first", json!(a)), ("second", json!(b))])));
@@ -488,7 +548,14 @@ impl Inner {
     fn handoff(&self, i: &NodeInput) -> Update {
         let mut out = Out { handler: Some("handoff".into()), ..Out::default() };
         let frames = stack(&i.state);
-        self.request_handoff(&i.state, &mut out, &customer_of(i), "customer_request", &frames, i.state.get("pending_approval"));
+        self.request_handoff(
+            &i.state,
+            &mut out,
+            &customer_of(i),
+            "customer_request",
+            &frames,
+            i.state.get("pending_approval"),
+        );
         out.finish()
     }
 
@@ -540,7 +607,8 @@ impl Inner {
         let Some(pending) = s.get("pending_approval").filter(|v| !v.is_null()).cloned() else {
             return Ok(Update::new().into());
         };
-        let req: ApprovalRequest = serde_json::from_value(pending.clone()).map_err(|e| NodeError::failed(format!("pending approval: {e}")))?;
+        let req: ApprovalRequest =
+            serde_json::from_value(pending.clone()).map_err(|e| NodeError::failed(format!("pending approval: {e}")))?;
         let payload = json!({
             "type": "approval", "id": req.id, "tool": req.tool, "args": req.args, "flow": req.flow, "summary": req.summary,
         });
@@ -612,7 +680,10 @@ impl Inner {
                         self.request_handoff(s, &mut out, &customer, "customer_request", &frames, Some(&pending));
                     }
                     Some(RepairAct::Cancel | RepairAct::Restart) => {
-                        let label = frames.pop().and_then(|f| self.flow_spec(&f.flow).map(|x| x.label.clone())).unwrap_or_default();
+                        let label = frames
+                            .pop()
+                            .and_then(|f| self.flow_spec(&f.flow).map(|x| x.label.clone()))
+                            .unwrap_or_default();
                         out.handler = Some("repair".into());
                         out.say(fill(&self.spec.replies.cancelled, &vars(&[("flow", json!(label))])));
                         h.approval_resolved(now_ms());
@@ -629,7 +700,10 @@ impl Inner {
                                 let changes = flows::corrections(spec, &mut frame, text);
                                 for (slot, v) in &changes {
                                     corrected = true;
-                                    out.say(fill(&self.spec.replies.corrected, &vars(&[("slot", json!(slot.replace('_', " "))), ("value", json!(v))])));
+                                    out.say(fill(
+                                        &self.spec.replies.corrected,
+                                        &vars(&[("slot", json!(slot.replace('_', " "))), ("value", json!(v))]),
+                                    ));
                                 }
                                 if corrected {
                                     // Ask again for the corrected arguments (a new approval id).
@@ -641,10 +715,21 @@ impl Inner {
                                         }
                                     }
                                     new_req.args = args;
-                                    new_req.summary = fill(&req.summary.replace(req.args["last4"].as_str().unwrap_or("\u{0}"), "{last4}"), &frame.slots);
-                                    new_req.id = format!("{}_{}", req.id.split('_').take(2).collect::<Vec<_>>().join("_"), now_ms() % 100_000);
-                                    out.say(fill(spec.messages.get("approval_pending").map_or("", String::as_str), &frame.slots));
-                                    out.update.push("pending_approval", serde_json::to_value(&new_req).unwrap_or_default());
+                                    new_req.summary = fill(
+                                        &req.summary.replace(req.args["last4"].as_str().unwrap_or("\u{0}"), "{last4}"),
+                                        &frame.slots,
+                                    );
+                                    new_req.id = format!(
+                                        "{}_{}",
+                                        req.id.split('_').take(2).collect::<Vec<_>>().join("_"),
+                                        now_ms() % 100_000
+                                    );
+                                    out.say(fill(
+                                        spec.messages.get("approval_pending").map_or("", String::as_str),
+                                        &frame.slots,
+                                    ));
+                                    out.update
+                                        .push("pending_approval", serde_json::to_value(&new_req).unwrap_or_default());
                                     out.update.push("slots", Value::Object(frame.slots.clone()));
                                 }
                             }
@@ -668,7 +753,13 @@ impl Inner {
 
     fn respond(&self, i: &NodeInput) -> Update {
         let s = &i.state;
-        let mut draft: Vec<String> = s.get_array("draft").iter().filter_map(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string).collect();
+        let mut draft: Vec<String> = s
+            .get_array("draft")
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
         let mut u = Update::new().set("draft", json!([]));
         if let Some(n) = s.get_str("notice") {
             draft.insert(0, n.to_string());
@@ -727,7 +818,13 @@ pub(crate) fn build(inner: Arc<Inner>) -> Result<Graph, GraphError> {
         .may_goto("approval", &["respond"])
         .conditional(
             "respond",
-            |s: &State| if s.get("pending_approval").is_some_and(|v| !v.is_null()) { "approval".to_string() } else { END.to_string() },
+            |s: &State| {
+                if s.get("pending_approval").is_some_and(|v| !v.is_null()) {
+                    "approval".to_string()
+                } else {
+                    END.to_string()
+                }
+            },
             &["approval", END],
         );
     for r in ROUTES.iter().filter(|r| **r != "flow") {

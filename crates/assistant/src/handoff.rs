@@ -116,13 +116,24 @@ impl Handoff {
 
     /// Asks for a human and queues the conversation. Asking again while queued keeps the
     /// earlier queue time and raises the priority if the new reason is more urgent.
-    pub fn request(&mut self, reason: &str, priority: &str, sla_ms: u64, summary: String, resume_flow: Option<String>, now: i64) {
+    pub fn request(
+        &mut self,
+        reason: &str,
+        priority: &str,
+        sla_ms: u64,
+        summary: String,
+        resume_flow: Option<String>,
+        now: i64,
+    ) {
         if self.status.with_human() {
             let more_urgent = self.priority.as_deref().is_none_or(|p| priority_rank(priority) < priority_rank(p));
             if more_urgent {
                 self.priority = Some(priority.into());
-                self.reason = Some(reason.into());
                 self.sla_due_ms = Some(self.queued_at_ms.unwrap_or(now) + sla_ms as i64);
+            }
+            // A queue entry that was only waiting for an approval becomes a real handoff.
+            if more_urgent || self.reason.as_deref() == Some("approval") {
+                self.reason = Some(reason.into());
             }
             self.summary = Some(summary);
             return;
@@ -150,7 +161,9 @@ impl Handoff {
                 self.go(HandoffStatus::AgentAssigned, now);
                 Ok(())
             }
-            HandoffStatus::AgentAssigned | HandoffStatus::AgentActive if self.assigned_to.as_deref() == Some(agent) => Ok(()),
+            HandoffStatus::AgentAssigned | HandoffStatus::AgentActive if self.assigned_to.as_deref() == Some(agent) => {
+                Ok(())
+            }
             s => Err(BadTransition { action: "claim", from: s.as_str() }),
         }
     }
@@ -253,7 +266,9 @@ impl Desk {
     /// The queue: most urgent first, then the earliest SLA.
     pub fn queue(&self) -> Vec<QueueItem> {
         let mut v: Vec<QueueItem> = self.lock().values().cloned().collect();
-        v.sort_by(|a, b| priority_rank(&a.priority).cmp(&priority_rank(&b.priority)).then(a.sla_due_ms.cmp(&b.sla_due_ms)));
+        v.sort_by(|a, b| {
+            priority_rank(&a.priority).cmp(&priority_rank(&b.priority)).then(a.sla_due_ms.cmp(&b.sla_due_ms))
+        });
         v
     }
 

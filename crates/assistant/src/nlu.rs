@@ -8,7 +8,8 @@ use std::sync::LazyLock;
 /// Extractor names a slot may use.
 pub const EXTRACTORS: &[&str] = &["last4", "transfer_id", "tx_hash", "asset", "network", "text"];
 
-static LAST4: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?:^|[^\d\[])(\d{4})(?:$|[^\d\]])").expect("last4 pattern"));
+static LAST4: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|[^\d\[])(\d{4})(?:$|[^\d\]])").expect("last4 pattern"));
 static TRANSFER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\btr_\d{3,10}\b").expect("transfer pattern"));
 static TX_HASH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b0x[0-9a-fA-F]{64}\b").expect("tx pattern"));
 
@@ -33,7 +34,11 @@ const NETWORKS: &[(&str, &[&str])] = &[
 ];
 
 fn words(text: &str) -> Vec<String> {
-    text.to_lowercase().split(|c: char| !(c.is_alphanumeric() || c == '-')).filter(|w| !w.is_empty()).map(str::to_string).collect()
+    text.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '-'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn lookup(text: &str, table: &[(&str, &[&str])]) -> Option<String> {

@@ -85,7 +85,11 @@ fn cache_key(spec: &AssistantSpec, examples: &[Example], rules: &Rules, bert: Op
 ///
 /// # Errors
 /// Data, training or artifact I/O failures.
-pub fn load_or_train(spec: &AssistantSpec, cache_dir: &Path, bert: Option<Arc<BertEncoder>>) -> Result<RouterBuild, RouterError> {
+pub fn load_or_train(
+    spec: &AssistantSpec,
+    cache_dir: &Path,
+    bert: Option<Arc<BertEncoder>>,
+) -> Result<RouterBuild, RouterError> {
     let started = Instant::now();
     let examples = training_data(spec)?;
     let rules = Rules::new(if spec.router.compliance_rules { Rules::compliance_defaults() } else { Vec::new() })?;

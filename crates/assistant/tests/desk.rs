@@ -57,7 +57,9 @@ async fn desk_claims_approves_and_hands_back() {
     assert_eq!(s, StatusCode::CREATED, "{conv}");
     let id = conv["id"].as_str().unwrap().to_string();
     let msg = |t: &str| Some(json!({"text": t}));
-    let (s, r) = api.call("POST", &format!("/v1/conversations/{id}/messages"), &chat, msg("I lost my card, block it please")).await;
+    let (s, r) = api
+        .call("POST", &format!("/v1/conversations/{id}/messages"), &chat, msg("I lost my card, block it please"))
+        .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert!(r["reply"]["content"].as_str().unwrap().contains("last 4 digits"), "{r}");
     let (_, r) = api.call("POST", &format!("/v1/conversations/{id}/messages"), &chat, msg("the one ending 4242")).await;
@@ -75,17 +77,32 @@ async fn desk_claims_approves_and_hands_back() {
     let (s, q) = api.call("GET", "/v1/desk/queue", &agent, None).await;
     assert_eq!(s, StatusCode::OK);
     let item = &q["items"][0];
-    for k in ["conversation_id", "customer_id", "priority", "reason", "summary", "status", "queued_at_ms", "sla_due_ms", "assigned_to"] {
+    for k in [
+        "conversation_id",
+        "customer_id",
+        "priority",
+        "reason",
+        "summary",
+        "status",
+        "queued_at_ms",
+        "sla_due_ms",
+        "assigned_to",
+    ] {
         assert!(item.get(k).is_some(), "queue item lacks {k}: {item}");
     }
-    assert_eq!((item["conversation_id"].as_str().unwrap(), item["reason"].as_str().unwrap()), (id.as_str(), "approval"));
+    assert_eq!(
+        (item["conversation_id"].as_str().unwrap(), item["reason"].as_str().unwrap()),
+        (id.as_str(), "approval")
+    );
     assert_eq!(item["status"], "queued");
 
     let (s, e) = api.call("POST", &format!("/v1/desk/conversations/{id}/handback"), &agent, None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
-    let (s, e) = api.call("POST", &format!("/v1/desk/conversations/{id}/claim"), &agent, Some(json!({"agnt": "x"}))).await;
+    let (s, e) =
+        api.call("POST", &format!("/v1/desk/conversations/{id}/claim"), &agent, Some(json!({"agnt": "x"}))).await;
     assert!(s.is_client_error() && e["error"]["code"].is_string(), "{s} {e}");
-    let (s, r) = api.call("POST", &format!("/v1/desk/conversations/{id}/claim"), &agent, Some(json!({"agent": "bea"}))).await;
+    let (s, r) =
+        api.call("POST", &format!("/v1/desk/conversations/{id}/claim"), &agent, Some(json!({"agent": "bea"}))).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["handoff"]["status"], "agent-assigned");
 
@@ -95,16 +112,30 @@ async fn desk_claims_approves_and_hands_back() {
     assert!(d["routing_trace"].as_array().unwrap().len() >= 2);
     assert!(d["transcript"].as_array().unwrap().iter().any(|m| m["role"] == "user"));
 
-    let (s, _) = api.call("POST", &format!("/v1/desk/conversations/{id}/approvals/apr_nope"), &agent, Some(json!({"approve": true}))).await;
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/v1/desk/conversations/{id}/approvals/apr_nope"),
+            &agent,
+            Some(json!({"approve": true})),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, r) = api
-        .call("POST", &format!("/v1/desk/conversations/{id}/approvals/{approval}"), &agent, Some(json!({"approve": true})))
+        .call(
+            "POST",
+            &format!("/v1/desk/conversations/{id}/approvals/{approval}"),
+            &agent,
+            Some(json!({"approve": true})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["tool_calls"][0]["name"], "freeze_card");
     assert_eq!(exchange.card("cust_001", "4242").unwrap().status, "frozen");
 
-    let (s, r) = api.call("POST", &format!("/v1/desk/conversations/{id}/messages"), &agent, msg("Your card is frozen now.")).await;
+    let (s, r) = api
+        .call("POST", &format!("/v1/desk/conversations/{id}/messages"), &agent, msg("Your card is frozen now."))
+        .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["handoff"]["status"], "agent-active");
     let (s, r) = api.call("POST", &format!("/v1/desk/conversations/{id}/handback"), &agent, None).await;

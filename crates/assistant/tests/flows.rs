@@ -99,7 +99,10 @@ async fn crypto_deposit_confirmations() {
 #[tokio::test]
 async fn crypto_deposit_wrong_network_opens_a_recovery_ticket() {
     let (rt, x) = setup();
-    let t = rt.say("c", ANA, &format!("I sent USDC on Polygon and it never arrived, tx {SEED_WRONG_NETWORK_TX}")).await.unwrap();
+    let t = rt
+        .say("c", ANA, &format!("I sent USDC on Polygon and it never arrived, tx {SEED_WRONG_NETWORK_TX}"))
+        .await
+        .unwrap();
     let r = all_replies(&t);
     assert!(r.contains("polygon") && r.contains("ethereum") && r.contains("recover"), "{r}");
     assert!(x.tickets("cust_001").is_empty());
@@ -114,7 +117,10 @@ async fn crypto_deposit_wrong_network_opens_a_recovery_ticket() {
 #[tokio::test]
 async fn account_access_opens_a_ticket_and_never_asks_for_secrets() {
     let (rt, x) = setup();
-    let t = rt.say("c", Some("cust_002"), "I lost my phone with the authenticator app, I need to reset my 2FA").await.unwrap();
+    let t = rt
+        .say("c", Some("cust_002"), "I lost my phone with the authenticator app, I need to reset my 2FA")
+        .await
+        .unwrap();
     assert_eq!(t.handler.as_deref(), Some("account_access"), "{t:?}");
     let r = all_replies(&t);
     assert!(regex_lite(&r, &["send us", "tell me your", "give me your", "what is your"]), "{r}");
@@ -174,7 +180,8 @@ async fn clarify_names_the_top_two_candidates() {
     let t = rt.say("c", ANA, "how much does it cost to top up with a card").await.unwrap();
     assert_eq!(t.handler.as_deref(), Some("clarify"), "{t:?}");
     let routing = t.routing.unwrap();
-    let names: Vec<String> = routing["clarify"].as_array().unwrap().iter().map(|v| rt.assistant.spec().label(v.as_str().unwrap())).collect();
+    let names: Vec<String> =
+        routing["clarify"].as_array().unwrap().iter().map(|v| rt.assistant.spec().label(v.as_str().unwrap())).collect();
     assert_eq!(names.len(), 2);
     let r = all_replies(&t);
     assert!(r.contains(&names[0]) && r.contains(&names[1]), "{r} / {names:?}");

@@ -101,7 +101,8 @@ async fn human_handoff_lifecycle_and_the_bot_resumes_its_flow() {
     assert_eq!(t.handoff.status, HandoffStatus::AgentAssigned);
     assert!(all_replies(&t).contains("bea"));
     assert!(rt.claim("c", ANA, "other").await.is_err());
-    let t = rt.agent_message("c", ANA, "bea", "Hi Ana, my email is bea.agent@example.com, looking into it").await.unwrap();
+    let t =
+        rt.agent_message("c", ANA, "bea", "Hi Ana, my email is bea.agent@example.com, looking into it").await.unwrap();
     assert_eq!(t.handoff.status, HandoffStatus::AgentActive);
     let stored = t.state.get_array("messages").last().unwrap().clone();
     assert_eq!(stored["role"], "agent");
@@ -192,9 +193,13 @@ fn config_errors_name_the_file_and_line() {
     assert_eq!(e.line, line, "{e}");
     assert!(e.to_string().starts_with(&format!("assistant.toml:{line}:")), "{e}");
     assert!(e.message.contains("transfer_stats"), "{e}");
-    let bad = text.replace("tools = [\"create_ticket\"]\n\n[flows.fraud_report.messages]", "tools = [\"create_tiket\"]\n\n[flows.fraud_report.messages]");
+    let bad = text.replace(
+        "tools = [\"create_ticket\"]\n\n[flows.fraud_report.messages]",
+        "tools = [\"create_tiket\"]\n\n[flows.fraud_report.messages]",
+    );
     let e = switchboard_assistant::AssistantSpec::parse(&bad, std::path::Path::new("a.toml")).unwrap_err();
     assert!(e.message.contains("create_tiket") && e.line > 0, "{e}");
-    let e = switchboard_assistant::AssistantSpec::parse("[assistant]\nname = 1\n", std::path::Path::new("b.toml")).unwrap_err();
+    let e = switchboard_assistant::AssistantSpec::parse("[assistant]\nname = 1\n", std::path::Path::new("b.toml"))
+        .unwrap_err();
     assert_eq!((e.line, e.path.to_str().unwrap()), (2, "b.toml"), "{e}");
 }
