@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_assistant::{AssistantOptions, ExchangeAssistant, Runtime};
 use switchboard_engine::{Engine, EngineConfig};
 use switchboard_server::auth::{Scope, create_key};
 use switchboard_server::{AppState, Assistant, Assistants, Limits, RateLimit};
@@ -26,6 +27,11 @@ const DEFAULT_DATA_DIR: &str = "data";
 const DB_FILE: &str = "switchboard.sqlite";
 /// Default per-key rate limit (requests per second, burst).
 const DEFAULT_RATE_LIMIT: (f64, u32) = (100.0, 200);
+/// Default folder of assistant configs.
+const DEFAULT_ASSISTANTS_DIR: &str = "assistants";
+/// The reference assistant, served as the default.
+const REFERENCE_ASSISTANT: &str = "exchange-support";
+
 /// The tenant of the admin key generated at first start.
 const FIRST_TENANT: &str = "default";
 
@@ -62,6 +68,8 @@ pub(crate) struct RawConfig {
     rate_limit_burst: Option<u32>,
     /// CORS origins (`*`: any).
     cors_origins: Option<Vec<String>>,
+    /// Where assistant configs live (`<dir>/exchange-support/assistant.toml`).
+    assistants_dir: Option<PathBuf>,
 }
 
 /// Validated settings.
@@ -72,6 +80,7 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) llm_latency: Duration,
     pub(crate) fsync: bool,
+    pub(crate) assistants_dir: PathBuf,
 }
 
 fn env_override<T: std::str::FromStr>(name: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -101,6 +110,7 @@ impl RawConfig {
         env_override("SWITCHBOARD_SHUTDOWN_DEADLINE_MS", &mut raw.shutdown_deadline_ms)?;
         env_override("SWITCHBOARD_LLM_LATENCY_MS", &mut raw.llm_latency_ms)?;
         env_override("SWITCHBOARD_FSYNC", &mut raw.fsync)?;
+        env_override("SWITCHBOARD_ASSISTANTS_DIR", &mut raw.assistants_dir)?;
         env_override("SWITCHBOARD_RATE_LIMIT_PER_SECOND", &mut raw.rate_limit_per_second)?;
         env_override("SWITCHBOARD_RATE_LIMIT_BURST", &mut raw.rate_limit_burst)?;
         if let Ok(v) = std::env::var("SWITCHBOARD_CORS_ORIGINS") {
@@ -157,6 +167,7 @@ impl Config {
             },
             llm_latency: Duration::from_millis(raw.llm_latency_ms.unwrap_or(0)),
             fsync: raw.fsync.unwrap_or(true),
+            assistants_dir: raw.assistants_dir.unwrap_or_else(|| DEFAULT_ASSISTANTS_DIR.into()),
         })
     }
 
@@ -178,22 +189,50 @@ pub(crate) fn load(file: Option<&Path>, addr: Option<String>, data_dir: Option<P
     Config::from_raw(raw)
 }
 
-/// The assistants this binary serves: the demo support graph as `support`.
-async fn assistants(config: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Assistants> {
+/// The demo support graph, served as `support`.
+fn support_assistant(config: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Assistant> {
     let opts = SupportOptions { llm_latency: config.llm_latency, handoff_interrupt: true };
     let graph = support::graph(opts)?;
     let engine_config = EngineConfig { assistant_id: "support".into(), ..EngineConfig::default() };
     let engine = Engine::with_context(graph, store.clone(), store, engine_config);
     let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
-    Ok(Assistants::new(
-        "support",
-        Assistant {
-            description: "Demo support assistant: keyword router over five agents, with a human handoff".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            engine,
-            input,
-        },
-    ))
+    Ok(Assistant {
+        description: "Demo support assistant: keyword router over five agents, with a human handoff".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        engine,
+        input,
+    })
+}
+
+/// The assistants this binary serves: the reference assistant `exchange-support` (default) when
+/// its config is found, and the demo graph as `support`; plus the desk routes of the reference
+/// assistant.
+async fn assistants(
+    config: &Config,
+    store: Arc<SqliteStore>,
+) -> anyhow::Result<(Assistants, switchboard_assistant::desk::DeskRoutes)> {
+    let support = support_assistant(config, store.clone())?;
+    let path = config.assistants_dir.join(REFERENCE_ASSISTANT).join("assistant.toml");
+    if !path.is_file() {
+        tracing::warn!(path = %path.display(), "reference assistant config not found; serving only the demo `support` assistant");
+        eprintln!("warning: {} not found; serving only the demo `support` assistant", path.display());
+        return Ok((Assistants::new("support", support), switchboard_assistant::desk::DeskRoutes::new()));
+    }
+    let opts = AssistantOptions::new(config.data_dir.join("cache"));
+    let exchange = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&path, opts)).await??;
+    let r = exchange.router();
+    println!(
+        "Router for {REFERENCE_ASSISTANT}: {} in {:.1} s ({} examples, {} intents, {})",
+        if r.cached { "loaded from cache" } else { "trained" },
+        r.seconds,
+        r.examples,
+        r.intents,
+        if r.sentence_encoder { "sentence encoder + lexical features" } else { "lexical features only" }
+    );
+    let engine = exchange.engine(store);
+    let desk = switchboard_assistant::desk::routes(Runtime::new(exchange.clone(), engine.clone()));
+    let assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine)).with("support", support);
+    Ok((assistants, desk))
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -235,16 +274,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("First start: created an admin key for tenant `{FIRST_TENANT}` (shown once, store it now):");
         println!("{key}");
     }
-    let state = AppState::new(assistants(&config, store).await?, records, config.limits.clone());
+    let (assistants, desk) = assistants(&config, store).await?;
+    let state = AppState::new(assistants, records, config.limits.clone());
     let listener =
         tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
     tracing::info!(%addr, data = %path.display(), "serving");
     println!("Switchboard listening on http://{addr} (data: {})", path.display());
+    println!("  customer chat  http://{addr}/chat");
+    println!("  agent desk     http://{addr}/desk");
+    println!("  inspector      http://{addr}/inspector");
+    println!("  API            http://{addr}/v1  (OpenAPI: http://{addr}/openapi.json)");
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    switchboard_server::run(listener, state, shutdown).await?;
+    switchboard_server::run_with(listener, state, desk, shutdown).await?;
     println!("Switchboard stopped");
     Ok(())
 }
