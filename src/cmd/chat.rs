@@ -64,7 +64,7 @@ fn routing_line(t: &TurnView) -> Option<String> {
 
 fn new_conversation_id() -> String {
     let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("chat_{:x}", n)
+    format!("chat_{n:x}")
 }
 
 struct Repl {
