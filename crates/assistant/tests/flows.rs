@@ -117,10 +117,7 @@ async fn crypto_deposit_wrong_network_opens_a_recovery_ticket() {
 #[tokio::test]
 async fn account_access_opens_a_ticket_and_never_asks_for_secrets() {
     let (rt, x) = setup();
-    let t = rt
-        .say("c", Some("cust_002"), "I lost my phone with the authenticator app, I need to reset my 2FA")
-        .await
-        .unwrap();
+    let t = rt.say("c", Some("cust_002"), "I need to reset my 2FA, my authenticator app was deleted").await.unwrap();
     assert_eq!(t.handler.as_deref(), Some("account_access"), "{t:?}");
     let r = all_replies(&t);
     assert!(regex_lite(&r, &["send us", "tell me your", "give me your", "what is your"]), "{r}");
@@ -192,4 +189,21 @@ async fn smalltalk_greets() {
     let (rt, _) = setup();
     let t = rt.say("c", ANA, "hello there").await.unwrap();
     assert_eq!(t.handler.as_deref(), Some("smalltalk"), "{t:?}");
+}
+
+/// Prints the first-start training figures (run with `--nocapture`); checks the cap and the cache.
+#[test]
+fn router_training_figures() {
+    let spec = switchboard_assistant::AssistantSpec::load(&config_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = switchboard_assistant::routing::load_or_train(&spec, dir.path(), None).unwrap();
+    assert!(!first.cached);
+    assert!(first.examples <= spec.router.max_examples_per_intent * first.intents);
+    let second = switchboard_assistant::routing::load_or_train(&spec, dir.path(), None).unwrap();
+    assert!(second.cached, "the second start loads the artifact trained by the first");
+    assert_eq!(first.dir, second.dir);
+    eprintln!(
+        "router (lexical): trained in {:.2} s on {} examples / {} intents; loaded from cache in {:.2} s",
+        first.seconds, first.examples, first.intents, second.seconds
+    );
 }
