@@ -5,6 +5,7 @@ mod bench_providers;
 mod bench_router;
 mod bench_server;
 mod chaos;
+mod chat;
 mod demo;
 mod fake_llm;
 mod guard;
@@ -41,6 +42,9 @@ enum Command {
     Llm(llm::Args),
     /// Run a fake LLM vendor server for offline development and tests.
     FakeLlm(fake_llm::Args),
+    /// Talk to an assistant in the terminal (streamed replies, routing shown with --show-routing;
+    /// reads a script from standard input when it is not a terminal).
+    Chat(chat::ChatArgs),
     /// Serve the HTTP API (SQLite in the data directory; an admin key is printed at first start).
     Serve(serve::ServeArgs),
     /// Manage API keys.
@@ -118,6 +122,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Router(c) => router::run(c),
         Command::Llm(a) => llm::run(a),
         Command::FakeLlm(a) => fake_llm::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Keys(a) => keys::run(a),
         Command::Chaos(a) => chaos::run(a),

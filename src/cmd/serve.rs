@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_assistant::{AssistantOptions, ExchangeAssistant, Runtime};
 use switchboard_engine::{Engine, EngineConfig};
 use switchboard_server::auth::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use switchboard_interop::a2a::client::{RemoteAgent, RemoteAgentConfig};
@@ -29,6 +30,11 @@ const DEFAULT_DATA_DIR: &str = "data";
 const DB_FILE: &str = "switchboard.sqlite";
 /// Default per-key rate limit (requests per second, burst).
 const DEFAULT_RATE_LIMIT: (f64, u32) = (100.0, 200);
+/// Default folder of assistant configs.
+const DEFAULT_ASSISTANTS_DIR: &str = "assistants";
+/// The reference assistant, served as the default.
+const REFERENCE_ASSISTANT: &str = "exchange-support";
+
 /// The tenant of the admin key generated at first start.
 const FIRST_TENANT: &str = "default";
 
@@ -69,6 +75,8 @@ pub(crate) struct RawConfig {
     jwt: Option<RawJwt>,
     /// External A2A agents, each served as an assistant that delegates every turn to it.
     remote_agents: Option<Vec<RawRemoteAgent>>,
+    /// Where assistant configs live (`<dir>/exchange-support/assistant.toml`).
+    assistants_dir: Option<PathBuf>,
 }
 
 /// The `[jwt]` table as written.
@@ -160,6 +168,7 @@ impl RawJwt {
         }
         Ok(c)
     }
+}
 
 /// One `[[remote_agents]]` entry.
 #[derive(Debug, Deserialize)]
@@ -187,6 +196,7 @@ pub(crate) struct Config {
     pub(crate) fsync: bool,
     pub(crate) jwt: Option<JwtConfig>,
     pub(crate) remote_agents: Vec<RemoteAgentConfig>,
+    pub(crate) assistants_dir: PathBuf,
 }
 
 fn env_override<T: std::str::FromStr>(name: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -216,6 +226,7 @@ impl RawConfig {
         env_override("SWITCHBOARD_SHUTDOWN_DEADLINE_MS", &mut raw.shutdown_deadline_ms)?;
         env_override("SWITCHBOARD_LLM_LATENCY_MS", &mut raw.llm_latency_ms)?;
         env_override("SWITCHBOARD_FSYNC", &mut raw.fsync)?;
+        env_override("SWITCHBOARD_ASSISTANTS_DIR", &mut raw.assistants_dir)?;
         env_override("SWITCHBOARD_RATE_LIMIT_PER_SECOND", &mut raw.rate_limit_per_second)?;
         env_override("SWITCHBOARD_RATE_LIMIT_BURST", &mut raw.rate_limit_burst)?;
         if let Ok(v) = std::env::var("SWITCHBOARD_CORS_ORIGINS") {
@@ -299,6 +310,7 @@ impl Config {
             fsync: raw.fsync.unwrap_or(true),
             jwt: raw.jwt.map(RawJwt::validate).transpose()?,
             remote_agents,
+            assistants_dir: raw.assistants_dir.unwrap_or_else(|| DEFAULT_ASSISTANTS_DIR.into()),
         })
     }
 
@@ -326,27 +338,62 @@ pub(crate) fn engine_config() -> EngineConfig {
     EngineConfig { event_capacity: 64, ..EngineConfig::default() }
 }
 
-/// The assistants this binary serves: the demo support graph as `support`.
-async fn assistants(config: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Assistants> {
+/// The demo support graph, served as `support`.
+fn support_assistant(config: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Assistant> {
     let opts = SupportOptions { llm_latency: config.llm_latency, handoff_interrupt: true };
     let graph = support::graph(opts)?;
     let engine_config = EngineConfig { assistant_id: "support".into(), ..engine_config() };
     let engine = Engine::with_context(graph, store.clone(), store.clone(), engine_config);
     let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
-    let mut assistants = Assistants::new(
-        "support",
-        Assistant {
-            description: "Demo support assistant: keyword router over five agents, with a human handoff".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            engine,
-            input: input.clone(),
-        },
+    Ok(Assistant {
+        description: "Demo support assistant: keyword router over five agents, with a human handoff".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        engine,
+        input,
+    })
+}
+
+/// The assistants this binary serves: the reference assistant `exchange-support` (default) when
+/// its config is found, and the demo graph as `support`; plus the desk routes of the reference
+/// assistant.
+async fn assistants(
+    config: &Config,
+    store: Arc<SqliteStore>,
+) -> anyhow::Result<(Assistants, switchboard_assistant::desk::DeskRoutes)> {
+    let support = support_assistant(config, store.clone())?;
+    let path = config.assistants_dir.join(REFERENCE_ASSISTANT).join("assistant.toml");
+    if !path.is_file() {
+        tracing::warn!(path = %path.display(), "reference assistant config not found; serving only the demo `support` assistant");
+        eprintln!("warning: {} not found; serving only the demo `support` assistant", path.display());
+        let assistants = with_remote_agents(config, &store, Assistants::new("support", support))?;
+        return Ok((assistants, switchboard_assistant::desk::DeskRoutes::new()));
+    }
+    let opts = AssistantOptions::new(config.data_dir.join("cache"));
+    let exchange = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&path, opts)).await??;
+    let r = exchange.router();
+    println!(
+        "Router for {REFERENCE_ASSISTANT}: {} in {:.1} s ({} examples, {} intents, {})",
+        if r.cached { "loaded from cache" } else { "trained" },
+        r.seconds,
+        r.examples,
+        r.intents,
+        if r.sentence_encoder { "sentence encoder + lexical features" } else { "lexical features only" }
     );
+    let engine = exchange.engine(store);
+    let desk = switchboard_assistant::desk::routes(Runtime::new(exchange.clone(), engine.clone()));
+    let assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine.clone())).with("support", support);
+    let assistants = with_remote_agents(config, &store, assistants)?;
+    Ok((assistants, desk))
+}
+
+/// Adds one assistant per `[[remote_agents]]` entry: each delegates every turn to its A2A agent.
+fn with_remote_agents(config: &Config, store: &Arc<SqliteStore>, mut assistants: Assistants) -> anyhow::Result<Assistants> {
+    let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
     let breakers = BreakerRegistry::new(BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() });
     for r in &config.remote_agents {
         let agent = RemoteAgent::new(r.clone(), breakers.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", r.name))?;
         let graph = switchboard_interop::a2a::client::delegating_graph(agent)?;
-        let engine_config = EngineConfig { assistant_id: r.name.clone(), ..EngineConfig::default() };
+        let engine_config = EngineConfig { assistant_id: r.name.clone(), ..engine_config() };
         let engine = Engine::with_context(graph, store.clone(), store.clone(), engine_config);
         let description = format!("Delegates every turn to the A2A agent at {}", r.url);
         let version = env!("CARGO_PKG_VERSION").into();
@@ -394,7 +441,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("First start: created an admin key for tenant `{FIRST_TENANT}` (shown once, store it now):");
         println!("{key}");
     }
-    let assistants = assistants(&config, store).await?;
+    let (assistants, desk) = assistants(&config, store).await?;
     let state = match &config.jwt {
         Some(j) => {
             let v = JwtVerifier::new(j.clone()).await.map_err(anyhow::Error::msg)?;
@@ -408,10 +455,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     tracing::info!(%addr, data = %path.display(), "serving");
     println!("Switchboard listening on http://{addr} (data: {})", path.display());
+    println!("  customer chat  http://{addr}/chat");
+    println!("  agent desk     http://{addr}/desk");
+    println!("  inspector      http://{addr}/inspector");
+    println!("  API            http://{addr}/v1  (OpenAPI: http://{addr}/openapi.json)");
     use std::io::Write as _;
     std::io::stdout().flush()?;
-    // The native API with the protocol adapters (OpenAI-compatible, A2A) under the same middleware.
-    let router = switchboard_server::app_with(state.clone(), switchboard_interop::routes(state.clone()));
+    // The native API with the desk and the protocol adapters (OpenAI-compatible, A2A) under the same middleware.
+    let router = switchboard_server::app_with(state.clone(), switchboard_interop::routes(state.clone()).merge(desk));
     switchboard_server::run_router(listener, state, router, shutdown).await?;
     println!("Switchboard stopped");
     Ok(())

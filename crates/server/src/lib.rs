@@ -13,7 +13,7 @@
 mod api;
 pub mod auth;
 pub mod error;
-mod extract;
+pub mod extract;
 mod openapi;
 mod pages;
 mod state;
@@ -190,6 +190,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     run_router(listener, state.clone(), app(state), shutdown).await
+}
+
+/// [`run`] with extra routes (see [`app_with`]).
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn run_with(
+    listener: TcpListener,
+    state: AppState,
+    extra: Router<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    run_router(listener, state.clone(), app_with(state, extra), shutdown).await
 }
 
 /// [`run`] with a router built by the caller (e.g. [`app_with`]) over the same state.

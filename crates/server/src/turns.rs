@@ -14,7 +14,7 @@
 use crate::error::ApiError;
 use crate::state::{AppState, lock, now_ms};
 use axum::response::sse;
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::VecDeque;

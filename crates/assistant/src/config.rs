@@ -1,0 +1,509 @@
+//! The declarative assistant config (`assistant.toml`) and its validation.
+//!
+//! The file deserializes into [`AssistantSpec`], a plain public struct: everything the file can
+//! express can be built from Rust too, and both go through [`AssistantSpec::validate`]. Errors
+//! name the file, the line and the column ([`ConfigError`]): TOML syntax errors come with the
+//! span the parser reports, semantic errors (a route to an unknown handler, a tool the back end
+//! does not offer) with the span of the offending value.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A config error with its location.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}", path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Built-in handlers besides flows and agents.
+pub const BUILTIN_HANDLERS: &[&str] = &["faq", "handoff", "smalltalk", "out_of_scope"];
+
+/// Flow implementations this crate ships (the `[flows.NAME]` tables must use these names).
+pub const FLOW_KINDS: &[&str] =
+    &["card_freeze", "transfer_status", "crypto_deposit_missing", "account_access", "fraud_report"];
+
+fn span0() -> std::ops::Range<usize> {
+    0..0
+}
+
+/// `[assistant]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// Name the server registers it under.
+    pub name: String,
+    /// Human-readable description.
+    pub description: String,
+    /// Version string.
+    pub version: String,
+}
+
+/// `[data]`: files relative to the config's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Labelled utterances (`text,category` CSV) the router is trained on.
+    pub router_data: Vec<String>,
+    /// Folder of help-centre articles (`*.md` with front matter).
+    pub help_dir: String,
+}
+
+/// Which intents of the data the router learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntentSelection {
+    /// Every intent in the data.
+    All,
+    /// Only intents named in `[routes]`.
+    Routed,
+}
+
+/// `[router]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSpec {
+    /// Examples kept per intent (seeded sample); bounds training time.
+    pub max_examples_per_intent: usize,
+    /// Which intents to learn.
+    pub intents: IntentSelection,
+    /// Width of the hashed n-gram block.
+    pub lexical_dim: usize,
+    /// Use the sentence encoder when its model is installed.
+    pub use_sentence_encoder: bool,
+    /// Clarify below this top-two margin.
+    pub clarify_margin: f32,
+    /// Fraction of in-scope held-out items the out-of-scope threshold may reject.
+    pub target_rejection: f32,
+    /// Ship the compliance rules (fraud, stolen card, account takeover, recovery-phrase scams).
+    pub compliance_rules: bool,
+}
+
+/// One slot of a flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotSpec {
+    /// Slot name.
+    pub name: String,
+    /// Extractor: `last4`, `transfer_id`, `tx_hash`, `asset`, `network`, `text`.
+    pub extractor: Spanned<String>,
+    /// Question asked when it is missing.
+    pub prompt: String,
+    /// Said when the answer does not fit.
+    pub invalid: String,
+    /// The flow can go on without it.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// `[flows.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSpec {
+    /// What the flow does, in the customer's words ("freezing a card").
+    pub label: String,
+    /// Slots, in the order they are asked.
+    #[serde(default)]
+    pub slots: Vec<SlotSpec>,
+    /// Tools the flow may call.
+    pub tools: Vec<Spanned<String>>,
+    /// Tools that need a human's approval (an engine interrupt) before they run.
+    #[serde(default)]
+    pub approval_required: Vec<Spanned<String>>,
+    /// Message templates (`{slot}` and tool-result fields are substituted).
+    #[serde(default)]
+    pub messages: BTreeMap<String, String>,
+}
+
+/// How much of the conversation an agent receives when the conversation is transferred to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextPolicy {
+    /// All messages.
+    FullHistory,
+    /// The handoff summary only.
+    Summary,
+    /// The active flow's slots only.
+    SlotsOnly,
+}
+
+/// `[agents.NAME]`: an LLM agent (used only when a provider is configured).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// System instructions.
+    pub instructions: String,
+    /// Tools it may call.
+    #[serde(default)]
+    pub tools: Vec<Spanned<String>>,
+    /// Model chain, first to last (`vendor:model`); fallbacks in order.
+    pub models: Vec<String>,
+    /// What context it receives.
+    pub context: ContextPolicy,
+    /// Handler used when no model is reachable (offline).
+    pub offline: Spanned<String>,
+}
+
+/// `[replies]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replies {
+    /// Out of scope; `{capabilities}` is replaced by the list.
+    pub out_of_scope: String,
+    /// What the assistant can do.
+    pub capabilities: Vec<String>,
+    /// Ambiguous; `{first}` and `{second}` are intent labels.
+    pub clarify: String,
+    /// Said when a flow is cancelled; `{flow}` is its label.
+    pub cancelled: String,
+    /// Said on restart.
+    pub restarted: String,
+    /// Said when returning to a flow after a digression; `{flow}` and `{prompt}`.
+    pub resume_flow: String,
+    /// Said when a slot was corrected; `{slot}` and `{value}`.
+    pub corrected: String,
+    /// Said after a blocked prompt-injection attempt.
+    pub injection: String,
+    /// Said when a conversation is handed back to the bot with no flow to resume.
+    pub welcome_back: String,
+}
+
+/// `[handoff]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffSpec {
+    /// SLA per priority (`urgent`, `high`, `normal`, `low`), in ms.
+    pub sla_ms: BTreeMap<String, u64>,
+    /// Priority per reason (`customer_request`, `fraud_report`, `secret_shared`, `approval`,
+    /// `repeated_misunderstanding`, ...).
+    pub priority: BTreeMap<String, String>,
+    /// Told to the customer when queued; `{minutes}` is the SLA.
+    pub queued: String,
+    /// Told when a message arrives while waiting.
+    pub waiting: String,
+    /// Told when an agent claims the conversation; `{agent}`.
+    pub assigned: String,
+    /// Hand off after this many consecutive out-of-scope or clarify turns (0: never).
+    pub after_misunderstandings: u32,
+}
+
+/// `[policies.guard]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardPolicy {
+    /// Store and show customer messages with PII replaced by typed placeholders.
+    pub redact_pii: bool,
+    /// Refuse and warn when a secret (recovery phrase, key, code, password) is sent.
+    pub block_secrets: bool,
+    /// Refuse messages the injection scorer flags.
+    pub block_injection: bool,
+}
+
+/// `[policies.budgets]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Tool calls allowed per turn.
+    pub max_tool_calls_per_turn: u32,
+    /// LLM tokens per conversation (agents only).
+    pub max_llm_tokens_per_conversation: u64,
+}
+
+/// `[policies]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    /// `reject`, `enqueue`, `interrupt` or `rollback`.
+    pub double_text: Spanned<String>,
+    /// Guard settings.
+    pub guard: GuardPolicy,
+    /// Budgets.
+    pub budgets: Budgets,
+}
+
+/// `[repair]`: regular expressions (case-insensitive) for conversation repair.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairSpec {
+    /// Cancel the active flow.
+    pub cancel: Vec<String>,
+    /// Drop every flow and start over.
+    pub restart: Vec<String>,
+    /// Ask for a human.
+    pub human: Vec<String>,
+    /// Marks a correction of a slot already given ("actually ...").
+    pub correction: Vec<String>,
+    /// Yes.
+    pub affirm: Vec<String>,
+    /// No.
+    pub deny: Vec<String>,
+}
+
+/// `[faq]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaqSpec {
+    /// Below this relevance nothing is answered (out of scope instead).
+    pub min_score: f32,
+    /// Citation line; `{title}`.
+    pub citation: String,
+}
+
+/// The whole config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssistantSpec {
+    /// `[assistant]`.
+    pub assistant: Meta,
+    /// `[data]`.
+    pub data: DataSpec,
+    /// `[router]`.
+    pub router: RouterSpec,
+    /// Intent → handler (a flow, an agent, or a built-in).
+    pub routes: BTreeMap<String, Spanned<String>>,
+    /// Handler of routed intents not named in `[routes]`.
+    pub default_handler: Spanned<String>,
+    /// Human-readable intent names for clarifying questions.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Replies of the `smalltalk` handler, by intent.
+    pub smalltalk: BTreeMap<String, String>,
+    /// Fixed replies.
+    pub replies: Replies,
+    /// Flows.
+    pub flows: BTreeMap<String, FlowSpec>,
+    /// LLM agents.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSpec>,
+    /// FAQ settings.
+    pub faq: FaqSpec,
+    /// Handoff rules.
+    pub handoff: HandoffSpec,
+    /// Policies.
+    pub policies: Policies,
+    /// Repair patterns.
+    pub repair: RepairSpec,
+    /// The folder the file was read from (data paths are relative to it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl AssistantSpec {
+    /// Reads and validates `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with the file, line and column.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut spec = Self::parse(&text, path)?;
+        spec.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(spec)
+    }
+
+    /// Parses and validates TOML text (`path` is only used in errors).
+    ///
+    /// # Errors
+    /// [`ConfigError`] with the line and column.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let spec: Self = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            ConfigError { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+        })?;
+        spec.validate().map_err(|(span, message)| {
+            let (line, column) = if span == span0() { (0, 0) } else { line_col(text, span.start) };
+            ConfigError { path: path.to_path_buf(), line, column, message }
+        })?;
+        Ok(spec)
+    }
+
+    /// What kind of handler a name is.
+    pub fn handler_kind(&self, name: &str) -> Option<HandlerKind> {
+        if self.flows.contains_key(name) {
+            Some(HandlerKind::Flow)
+        } else if self.agents.contains_key(name) {
+            Some(HandlerKind::Agent)
+        } else if BUILTIN_HANDLERS.contains(&name) {
+            Some(HandlerKind::Builtin)
+        } else {
+            None
+        }
+    }
+
+    /// The handler of an intent.
+    pub fn handler_for(&self, intent: &str) -> &str {
+        self.routes.get(intent).map_or(self.default_handler.get_ref().as_str(), |h| h.get_ref().as_str())
+    }
+
+    /// A human-readable label of an intent.
+    pub fn label(&self, intent: &str) -> String {
+        self.labels.get(intent).cloned().unwrap_or_else(|| intent.replace('_', " "))
+    }
+
+    /// Checks cross-references; on failure, the span of the offending value and a message.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), (std::ops::Range<usize>, String)> {
+        let tools = crate::backend::TOOL_NAMES;
+        for (intent, h) in
+            self.routes.iter().map(|(i, h)| (i.as_str(), h)).chain([("default_handler", &self.default_handler)])
+        {
+            if self.handler_kind(h.get_ref()).is_none() {
+                return Err((
+                    h.span(),
+                    format!(
+                        "`{intent}` routes to unknown handler `{}` (flows: {:?}, agents: {:?}, built-ins: {BUILTIN_HANDLERS:?})",
+                        h.get_ref(),
+                        self.flows.keys().collect::<Vec<_>>(),
+                        self.agents.keys().collect::<Vec<_>>()
+                    ),
+                ));
+            }
+        }
+        for (name, f) in &self.flows {
+            if !FLOW_KINDS.contains(&name.as_str()) {
+                let span = f.tools.first().map_or(span0(), Spanned::span);
+                return Err((span, format!("flow `{name}` has no implementation (known flows: {FLOW_KINDS:?})")));
+            }
+            for t in f.tools.iter().chain(&f.approval_required) {
+                if !tools.contains(&t.get_ref().as_str()) {
+                    return Err((
+                        t.span(),
+                        format!("flow `{name}`: unknown tool `{}` (tools: {tools:?})", t.get_ref()),
+                    ));
+                }
+            }
+            for t in &f.approval_required {
+                if !f.tools.iter().any(|x| x.get_ref() == t.get_ref()) {
+                    return Err((
+                        t.span(),
+                        format!("flow `{name}`: `{}` needs approval but is not in its tools", t.get_ref()),
+                    ));
+                }
+            }
+            for s in &f.slots {
+                if !crate::nlu::EXTRACTORS.contains(&s.extractor.get_ref().as_str()) {
+                    return Err((
+                        s.extractor.span(),
+                        format!(
+                            "flow `{name}`, slot `{}`: unknown extractor `{}` (known: {:?})",
+                            s.name,
+                            s.extractor.get_ref(),
+                            crate::nlu::EXTRACTORS
+                        ),
+                    ));
+                }
+            }
+            for key in crate::flows::required_messages(name) {
+                if !f.messages.contains_key(*key) {
+                    let span = f.tools.first().map_or(span0(), Spanned::span);
+                    return Err((span, format!("flow `{name}` lacks the message `{key}` in [flows.{name}.messages]")));
+                }
+            }
+        }
+        for (name, a) in &self.agents {
+            for t in &a.tools {
+                if !tools.contains(&t.get_ref().as_str()) {
+                    return Err((t.span(), format!("agent `{name}`: unknown tool `{}`", t.get_ref())));
+                }
+            }
+            if !matches!(self.handler_kind(a.offline.get_ref()), Some(HandlerKind::Builtin | HandlerKind::Flow)) {
+                return Err((
+                    a.offline.span(),
+                    format!("agent `{name}`: offline handler `{}` is not a flow or built-in", a.offline.get_ref()),
+                ));
+            }
+        }
+        let dt = &self.policies.double_text;
+        if !["reject", "enqueue", "interrupt", "rollback"].contains(&dt.get_ref().as_str()) {
+            return Err((
+                dt.span(),
+                format!("double_text `{}` is not reject, enqueue, interrupt or rollback", dt.get_ref()),
+            ));
+        }
+        for (reason, p) in &self.handoff.priority {
+            if !self.handoff.sla_ms.contains_key(p) {
+                return Err((
+                    span0(),
+                    format!("handoff priority of `{reason}` is `{p}`, which has no entry in sla_ms"),
+                ));
+            }
+        }
+        let r = &self.repair;
+        for p in r.cancel.iter().chain(&r.restart).chain(&r.human).chain(&r.correction).chain(&r.affirm).chain(&r.deny)
+        {
+            if let Err(e) = regex::Regex::new(p) {
+                return Err((span0(), format!("repair pattern {p:?} does not compile: {e}")));
+            }
+        }
+        if !(0.0..1.0).contains(&self.router.target_rejection) {
+            return Err((span0(), "router.target_rejection must be in [0, 1)".into()));
+        }
+        if self.router.max_examples_per_intent == 0 {
+            return Err((span0(), "router.max_examples_per_intent must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The double-text strategy.
+    pub fn double_text(&self) -> switchboard_engine::DoubleText {
+        use switchboard_engine::DoubleText as D;
+        match self.policies.double_text.get_ref().as_str() {
+            "reject" => D::Reject,
+            "interrupt" => D::Interrupt,
+            "rollback" => D::Rollback,
+            _ => D::Enqueue,
+        }
+    }
+
+    /// A data path resolved against the config's folder.
+    pub fn resolve(&self, rel: &str) -> PathBuf {
+        self.base_dir.join(rel)
+    }
+}
+
+/// What a handler name refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// A `[flows.NAME]`.
+    Flow,
+    /// An `[agents.NAME]`.
+    Agent,
+    /// One of [`BUILTIN_HANDLERS`].
+    Builtin,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn line_and_column() {
+        assert_eq!(line_col("a\nbc\nd", 3), (2, 2));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+}
