@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_assistant::{AssistantOptions, ExchangeAssistant, Runtime};
 use switchboard_engine::{Engine, EngineConfig};
-use switchboard_server::auth::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use switchboard_interop::a2a::client::{RemoteAgent, RemoteAgentConfig};
 use switchboard_providers::resilience::{BreakerConfig, BreakerRegistry};
+use switchboard_server::auth::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use switchboard_server::auth::{Scope, create_key};
 use switchboard_server::{AppState, Assistant, Assistants, Limits, RateLimit};
 use switchboard_store::{Records, SqliteConfig, SqliteStore};
@@ -379,15 +379,21 @@ async fn assistants(
         r.intents,
         if r.sentence_encoder { "sentence encoder + lexical features" } else { "lexical features only" }
     );
-    let engine = exchange.engine(store);
+    let engine = exchange.engine(store.clone());
     let desk = switchboard_assistant::desk::routes(Runtime::new(exchange.clone(), engine.clone()));
-    let assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine.clone())).with("support", support);
+    let assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine.clone()))
+        .with_message_resume(REFERENCE_ASSISTANT, exchange.resume_fn())
+        .with("support", support);
     let assistants = with_remote_agents(config, &store, assistants)?;
     Ok((assistants, desk))
 }
 
 /// Adds one assistant per `[[remote_agents]]` entry: each delegates every turn to its A2A agent.
-fn with_remote_agents(config: &Config, store: &Arc<SqliteStore>, mut assistants: Assistants) -> anyhow::Result<Assistants> {
+fn with_remote_agents(
+    config: &Config,
+    store: &Arc<SqliteStore>,
+    mut assistants: Assistants,
+) -> anyhow::Result<Assistants> {
     let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
     let breakers = BreakerRegistry::new(BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() });
     for r in &config.remote_agents {

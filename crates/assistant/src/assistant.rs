@@ -194,6 +194,16 @@ impl ExchangeAssistant {
         })
     }
 
+    /// How the server turns a customer message into the resume value of a pending interrupt
+    /// (the same `{"event", "message"}` the assistant's own runtime sends).
+    pub fn resume_fn(&self) -> switchboard_server::ResumeFn {
+        let me = self.clone();
+        Arc::new(move |text: &str, _meta: &Value| {
+            let (message, event) = me.customer_input(text);
+            json!({"event": event, "message": message})
+        })
+    }
+
     /// The server's registration of this assistant over `engine` (built with [`Self::engine`]).
     pub fn server_assistant(&self, engine: Engine) -> switchboard_server::Assistant {
         switchboard_server::Assistant {

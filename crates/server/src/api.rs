@@ -354,8 +354,14 @@ pub(crate) async fn post_message(
     {
         return Ok(resp);
     }
-    let update = (assistant.input)(&body.text, &body.metadata.unwrap_or_else(|| json!({})));
-    let started = match turns::start(&state, &conv, Input::Message(update), "message").await {
+    let meta = body.metadata.unwrap_or_else(|| json!({}));
+    let input = match state.inner.assistants.message_resume(&conv.assistant) {
+        Some(resume) if !assistant.engine.pending_interrupts(&conv.id).await?.is_empty() => {
+            Input::Resume(resume(&body.text, &meta))
+        }
+        _ => Input::Message((assistant.input)(&body.text, &meta)),
+    };
+    let started = match turns::start(&state, &conv, input, "message").await {
         Ok(s) => s,
         Err(e) => {
             if let Some(key) = &idem {

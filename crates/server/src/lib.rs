@@ -22,7 +22,7 @@ pub mod turns;
 pub use error::ApiError;
 pub use state::{
     AppState, Assistant, Assistants, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
-    InputFn, Limits, RateLimit,
+    InputFn, Limits, RateLimit, ResumeFn,
 };
 
 use axum::Router;

@@ -36,7 +36,13 @@ pub struct Assistant {
 pub struct Assistants {
     default: String,
     map: BTreeMap<String, Arc<Assistant>>,
+    resume: BTreeMap<String, ResumeFn>,
 }
+
+/// Turns a customer's message into the value that resumes a pending interrupt, for assistants
+/// whose flows keep listening while they wait (e.g. an approval that a "cancel" or a correction
+/// must reach).
+pub type ResumeFn = Arc<dyn Fn(&str, &Value) -> Value + Send + Sync>;
 
 impl Assistants {
     /// A registry whose default (and first) assistant is `name`.
@@ -44,7 +50,17 @@ impl Assistants {
         let name = name.into();
         let mut map = BTreeMap::new();
         map.insert(name.clone(), Arc::new(assistant));
-        Self { default: name, map }
+        Self { default: name, map, resume: BTreeMap::new() }
+    }
+    /// Messages to a conversation of assistant `name` that waits on an interrupt resume it with
+    /// `f(text, metadata)` instead of being refused with 409 `interrupt_pending`.
+    pub fn with_message_resume(mut self, name: impl Into<String>, f: ResumeFn) -> Self {
+        self.resume.insert(name.into(), f);
+        self
+    }
+    /// The message-resume function of an assistant, if it has one.
+    pub fn message_resume(&self, name: &str) -> Option<&ResumeFn> {
+        self.resume.get(name)
     }
     /// Adds another assistant.
     pub fn with(mut self, name: impl Into<String>, assistant: Assistant) -> Self {
