@@ -150,10 +150,11 @@ impl FlowCx<'_> {
             }
         }
         // Bitcoin only travels on its own network.
-        if frame.slots.get("asset").and_then(Value::as_str) == Some("BTC") && !frame.slots.contains_key("network") {
-            if self.spec.slots.iter().any(|s| s.name == "network") {
-                frame.slots.insert("network".into(), json!("bitcoin"));
-            }
+        if frame.slots.get("asset").and_then(Value::as_str) == Some("BTC")
+            && !frame.slots.contains_key("network")
+            && self.spec.slots.iter().any(|s| s.name == "network")
+        {
+            frame.slots.insert("network".into(), json!("bitcoin"));
         }
         let asked_before = frame.awaiting.clone();
         for s in &self.spec.slots {

@@ -154,10 +154,10 @@ impl Inner {
         let mut parts = Vec::new();
         let who = if customer.is_empty() { "(anonymous)" } else { customer };
         parts.push(format!("Customer {who}. Reason: {}.", reason.replace('_', " ")));
-        if let Some(r) = s.get("routing").filter(|r| !r.is_null()) {
-            if let Some(intent) = r["intent"].as_str() {
-                parts.push(format!("Last intent: {intent} ({:.2}).", r["confidence"].as_f64().unwrap_or(0.0)));
-            }
+        if let Some(r) = s.get("routing").filter(|r| !r.is_null())
+            && let Some(intent) = r["intent"].as_str()
+        {
+            parts.push(format!("Last intent: {intent} ({:.2}).", r["confidence"].as_f64().unwrap_or(0.0)));
         }
         if let Some(f) = frames.last() {
             let label = self.flow_spec(&f.flow).map_or(f.flow.as_str(), |x| x.label.as_str());

@@ -44,9 +44,9 @@ pub fn html(eval: &Evaluation, title: &str) -> String {
         let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
     }
     let th = &eval.thresholds;
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</table><p class=\"note\">Thresholds: out of scope below {:.3}, clarify below a margin of {:.3}, temperature {:.3}.</p></section>\n",
+        "</table><p class=\"note\">Thresholds: out of scope below {:.3}, clarify below a margin of {:.3}, temperature {:.3}.</p></section>",
         th.oos, th.clarify_margin, th.temperature
     );
     out.push_str(&reliability_section(eval));
@@ -231,9 +231,9 @@ fn oos_section(eval: &Evaluation) -> String {
     for (k, (x, y)) in points.iter().enumerate() {
         let _ = write!(d, "{}{:.1} {:.1}", if k == 0 { "M" } else { "L" }, f.px(*x), f.py(*y));
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<path class=\"curve\" d=\"{d}\" fill=\"none\" stroke=\"#4a7fb5\" stroke-width=\"2\"/><circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#c0392b\"><title>fitted threshold {current:.3}: ({:.3}, {:.3})</title></circle></svg></section>\n",
+        "<path class=\"curve\" d=\"{d}\" fill=\"none\" stroke=\"#4a7fb5\" stroke-width=\"2\"/><circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"#c0392b\"><title>fitted threshold {current:.3}: ({:.3}, {:.3})</title></circle></svg></section>",
         f.px(marker.0),
         f.py(marker.1),
         marker.0,
