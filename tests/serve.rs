@@ -60,7 +60,8 @@ fn keys_create_prints_the_key_alone_on_its_last_line_and_serve_accepts_it() {
         if let Some(rest) = line.strip_prefix("Switchboard listening on http://") {
             break rest.split_whitespace().next().unwrap().to_string();
         }
-        assert!(start.elapsed() < Duration::from_secs(30));
+        // The first start may train the reference assistant's router (cached afterwards).
+        assert!(start.elapsed() < Duration::from_secs(300));
     };
     let resp = get(&addr, "/v1/conversations", &key);
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");

@@ -222,7 +222,7 @@ pub(crate) fn run(args: ChatArgs) -> anyhow::Result<()> {
 async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let config = args.assistants_dir.join(&args.assistant).join("assistant.toml");
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let mut opts = AssistantOptions::new(args.data_dir.join("cache"));
+    let mut opts = AssistantOptions::new(super::serve::router_cache_dir(&args.data_dir));
     opts.sentence_encoder = !args.lexical;
     let assistant = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&config, opts)).await??;
     let r = assistant.router();

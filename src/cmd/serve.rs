@@ -368,7 +368,7 @@ async fn assistants(
         let assistants = with_remote_agents(config, &store, Assistants::new("support", support))?;
         return Ok((assistants, switchboard_assistant::desk::DeskRoutes::new()));
     }
-    let opts = AssistantOptions::new(config.data_dir.join("cache"));
+    let opts = AssistantOptions::new(router_cache_dir(&config.data_dir));
     let exchange = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&path, opts)).await??;
     let r = exchange.router();
     println!(
@@ -472,6 +472,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     switchboard_server::run_router(listener, state, router, shutdown).await?;
     println!("Switchboard stopped");
     Ok(())
+}
+
+/// Where trained assistant routers are cached (keyed by a hash of their data and settings, so one
+/// cache serves every data directory): `SWITCHBOARD_CACHE_DIR`, else the user's cache directory
+/// (`$XDG_CACHE_HOME` or `~/.cache`) under `switchboard/routers`, else `<data-dir>/cache`.
+pub(crate) fn router_cache_dir(data_dir: &Path) -> PathBuf {
+    if let Some(d) = std::env::var_os("SWITCHBOARD_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache")));
+    match base {
+        Some(b) => b.join("switchboard").join("routers"),
+        None => data_dir.join("cache"),
+    }
 }
 
 #[cfg(test)]
