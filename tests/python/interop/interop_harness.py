@@ -37,6 +37,9 @@ class Server:
         cfg.write_text(config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         env["SWITCHBOARD_BIN"] = binary
+        # These tests drive the demo `support` graph (its keyword router and human-handoff
+        # interrupt): serve it alone, without the reference assistant found under ./assistants.
+        env["SWITCHBOARD_ASSISTANTS_DIR"] = str(pathlib.Path(self.dir.name) / "no-assistants")
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", str(cfg), "--addr", "127.0.0.1:0", "--data-dir", self.dir.name],
             stdout=subprocess.PIPE,
