@@ -4,12 +4,14 @@
 //! This crate knows tables and transactions, not what a graph means: it stores opaque checkpoint
 //! payloads keyed by conversation and id.
 
+pub mod audit;
 pub mod conformance;
 mod migrate;
 pub mod postgres;
 pub mod records;
 mod sqlite;
 
+pub use audit::{AuditEvent, AuditLog, AuditRecord, Verification};
 pub use postgres::{Fence, FencedStore, Lease, PgConfig, PgStore};
 pub use records::Records;
 pub use sqlite::{SqliteConfig, SqliteStore, WriterStats};

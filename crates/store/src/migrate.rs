@@ -12,12 +12,14 @@ pub(crate) type Embedded = &'static [(i64, &'static str, &'static str)];
 pub(crate) const SQLITE: Embedded = &[
     (1, "checkpoints", include_str!("../migrations/sqlite/0001_checkpoints.sql")),
     (2, "server", include_str!("../migrations/sqlite/0002_server.sql")),
+    (3, "audit", include_str!("../migrations/sqlite/0003_audit.sql")),
 ];
 
 /// PostgreSQL migrations.
 pub(crate) const POSTGRES: Embedded = &[
     (1, "checkpoints", include_str!("../migrations/postgres/0001_checkpoints.sql")),
     (2, "runtime", include_str!("../migrations/postgres/0002_runtime.sql")),
+    (3, "audit", include_str!("../migrations/postgres/0003_audit.sql")),
 ];
 
 #[derive(Debug)]

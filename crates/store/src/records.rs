@@ -552,6 +552,34 @@ impl Records {
         rows.iter().map(conv).collect()
     }
 
+    /// A page of every tenant's conversations whose last activity is before `before_ms`, oldest
+    /// activity first, continuing after `after` (`(updated_at_ms, id)` of the previous page's last
+    /// item): what a retention pass walks.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn conversations_idle_before(
+        &self,
+        before_ms: i64,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let (t, id) = after.unwrap_or((i64::MIN, String::new()));
+        let rows = sqlx::query(&format!(
+            "SELECT {CONV_COLS} FROM srv_conversations WHERE updated_at < ? \
+             AND (updated_at > ? OR (updated_at = ? AND id > ?)) ORDER BY updated_at, id LIMIT ?"
+        ))
+        .bind(before_ms)
+        .bind(t)
+        .bind(t)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(conv).collect()
+    }
+
     /// Sets a conversation's status.
     ///
     /// # Errors
