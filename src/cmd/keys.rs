@@ -4,7 +4,8 @@
 use anyhow::Context;
 use std::path::PathBuf;
 use switchboard_server::auth::{Scope, create_key};
-use switchboard_store::Records;
+use switchboard_store::records::ApiKeyRecord;
+use switchboard_store::{AuditEvent, AuditLog, Records, SqliteConfig, SqliteStore};
 
 /// `switchboard keys ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -43,13 +44,19 @@ pub(crate) fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     let path = config.db_path();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let key = rt.block_on(async {
-        let records = Records::open(&path, std::time::Duration::from_secs(5))
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
+        let cfg = SqliteConfig { busy_timeout: std::time::Duration::from_secs(5), ..SqliteConfig::default() };
+        let store = SqliteStore::open(&path, cfg).await.with_context(|| format!("opening {}", path.display()))?;
+        let records = Records::on_store(&store);
         let (key, rec) = create_key(&records, &args.tenant, &scopes).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        AuditLog::on_store(&store).append(created(&rec, "cli")).await?;
         eprintln!("created key {} for tenant `{}` with scopes {}", rec.id, rec.tenant, rec.scopes.join(","));
         anyhow::Ok(key)
     })?;
     println!("{key}");
     Ok(())
+}
+
+/// The audit record of a new key (its id and scopes; never the key).
+pub(crate) fn created(rec: &ApiKeyRecord, actor: &str) -> AuditEvent {
+    AuditEvent::new(&rec.tenant, actor, "key.create", &rec.id).with_details(serde_json::json!({"scopes": rec.scopes}))
 }

@@ -19,8 +19,9 @@ use switchboard_interop::a2a::client::{RemoteAgent, RemoteAgentConfig};
 use switchboard_providers::resilience::{BreakerConfig, BreakerRegistry};
 use switchboard_server::auth::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use switchboard_server::auth::{Scope, create_key};
+use switchboard_server::erasure::{self, Retention};
 use switchboard_server::{AppState, Assistant, Assistants, Limits, RateLimit};
-use switchboard_store::{Records, SqliteConfig, SqliteStore};
+use switchboard_store::{AuditLog, Records, SqliteConfig, SqliteStore};
 
 /// Default listen address.
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -77,6 +78,55 @@ pub(crate) struct RawConfig {
     remote_agents: Option<Vec<RawRemoteAgent>>,
     /// Where assistant configs live (`<dir>/exchange-support/assistant.toml`).
     assistants_dir: Option<PathBuf>,
+    /// How long conversations are kept after their last activity (kept forever when absent).
+    retention: Option<RawRetention>,
+}
+
+/// The `[retention]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetention {
+    /// Days every tenant's conversations are kept after their last activity.
+    days: Option<f64>,
+    /// Per-tenant days, overriding `days`.
+    #[serde(default)]
+    tenants: std::collections::HashMap<String, f64>,
+    /// Tenants whose conversations are kept until deleted, whatever `days` says.
+    #[serde(default)]
+    exempt_tenants: Vec<String>,
+    /// Seconds between retention passes (default 3600).
+    interval_secs: Option<u64>,
+}
+
+impl RawRetention {
+    fn validate(self) -> anyhow::Result<(Retention, Duration)> {
+        let days = |name: String, d: f64| -> anyhow::Result<Duration> {
+            if !d.is_finite() || d <= 0.0 || d > 36_500.0 {
+                bail!("{name} must be a number of days between 0 (exclusive) and 36500, got {d}");
+            }
+            Ok(Duration::from_secs_f64(d * 86_400.0))
+        };
+        let mut r = Retention {
+            default_ttl: self.days.map(|d| days("retention.days".into(), d)).transpose()?,
+            ..Default::default()
+        };
+        for (t, d) in self.tenants {
+            let ttl = days(format!("retention.tenants.{t}"), d)?;
+            r.tenants.insert(t, Some(ttl));
+        }
+        for t in self.exempt_tenants {
+            if r.tenants.contains_key(&t) {
+                bail!("retention: tenant `{t}` is both exempt and given days");
+            }
+            r.tenants.insert(t, None);
+        }
+        let every = match self.interval_secs {
+            None => Duration::from_secs(3600),
+            Some(s) if (1..=86_400).contains(&s) => Duration::from_secs(s),
+            Some(s) => bail!("retention.interval_secs must be between 1 and 86400, got {s}"),
+        };
+        Ok((r, every))
+    }
 }
 
 /// The `[jwt]` table as written.
@@ -197,6 +247,8 @@ pub(crate) struct Config {
     pub(crate) jwt: Option<JwtConfig>,
     pub(crate) remote_agents: Vec<RemoteAgentConfig>,
     pub(crate) assistants_dir: PathBuf,
+    /// Retention policy and how often it runs.
+    pub(crate) retention: (Retention, Duration),
 }
 
 fn env_override<T: std::str::FromStr>(name: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -233,6 +285,10 @@ impl RawConfig {
             raw.cors_origins = Some(v.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect());
         }
         RawJwt::env(&mut raw.jwt)?;
+        if let Ok(v) = std::env::var("SWITCHBOARD_RETENTION_DAYS") {
+            let d = v.parse::<f64>().map_err(|e| anyhow::anyhow!("SWITCHBOARD_RETENTION_DAYS={v:?}: {e}"))?;
+            raw.retention.get_or_insert_with(RawRetention::default).days = Some(d);
+        }
         Ok(raw)
     }
 }
@@ -311,6 +367,7 @@ impl Config {
             jwt: raw.jwt.map(RawJwt::validate).transpose()?,
             remote_agents,
             assistants_dir: raw.assistants_dir.unwrap_or_else(|| DEFAULT_ASSISTANTS_DIR.into()),
+            retention: raw.retention.unwrap_or_default().validate()?,
         })
     }
 
@@ -440,10 +497,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("opening {}", path.display()))?,
     );
     let records = Records::on_store(&store);
+    let audit = AuditLog::on_store(&store);
     if records.count_keys().await? == 0 {
-        let (key, _) = create_key(&records, FIRST_TENANT, &[Scope::Admin])
+        let (key, rec) = create_key(&records, FIRST_TENANT, &[Scope::Admin])
             .await
             .map_err(|e| anyhow::anyhow!("creating the first admin key: {e}"))?;
+        audit.append(super::keys::created(&rec, "system:first-start")).await?;
         println!("First start: created an admin key for tenant `{FIRST_TENANT}` (shown once, store it now):");
         println!("{key}");
     }
@@ -455,6 +514,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => AppState::new(assistants, records, config.limits.clone()),
     };
+    let state = state.with_audit(audit);
+    let (retention, every) = config.retention.clone();
+    if retention.is_enabled() {
+        tokio::spawn(erasure::retention_loop(state.clone(), retention, every));
+    }
     let listener =
         tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
@@ -510,6 +574,25 @@ mod tests {
         let bad: RawConfig = toml::from_str("max_body_bytes = 1").unwrap();
         assert!(Config::from_raw(bad).unwrap_err().to_string().contains("max_body_bytes"));
         assert!(toml::from_str::<RawConfig>("adr = \"x\"").unwrap_err().to_string().contains("adr"));
+    }
+
+    #[test]
+    fn retention_is_validated() {
+        let c = Config::from_raw(
+            toml::from_str("[retention]\ndays = 30\nexempt_tenants = [\"legal\"]\n[retention.tenants]\nacme = 0.5")
+                .unwrap(),
+        )
+        .unwrap();
+        let (r, every) = c.retention;
+        assert_eq!(every, Duration::from_secs(3600));
+        assert_eq!(r.ttl("other"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(r.ttl("acme"), Some(Duration::from_secs(43_200)));
+        assert_eq!(r.ttl("legal"), None);
+        assert!(!Config::from_raw(RawConfig::default()).unwrap().retention.0.is_enabled());
+        let err = |t: &str| Config::from_raw(toml::from_str(t).unwrap()).unwrap_err().to_string();
+        assert!(err("[retention]\ndays = 0").contains("retention.days"));
+        assert!(err("[retention]\ninterval_secs = 0").contains("interval_secs"));
+        assert!(err("[retention]\nexempt_tenants = [\"a\"]\n[retention.tenants]\na = 1").contains("both exempt"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_engine::{EngineError, Input};
+use switchboard_store::AuditEvent;
 use switchboard_store::records::{Claim, ConversationFilter, ConversationRecord, FeedbackRecord, RunRecord};
 
 type Out = Result<Response, ApiError>;
@@ -188,30 +189,35 @@ pub(crate) async fn list_conversations(
 pub(crate) async fn delete_conversation(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Out {
     p.require(&[Scope::Chat, Scope::Desk])?;
     let conv = conversation(&state, &p, &id).await?;
-    let (checkpoints, messages) = match state.inner.assistants.get(&conv.assistant) {
-        Some(a) => {
-            // Counted from the state as it was just before the erase.
-            let messages = match a.engine.state(&conv.id).await {
-                Ok(s) => s.get_array("messages").len(),
-                Err(EngineError::UnknownConversation(_)) => 0,
-                Err(e) => return Err(e.into()),
-            };
-            (a.engine.delete(&conv.id).await?, messages)
-        }
-        None => (0, 0),
-    };
-    let d = state
-        .records()
-        .delete_conversation(&p.tenant, &id)
+    let deleted = crate::erasure::erase_conversation(&state, &conv)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no conversation `{id}`")))?;
-    ok(json!({
-        "id": id,
-        "deleted": {
-            "checkpoints": checkpoints, "messages": messages, "runs": d.runs, "events": d.events, "feedback": d.feedback,
-            "idempotency_keys": d.idempotency_keys,
-        }
-    }))
+    state
+        .audit(
+            AuditEvent::new(&p.tenant, p.actor(), "conversation.delete", &id)
+                .with_details(json!({"customer_id": conv.customer_id, "deleted": deleted})),
+        )
+        .await?;
+    ok(json!({"id": id, "deleted": deleted}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CustomerPath {
+    customer_id: String,
+}
+
+/// The right to erasure: every conversation of one customer of the caller's tenant (admin only).
+pub(crate) async fn erase_customer(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(CustomerPath { customer_id }): Path<CustomerPath>,
+) -> Out {
+    p.require(&[Scope::Admin])?;
+    if customer_id.is_empty() || customer_id.len() > 256 {
+        return Err(ApiError::Invalid("customer_id must be 1 to 256 characters".into()));
+    }
+    ok(crate::erasure::erase_customer(&state, &p.tenant, &customer_id, &p.actor()).await?)
 }
 
 // ---- messages (turns) ----
@@ -474,7 +480,15 @@ pub(crate) async fn resume(
     if a.engine.pending_interrupts(&conv.id).await?.is_empty() {
         return Err(EngineError::NothingToResume(conv.id).into());
     }
+    let approved = body.value.get("approved").cloned();
     let started = turns::start(&state, &conv, Input::Resume(body.value), "resume").await?;
+    // The decision, not the whole value (which may carry a human's free text). The run has started,
+    // so a log that cannot be written is reported, not turned into a failed request.
+    let event = AuditEvent::new(&p.tenant, p.actor(), "interrupt.resume", &conv.id)
+        .with_details(json!({"approved": approved.unwrap_or(Value::Null), "run_id": started.run_id}));
+    if let Err(e) = state.audit(event).await {
+        tracing::warn!(error = %e, conversation = %conv.id, "audit record of a resume was not written");
+    }
     finish(state, started, wants_sse(&headers)).await
 }
 

@@ -93,6 +93,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Who this is in the audit log: `key:<id>` for an API key, `jwt:<sub>` for a token.
+    pub fn actor(&self) -> String {
+        if self.key_id.starts_with("jwt:") { self.key_id.clone() } else { format!("key:{}", self.key_id) }
+    }
+
     /// Succeeds when the caller has any of `scopes` (admin has all).
     ///
     /// # Errors

@@ -12,6 +12,7 @@
 
 mod api;
 pub mod auth;
+pub mod erasure;
 pub mod error;
 pub mod extract;
 mod openapi;
@@ -152,6 +153,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/conversations/{id}/interrupts", get(api::list_interrupts))
         .route("/conversations/{id}/interrupts/resume", post(api::resume))
         .route("/conversations/{id}/feedback", post(api::feedback))
+        .route("/customers/{customer_id}", axum::routing::delete(api::erase_customer))
         .route("/runs/{id}", get(api::get_run))
         .route("/runs/{id}/cancel", post(api::cancel_run))
         .route("/runs/{id}/events", get(api::run_events));

@@ -67,6 +67,17 @@ fn schemas(assistants: Vec<String>) -> Value {
                     "idempotency_keys": {"type": "integer"}}
             }}
         },
+        "CustomerErasure": {
+            "type": "object", "required": ["customer_id", "conversations", "deleted"],
+            "properties": {"customer_id": {"type": "string"}, "conversations": {"type": "integer"},
+                "deleted": {"$ref": "#/components/schemas/Erased"}}
+        },
+        "Erased": {
+            "type": "object", "required": ["checkpoints", "messages", "runs", "events", "feedback", "idempotency_keys"],
+            "properties": {"checkpoints": {"type": "integer"}, "messages": {"type": "integer"}, "runs": {"type": "integer"},
+                "events": {"type": "integer"}, "feedback": {"type": "integer"},
+                "idempotency_keys": {"type": "integer"}}
+        },
         "Message": {
             "type": "object", "required": ["text"], "additionalProperties": false,
             "properties": {"text": {"type": "string", "minLength": 1}, "metadata": {"type": ["object", "null"]}}
@@ -441,6 +452,20 @@ pub(crate) fn document(state: &AppState) -> Value {
                 params: vec![path_id()],
                 body: Some("FeedbackRequest"),
                 ok: (201, Some("Feedback")),
+                errors: ERRORS,
+            }],
+        ),
+        (
+            "/v1/customers/{customer_id}",
+            vec![Op {
+                method: "delete",
+                id: "eraseCustomer",
+                summary: "erase every conversation of one customer (right to erasure; admin scope); recorded in the audit log",
+                auth: true,
+                params: vec![json!({"name": "customer_id", "in": "path", "required": true,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 256}})],
+                body: None,
+                ok: (200, Some("CustomerErasure")),
                 errors: ERRORS,
             }],
         ),

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_engine::{Engine, Update};
-use switchboard_store::Records;
 use switchboard_store::records::ApiKeyRecord;
+use switchboard_store::{AuditEvent, AuditLog, Records};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -143,6 +143,8 @@ pub(crate) struct Inner {
     pub(crate) keys: Mutex<HashMap<String, (ApiKeyRecord, Instant)>>,
     /// JWT bearer verification, when configured.
     pub(crate) jwt: Option<Arc<JwtVerifier>>,
+    /// The hash-chained audit log, when configured.
+    pub(crate) audit: Option<AuditLog>,
 }
 
 /// How long a key read from the store is trusted without reading it again.
@@ -171,6 +173,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 keys: Mutex::new(HashMap::new()),
                 jwt: None,
+                audit: None,
             }),
         }
     }
@@ -182,6 +185,27 @@ impl AppState {
             inner.jwt = Some(Arc::new(jwt));
         }
         s
+    }
+
+    /// The same state, recording deletions, erasures, approvals and key changes in `log`. Call it
+    /// before the state is shared (cloned).
+    #[must_use]
+    pub fn with_audit(mut self, log: AuditLog) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.audit = Some(log);
+        }
+        self
+    }
+
+    /// Appends to the audit log when there is one.
+    ///
+    /// # Errors
+    /// [`crate::ApiError::Unavailable`] when the log cannot be written.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), crate::ApiError> {
+        if let Some(log) = &self.inner.audit {
+            log.append(event).await.map_err(|e| crate::ApiError::Unavailable(format!("audit log: {e}")))?;
+        }
+        Ok(())
     }
 
     /// The API key with this hash: from a short-lived cache (a key is read from the store at most

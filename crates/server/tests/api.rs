@@ -389,10 +389,10 @@ async fn the_openapi_document_covers_every_route() {
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["components"]["schemas"]["CreateConversation"]["properties"]["assistant"]["enum"][0], "echo");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 17);
+    assert_eq!(paths.len(), 18);
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
-            let uri = path.replace("{id}", "x");
+            let uri = path.replace("{id}", "x").replace("{customer_id}", "x");
             let (s, v) = call(&env.app, &method.to_uppercase(), &uri, None, None).await;
             let secured = op["security"].as_array().is_some_and(|a| !a.is_empty());
             if secured {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use switchboard_engine::{END, Engine, EngineConfig, Field, GraphBuilder, NodeInput, Reducer, START, Schema, Update};
 use switchboard_server::auth::{Scope, create_key};
 use switchboard_server::{AppState, Assistant, Assistants, Limits, app};
-use switchboard_store::{Records, SqliteConfig, SqliteStore};
+use switchboard_store::{AuditLog, Records, SqliteConfig, SqliteStore};
 use tower::ServiceExt;
 
 pub struct Env {
@@ -27,6 +27,8 @@ pub struct Env {
     pub b: String,
     /// Tenant `acme`, chat only.
     pub a_chat: String,
+    /// The audit log the state writes to.
+    pub audit: AuditLog,
 }
 
 fn last_text(i: &NodeInput) -> String {
@@ -96,6 +98,7 @@ pub async fn setup_full(
     let path = dir.path().join("sb.sqlite");
     let store = Arc::new(SqliteStore::open(&path, SqliteConfig { fsync: false, ..Default::default() }).await.unwrap());
     let records = Records::on_store(&store);
+    let audit = AuditLog::on_store(&store);
     let input: switchboard_server::InputFn =
         Arc::new(|text: &str, _meta: &Value| Update::new().set("messages", json!({"role": "user", "text": text})));
     let assistants = Assistants::new(
@@ -109,7 +112,8 @@ pub async fn setup_full(
         Some(j) => AppState::with_jwt(assistants, records, limits, j),
         None => AppState::new(assistants, records, limits),
     };
-    Env { app: app(state.clone()), state, dir, a, b, a_chat }
+    let state = state.with_audit(audit.clone());
+    Env { app: app(state.clone()), state, dir, a, b, a_chat, audit }
 }
 
 pub async fn setup() -> Env {
