@@ -1,5 +1,6 @@
 //! Subcommands of the `switchboard` binary, one module each.
 
+mod audit;
 mod bench_engine;
 mod bench_providers;
 mod bench_router;
@@ -50,6 +51,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The hash-chained audit log: verify it, list it.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Fault harness of the distributed runtime: replicas on PostgreSQL, SIGKILLs, invariant checks.
     Chaos(chaos::ChaosArgs),
     /// One replica process of `chaos` (internal).
@@ -125,6 +129,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Keys(a) => keys::run(a),
+        Command::Audit(c) => audit::run(c),
         Command::Chaos(a) => chaos::run(a),
         Command::ChaosReplica(a) => chaos::replica(a),
         Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
