@@ -89,6 +89,7 @@ async fn claim(st: AppState, p: Principal, rt: Runtime, id: String, body: ClaimB
     let customer = conversation(&st, &p, &rt, &id).await?;
     check_agent(&body.agent)?;
     let t = rt.claim(&id, customer.as_deref(), body.agent.trim()).await?;
+    audit(&st, &p, "handoff.claim", &id, serde_json::json!({"agent": body.agent.trim()})).await;
     Ok(axum::Json(turn_json(&id, &t)))
 }
 
@@ -123,6 +124,8 @@ async fn approval(st: AppState, p: Principal, rt: Runtime, id: String, interrupt
     let customer = conversation(&st, &p, &rt, &id).await?;
     let by = assigned_agent(&rt, &id, &p).await?;
     let t = rt.approve(&id, customer.as_deref(), &interrupt, body.approve, &by).await?;
+    let details = serde_json::json!({"interrupt": interrupt, "approved": body.approve, "agent": by});
+    audit(&st, &p, "approval.resolve", &id, details).await;
     Ok(axum::Json(turn_json(&id, &t)))
 }
 
@@ -130,7 +133,17 @@ async fn handback(st: AppState, p: Principal, rt: Runtime, id: String) -> Out {
     let customer = conversation(&st, &p, &rt, &id).await?;
     let agent = assigned_agent(&rt, &id, &p).await?;
     let t = rt.hand_back(&id, customer.as_deref(), &agent).await?;
+    audit(&st, &p, "handoff.hand_back", &id, serde_json::json!({"agent": agent})).await;
     Ok(axum::Json(turn_json(&id, &t)))
+}
+
+/// Records a desk action in the audit log. The action has happened; a log that cannot be written
+/// is reported, not turned into a failed request.
+async fn audit(st: &AppState, p: &Principal, action: &str, conversation: &str, details: serde_json::Value) {
+    let event = switchboard_server::AuditEvent::new(&p.tenant, p.actor(), action, conversation).with_details(details);
+    if let Err(e) = st.audit(event).await {
+        tracing::warn!(error = %e, conversation, action, "audit record of a desk action was not written");
+    }
 }
 
 async fn detail(st: AppState, p: Principal, rt: Runtime, id: String) -> Out {

@@ -50,7 +50,9 @@ async fn desk_claims_approves_and_hands_back() {
     let (chat, _) = create_key(&records, "acme", &[Scope::Chat]).await.unwrap();
     let (agent, _) = create_key(&records, "acme", &[Scope::Desk]).await.unwrap();
     let (other, _) = create_key(&records, "other", &[Scope::Desk, Scope::Chat]).await.unwrap();
-    let state = AppState::new(assistants, records, Limits::default());
+    let audit =
+        switchboard_server::AuditLog::on_store(&SqliteStore::open(&path, SqliteConfig::default()).await.unwrap());
+    let state = AppState::new(assistants, records, Limits::default()).with_audit(audit.clone());
     let api = Api { app: switchboard_server::app_with(state, desk::routes(rt.clone())) };
 
     let (s, conv) = api.call("POST", "/v1/conversations", &chat, Some(json!({"customer_id": "cust_001"}))).await;
@@ -145,4 +147,15 @@ async fn desk_claims_approves_and_hands_back() {
     assert_eq!(q["items"], json!([]));
     let (_, r) = api.call("POST", &format!("/v1/conversations/{id}/messages"), &chat, msg("no thanks")).await;
     assert!(r["reply"]["content"].as_str().unwrap().contains("no replacement"), "{r}");
+
+    // Every desk action is in the audit log, with who did it and to which conversation.
+    let log = audit.page(0, 100).await.unwrap();
+    let actions: Vec<(&str, &str)> = log.iter().map(|r| (r.event.action.as_str(), r.event.subject.as_str())).collect();
+    assert_eq!(
+        actions,
+        [("handoff.claim", id.as_str()), ("approval.resolve", id.as_str()), ("handoff.hand_back", id.as_str())]
+    );
+    assert_eq!(log[1].event.details["approved"], true);
+    assert!(log.iter().all(|r| r.event.tenant == "acme" && r.event.actor.starts_with("key:")));
+    assert!(audit.verify().await.unwrap().is_ok());
 }

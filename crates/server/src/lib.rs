@@ -25,6 +25,7 @@ pub use state::{
     AppState, Assistant, Assistants, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
     InputFn, Limits, RateLimit, ResumeFn,
 };
+pub use switchboard_store::{AuditEvent, AuditLog};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
