@@ -7,6 +7,7 @@ mod bench_server;
 mod chaos;
 mod chat;
 mod demo;
+mod eval;
 mod fake_llm;
 mod guard;
 mod keys;
@@ -55,6 +56,10 @@ enum Command {
     /// One replica process of `chaos` (internal).
     #[command(hide = true)]
     ChaosReplica(chaos::ReplicaArgs),
+    /// Evaluate assistants: scenario tests (in process or against a server) with JSON, JUnit and
+    /// HTML reports.
+    #[command(subcommand)]
+    Eval(eval::EvalCmd),
     /// Benchmarks that print figures (JSON lines with --json), to compare side by side with peers.
     #[command(subcommand)]
     Bench(Bench),
@@ -127,6 +132,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(a) => keys::run(a),
         Command::Chaos(a) => chaos::run(a),
         Command::ChaosReplica(a) => chaos::replica(a),
+        Command::Eval(c) => eval::run(c),
         Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
         Command::Bench(Bench::Providers(a)) => bench_providers::run(a),
         Command::Bench(Bench::Router(a)) => bench_router::run(a),
