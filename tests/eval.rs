@@ -32,9 +32,13 @@ fn json_lines(out: &Output) -> Vec<Value> {
     stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 
-/// The JUnit file parsed back: (tests, failures, errors) of the suite and each test case's name
-/// with its failure message, if any.
-fn parse_junit(path: &Path) -> ((u32, u32, u32), Vec<(String, Option<String>)>) {
+/// (tests, failures, errors) of a JUnit suite.
+type Counts = (u32, u32, u32);
+/// A test case's name and its failure (or error) message, if any.
+type Case = (String, Option<String>);
+
+/// The JUnit file parsed back: the suite's counts and its test cases.
+fn parse_junit(path: &Path) -> (Counts, Vec<Case>) {
     let text = std::fs::read_to_string(path).unwrap();
     let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("invalid JUnit XML ({e}):\n{text}"));
     let root = doc.root_element();

@@ -361,9 +361,9 @@ impl Inner {
                                     // not about the customer's own deposit: the help centre answers
                                     // (and an active flow resumes after it).
                                     routing["handler"] = json!("faq");
-                                    routing["reasons"]
-                                        .as_array_mut()
-                                        .map(|r| r.push(json!("a general question: answered from the help centre")));
+                                    if let Some(r) = routing["reasons"].as_array_mut() {
+                                        r.push(json!("a general question: answered from the help centre"));
+                                    }
                                     "faq".to_string()
                                 }
                                 Some(HandlerKind::Flow) => {

@@ -169,9 +169,9 @@ fn latency_chart(report: &RunReport) -> String {
             esc(&report.scenarios[*i].name)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<text x=\"{left}\" y=\"{:.0}\">scenario number (each bar is one turn; red: the turn failed a check)</text></svg></section>\n",
+        "<text x=\"{left}\" y=\"{:.0}\">scenario number (each bar is one turn; red: the turn failed a check)</text></svg></section>",
         top + h + 34.0
     );
     out
