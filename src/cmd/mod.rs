@@ -8,6 +8,7 @@ mod bench_server;
 mod chaos;
 mod chat;
 mod demo;
+mod eval;
 mod fake_llm;
 mod guard;
 mod keys;
@@ -59,6 +60,10 @@ enum Command {
     /// One replica process of `chaos` (internal).
     #[command(hide = true)]
     ChaosReplica(chaos::ReplicaArgs),
+    /// Evaluate assistants: scenario tests (in process or against a server) with JSON, JUnit and
+    /// HTML reports.
+    #[command(subcommand)]
+    Eval(eval::EvalCmd),
     /// Benchmarks that print figures (JSON lines with --json), to compare side by side with peers.
     #[command(subcommand)]
     Bench(Bench),
@@ -132,6 +137,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(c) => audit::run(c),
         Command::Chaos(a) => chaos::run(a),
         Command::ChaosReplica(a) => chaos::replica(a),
+        Command::Eval(c) => eval::run(c),
         Command::Bench(Bench::Engine(a)) => bench_engine::run(a),
         Command::Bench(Bench::Providers(a)) => bench_providers::run(a),
         Command::Bench(Bench::Router(a)) => bench_router::run(a),

@@ -107,6 +107,12 @@ impl ExchangeAssistant {
         let backend = opts.backend.unwrap_or_else(|| Arc::new(FakeExchange::seeded()));
         let inner = Arc::new(Inner {
             repair: Repair::new(&spec.repair),
+            // Patterns were checked by `validate` above.
+            clarify_rules: spec
+                .clarify
+                .iter()
+                .filter_map(|c| regex::Regex::new(&format!("(?i){}", c.pattern)).ok().map(|r| (r, c.between.clone())))
+                .collect(),
             router: router.router.clone(),
             help,
             backend,
@@ -174,6 +180,9 @@ impl ExchangeAssistant {
         let mut message = json!({"id": new_message_id(), "role": "user", "content": redacted});
         if report.has_secret() {
             message["secret"] = json!(true);
+        }
+        if report.injection.flagged {
+            message["injection_reasons"] = json!(report.injection.reasons);
         }
         if let Some(l4) = &pan_last4 {
             message["nlu"] = json!(format!("{redacted} {l4}"));

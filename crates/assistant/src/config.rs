@@ -248,6 +248,17 @@ pub struct RepairSpec {
     pub deny: Vec<String>,
 }
 
+/// `[[clarify]]`: a message that says something is wrong without naming what (e.g. "my money is
+/// missing") gets a clarifying question between two intents, whatever the classifier guesses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClarifyRule {
+    /// Regular expression (case-insensitive) over the customer's message.
+    pub pattern: String,
+    /// The two intents to offer (labels from `[labels]`).
+    pub between: [String; 2],
+}
+
 /// `[faq]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +303,9 @@ pub struct AssistantSpec {
     pub policies: Policies,
     /// Repair patterns.
     pub repair: RepairSpec,
+    /// Vague messages that always get a clarifying question.
+    #[serde(default)]
+    pub clarify: Vec<ClarifyRule>,
     /// The folder the file was read from (data paths are relative to it).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -449,6 +463,17 @@ impl AssistantSpec {
                 return Err((
                     span0(),
                     format!("handoff priority of `{reason}` is `{p}`, which has no entry in sla_ms"),
+                ));
+            }
+        }
+        for c in &self.clarify {
+            if let Err(e) = regex::Regex::new(&c.pattern) {
+                return Err((span0(), format!("clarify pattern {:?} does not compile: {e}", c.pattern)));
+            }
+            if let Some(i) = c.between.iter().find(|i| !self.labels.contains_key(*i)) {
+                return Err((
+                    span0(),
+                    format!("clarify pattern {:?}: intent `{i}` has no entry in [labels]", c.pattern),
                 ));
             }
         }

@@ -179,6 +179,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
+/// Bonus for passages of articles that match the routed intent (see [`HelpCentre::search_for`]).
+pub const INTENT_BONUS: f32 = 0.2;
+/// A second passage of the same article joins the answer when it scores at least this share of
+/// the best one.
+const SECOND_PASSAGE: f32 = 0.8;
 /// Weight of the cosine next to BM25 when the encoder is available.
 const COSINE_WEIGHT: f32 = 0.5;
 
@@ -247,6 +252,34 @@ impl HelpCentre {
 
     /// The `k` best passages for a question, best first.
     pub fn search(&self, question: &str, k: usize) -> Vec<Passage> {
+        self.search_for(question, None, k)
+    }
+
+    /// The answer to a question: its best passage and, when another passage of the same article
+    /// is nearly as relevant, that one too (in article order), so an answer split over two
+    /// paragraphs is not cut in half. `None` below `min_score`.
+    pub fn answer(&self, question: &str, intent: Option<&str>, min_score: f32) -> Option<Passage> {
+        let found = self.search_for(question, intent, 8);
+        let best = found.first().filter(|p| p.score >= min_score)?.clone();
+        let Some(second) =
+            found.iter().skip(1).find(|p| p.article_id == best.article_id && p.score >= SECOND_PASSAGE * best.score)
+        else {
+            return Some(best);
+        };
+        let article = self.articles.iter().find(|a| a.id == best.article_id)?;
+        let pos = |t: &str| article.paragraphs.iter().position(|p| p == t).unwrap_or(usize::MAX);
+        let text = if pos(&best.text) <= pos(&second.text) {
+            format!("{}\n\n{}", best.text, second.text)
+        } else {
+            format!("{}\n\n{}", second.text, best.text)
+        };
+        Some(Passage { text, ..best })
+    }
+
+    /// [`Self::search`], with the routed intent (when the router named one): articles whose id or
+    /// tags share words with the intent's name (`staking`, `tax_documents`) get a bonus of up to
+    /// [`INTENT_BONUS`], so the router's decision and the retrieval agree.
+    pub fn search_for(&self, question: &str, intent: Option<&str>, k: usize) -> Vec<Passage> {
         let q = terms(question);
         let n = self.docs.len() as f32;
         let mut scores: Vec<f32> = self
@@ -287,6 +320,19 @@ impl HelpCentre {
             for (s, d) in scores.iter_mut().zip(&self.docs) {
                 let c = d.embedding.as_deref().map_or(0.0, |v| cosine(qv, v)).max(0.0);
                 *s = (1.0 - COSINE_WEIGHT) * *s + COSINE_WEIGHT * c;
+            }
+        }
+        if let Some(intent) = intent {
+            let want = terms(&intent.replace('_', " "));
+            if !want.is_empty() {
+                for (sc, d) in scores.iter_mut().zip(&self.docs) {
+                    let a = &self.articles[d.article];
+                    let have = terms(&format!("{} {}", a.id.replace('-', " "), a.tags.join(" ")));
+                    let hits = want.iter().filter(|w| have.contains(w)).count();
+                    if *sc > 0.0 {
+                        *sc += INTENT_BONUS * hits as f32 / want.len() as f32;
+                    }
+                }
             }
         }
         let mut order: Vec<usize> = (0..self.docs.len()).collect();

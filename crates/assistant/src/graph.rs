@@ -32,6 +32,9 @@ use switchboard_router::{Outcome, Router};
 pub const ROUTES: &[&str] =
     &["flow", "faq", "smalltalk", "clarify", "out_of_scope", "handoff", "repair", "guard", "silent", "resume"];
 
+/// The intent of a request for a human, named in the routing trace when a repair pattern decides it.
+pub const HUMAN_INTENT: &str = "human_agent";
+
 /// Fields of the state.
 pub fn schema() -> Result<Schema, GraphError> {
     let mut b = Schema::builder()
@@ -67,6 +70,8 @@ pub(crate) struct Inner {
     pub(crate) router: Arc<Router>,
     pub(crate) help: HelpCentre,
     pub(crate) repair: Repair,
+    /// `[[clarify]]` rules, compiled.
+    pub(crate) clarify_rules: Vec<(regex::Regex, [String; 2])>,
     pub(crate) output: OutputPolicy,
     pub(crate) desk: Arc<Desk>,
 }
@@ -293,10 +298,16 @@ impl Inner {
                 RepairAct::Cancel if !frames.is_empty() => ("repair", "repair"),
                 RepairAct::Cancel => ("smalltalk", "smalltalk"),
             };
-            simple(&mut out, handler, &format!("repair: {act:?}"));
+            let mut routing = json!({"outcome": "rule", "handler": handler, "reasons": [format!("repair: {act:?}")]});
+            if act == RepairAct::Human {
+                // The rule decides the intent the router would name for it.
+                routing["intent"] = json!(HUMAN_INTENT);
+            }
+            self.record_routing(&mut out, s, &text, routing);
             route.into()
         } else if let Some(top) = frames.last()
             && let Some(spec) = self.flow_spec(&top.flow)
+            && !self.general_question(&text)
             && (flows::consumes(spec, top, &nlu_text, &self.repair)
                 || (self.repair.is_correction(&text)
                     && !flows::corrections(spec, &mut top.clone(), &nlu_text).is_empty()))
@@ -315,6 +326,18 @@ impl Inner {
                 json!({"outcome": "entity", "handler": flow, "reasons": [format!("the message contains a {what}")]}),
             );
             "flow".into()
+        } else if let Some(rule) =
+            self.clarify_rules.iter().find(|(re, _)| re.is_match(&text)).filter(|_| frames.is_empty())
+        {
+            misunderstood = true;
+            self.record_routing(
+                &mut out,
+                s,
+                &text,
+                json!({"outcome": "clarify", "handler": "clarify", "clarify": rule.1,
+                       "reasons": [format!("a vague message ({}): ask which it is", rule.0.as_str())]}),
+            );
+            "clarify".into()
         } else {
             let decision = self.router.route(&text);
             let (route, routing) = match decision {
@@ -333,6 +356,16 @@ impl Inner {
                             }
                             routing["handler"] = json!(handler);
                             match self.spec.handler_kind(&handler) {
+                                Some(HandlerKind::Flow) if self.general_question(&text) => {
+                                    // "How many confirmations does ETH need?" asks how things work,
+                                    // not about the customer's own deposit: the help centre answers
+                                    // (and an active flow resumes after it).
+                                    routing["handler"] = json!("faq");
+                                    if let Some(r) = routing["reasons"].as_array_mut() {
+                                        r.push(json!("a general question: answered from the help centre"));
+                                    }
+                                    "faq".to_string()
+                                }
                                 Some(HandlerKind::Flow) => {
                                     if frames.last().is_none_or(|f| f.flow != handler) {
                                         frames.push(Frame {
@@ -355,7 +388,8 @@ impl Inner {
                         Outcome::OutOfScope => {
                             misunderstood = true;
                             let best = self.help.search(&text, 1);
-                            if frames.is_empty() && best.first().is_some_and(|p| p.score >= self.spec.faq.min_score) {
+                            let answerable = best.first().is_some_and(|p| p.score >= self.spec.faq.min_score);
+                            if answerable && (frames.is_empty() || self.general_question(&text)) {
                                 misunderstood = false;
                                 routing["handler"] = json!("faq");
                                 "faq".into()
@@ -391,6 +425,12 @@ impl Inner {
         };
         out.update.push("route", json!(route));
         out.finish()
+    }
+
+    /// A general question (see [`crate::nlu::general_question`]) the help centre can answer.
+    fn general_question(&self, text: &str) -> bool {
+        crate::nlu::general_question(text)
+            && self.help.search(text, 1).first().is_some_and(|p| p.score >= self.spec.faq.min_score)
     }
 
     fn entity_flow(&self, text: &str) -> Option<(&'static str, &'static str)> {
@@ -494,8 +534,12 @@ impl Inner {
     fn faq(&self, i: &NodeInput) -> Update {
         let text = Self::event_text(&i.state);
         let mut out = Out { handler: Some("faq".into()), ..Out::default() };
-        match self.help.search(&text, 1).into_iter().next() {
-            Some(p) if p.score >= self.spec.faq.min_score => {
+        // The intent the router named for this message, if any (not an earlier turn's).
+        let routing = i.state.get("routing").cloned().unwrap_or_default();
+        let this_turn = i.state.get("turn").and_then(Value::as_i64);
+        let intent = routing["intent"].as_str().filter(|_| routing["turn"].as_i64() == this_turn);
+        match self.help.answer(&text, intent, self.spec.faq.min_score) {
+            Some(p) => {
                 out.say(format!(
                     "{}\n\n{}",
                     p.text,
@@ -585,9 +629,23 @@ impl Inner {
         out.finish()
     }
 
-    fn guard_node(&self) -> Update {
+    fn guard_node(&self, i: &NodeInput) -> Update {
         let mut out = Out { handler: Some("guard".into()), ..Out::default() };
-        out.say(self.spec.replies.injection.clone());
+        let about_secrets = i
+            .state
+            .get_array("messages")
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .and_then(|m| m["injection_reasons"].as_array())
+            .is_some_and(|r| r.iter().any(|x| x == "secret_solicitation"));
+        if about_secrets {
+            // "Would support ever ask for my recovery phrase?" talks about a secret without giving
+            // one: the answer is the safety rule itself, not a refusal.
+            out.say(switchboard_guard::output::SAFETY_MESSAGE);
+        } else {
+            out.say(self.spec.replies.injection.clone());
+        }
         out.finish()
     }
 
@@ -806,7 +864,7 @@ pub(crate) fn build(inner: Arc<Inner>) -> Result<Graph, GraphError> {
     node!("out_of_scope", |x, _i| Ok(x.out_of_scope().into()));
     node!("handoff", |x, i| Ok(x.handoff(&i).into()));
     node!("repair", |x, i| Ok(x.repair_node(&i).into()));
-    node!("guard", |x, _i| Ok(x.guard_node().into()));
+    node!("guard", |x, i| Ok(x.guard_node(&i).into()));
     node!("silent", |_x, _i| Ok(Update::new().into()));
     node!("resume", |x, i| Ok(x.resume(&i).into()));
     node!("approval", |x, i| x.approval(&i));

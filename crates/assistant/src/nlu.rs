@@ -75,6 +75,39 @@ pub fn extract(extractor: &str, text: &str) -> Option<String> {
     }
 }
 
+/// First words of a question (English and Brazilian Portuguese).
+const QUESTION_WORDS: &[&str] = &[
+    "how", "what", "why", "when", "where", "which", "who", "can", "could", "do", "does", "is", "are", "will", "would",
+    "should", "como", "quanto", "quantos", "quantas", "qual", "quais", "quando", "onde", "porque", "posso",
+];
+
+/// Words that may come before the question word.
+const FILLERS: &[&str] =
+    &["wait", "ok", "okay", "so", "and", "also", "oh", "hey", "btw", "by", "the", "way", "então", "e"];
+
+/// Starts of a request phrased as a question ("can you freeze the card?").
+const REQUEST_STARTS: &[&str] =
+    &["can you", "could you", "would you", "will you", "please", "pode ", "você pode", "voce pode", "por favor"];
+
+/// Words that make a message about the customer's own case.
+const OWN_WORDS: &[&str] = &["my", "mine", "meu", "minha", "meus", "minhas"];
+
+/// A question about how things work in general rather than about the customer's own case: it
+/// asks (a question mark, or a question word first, possibly after "wait" / "by the way") and
+/// names nothing of theirs ("my", card digits, a transfer id, a transaction hash). Such a
+/// question mid-flow is a digression, and before any flow it is for the help centre.
+pub fn general_question(text: &str) -> bool {
+    let ws = words(text);
+    // The first word after fillers ("wait, how long ...", "by the way, why ...").
+    let first = ws.iter().find(|w| !FILLERS.contains(&w.as_str()));
+    let asks = text.contains('?') || first.is_some_and(|w| QUESTION_WORDS.contains(&w.as_str()));
+    let own = ws.iter().any(|w| OWN_WORDS.contains(&w.as_str()));
+    let entity = ["last4", "transfer_id", "tx_hash"].iter().any(|e| extract(e, text).is_some());
+    let lower = text.trim_start().to_lowercase();
+    let request = REQUEST_STARTS.iter().any(|p| lower.starts_with(p));
+    asks && !own && !entity && !request
+}
+
 /// The compiled repair patterns.
 #[derive(Debug, Clone)]
 pub struct Repair {
@@ -149,6 +182,29 @@ impl Repair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn general_questions() {
+        for q in [
+            "How many confirmations do you require before crediting ETH?",
+            "wait, how long does a replacement card take to arrive?",
+            "what happens if I forget the destination tag when sending XRP?",
+            "by the way, why are withdrawal fees on Ethereum so high?",
+        ] {
+            assert!(general_question(q), "{q}");
+        }
+        for q in [
+            "where is my transfer tr_1001?",
+            "my card is 5500 0055 5555 5559, is it frozen?",
+            "it hasn't arrived",
+            "the one ending 4242",
+            "cadê minha transferência?",
+            "can you freeze the card?",
+            "the hash is 0x123abc",
+        ] {
+            assert!(!general_question(q), "{q}");
+        }
+    }
 
     #[test]
     fn extractors() {

@@ -65,8 +65,8 @@ table.kv th{font-weight:normal;color:#555}td.num{text-align:right;font-variant-n
 .bar{display:inline-block;height:10px;background:#4a7fb5}.note{color:#666}\
 svg text{font:11px system-ui,sans-serif;fill:#333}";
 
-/// Escapes text for HTML and SVG.
-fn esc(s: &str) -> String {
+/// Escapes text for HTML and SVG (also used by the other self-contained reports).
+pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

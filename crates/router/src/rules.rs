@@ -79,12 +79,16 @@ impl Rules {
                     r"\b(locked|kicked) out\b.*\b(changed|someone)\b",
                 ],
             ),
+            // Named after BANKING77's label, so the rule and the classifier agree on the intent.
             r(
-                "stolen_card",
+                "lost_or_stolen_card",
                 &[
-                    r"\b(card|wallet)\b.*\b(stolen|was taken|got taken|lost|missing)\b",
+                    r"\b(card|wallet)\b.*\b(stolen|was taken|got taken|lost|missing|gone)\b",
                     r"\b(stolen|lost)\b.*\bcard\b",
                     r"\bstole\b.*\bcard\b",
+                    // Brazilian Portuguese: "perdi meu cartão", "roubaram meu cartão", "cartão roubado".
+                    r"\b(perdi|roubaram|furtaram|levaram)\b.*\bcart[aã]o\b",
+                    r"\bcart[aã]o\b.*\b(roubado|perdido|furtado|sumiu)\b",
                 ],
             ),
             r(
@@ -140,9 +144,10 @@ mod tests {
     fn compliance_rules_fire_on_critical_messages_only() {
         let rules = Rules::new(Rules::compliance_defaults()).expect("defaults compile");
         cases!(rules,
-            "My card was STOLEN this morning" => Some("stolen_card"),
-            "someone stole my card at the bar" => Some("stolen_card"),
-            "I lost my card" => Some("stolen_card"),
+            "My card was STOLEN this morning" => Some("lost_or_stolen_card"),
+            "someone stole my card at the bar" => Some("lost_or_stolen_card"),
+            "I lost my card" => Some("lost_or_stolen_card"),
+            "perdi meu cartão, bloqueia por favor" => Some("lost_or_stolen_card"),
             "there is a payment I didn't make" => Some("fraud"),
             "Unauthorized transaction on my statement" => Some("fraud"),
             "I think I've been scammed" => Some("fraud"),

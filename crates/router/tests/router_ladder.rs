@@ -108,8 +108,8 @@ fn rules_override_the_classifier() {
     let router = lexical_router(&tr, &opts);
     let d = router.route("I think someone stole my card").unwrap();
     assert_eq!(d.rung, Rung::Rule);
-    assert_eq!(d.intent.as_deref(), Some("stolen_card"));
-    assert!(d.reasons[0].contains("rule for stolen_card"));
+    assert_eq!(d.intent.as_deref(), Some("lost_or_stolen_card"));
+    assert!(d.reasons[0].contains("rule for lost_or_stolen_card"));
     let d = router.route("how do I activate my new card").unwrap();
     assert_ne!(d.rung, Rung::Rule);
 }

@@ -107,7 +107,7 @@ def test_compliance_rules_and_bad_input(tmp_path):
     out = tmp_path / "router"
     run("router", "train", "--data", train, "--out", out, "--lexical-only", "--compliance-rules")
     d = json.loads(run("router", "predict", "--model", out, "someone stole my card last night").stdout)
-    assert d["rung"] == "rule" and d["intent"] == "stolen_card"
+    assert d["rung"] == "rule" and d["intent"] == "lost_or_stolen_card"
     p = run("router", "predict", "--model", out, "   ", check=False)
     assert p.returncode != 0 and "empty" in p.stderr
     p = run("router", "predict", "--model", tmp_path / "nope", "hello", check=False)
