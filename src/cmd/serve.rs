@@ -77,6 +77,21 @@ pub(crate) struct RawConfig {
     remote_agents: Option<Vec<RawRemoteAgent>>,
     /// Where assistant configs live (`<dir>/exchange-support/assistant.toml`).
     assistants_dir: Option<PathBuf>,
+    /// Vendor LLMs of the reference assistant.
+    llm: Option<RawLlm>,
+}
+
+/// The `[llm]` table: vendor LLMs of the reference assistant. Its providers are added to (or
+/// replace) the `[providers]` of `assistant.toml`; a model is used when its provider's key is in
+/// the environment. `enabled = false` (or `SWITCHBOARD_LLM=off`) keeps the assistant offline.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLlm {
+    enabled: Option<bool>,
+    #[serde(default)]
+    providers: std::collections::BTreeMap<String, switchboard_providers::config::ProviderEntry>,
+    #[serde(default)]
+    prices: switchboard_providers::cost::PriceTable,
 }
 
 /// The `[jwt]` table as written.
@@ -197,6 +212,8 @@ pub(crate) struct Config {
     pub(crate) jwt: Option<JwtConfig>,
     pub(crate) remote_agents: Vec<RemoteAgentConfig>,
     pub(crate) assistants_dir: PathBuf,
+    /// Vendor LLM providers of the reference assistant (`None`: offline).
+    pub(crate) llm: Option<switchboard_providers::config::ProvidersConfig>,
 }
 
 fn env_override<T: std::str::FromStr>(name: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -233,6 +250,14 @@ impl RawConfig {
             raw.cors_origins = Some(v.split(',').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect());
         }
         RawJwt::env(&mut raw.jwt)?;
+        if let Ok(v) = std::env::var("SWITCHBOARD_LLM") {
+            let on = match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                _ => bail!("SWITCHBOARD_LLM={v:?}: expected on or off"),
+            };
+            raw.llm.get_or_insert_with(RawLlm::default).enabled = Some(on);
+        }
         Ok(raw)
     }
 }
@@ -311,6 +336,19 @@ impl Config {
             jwt: raw.jwt.map(RawJwt::validate).transpose()?,
             remote_agents,
             assistants_dir: raw.assistants_dir.unwrap_or_else(|| DEFAULT_ASSISTANTS_DIR.into()),
+            llm: match raw.llm.unwrap_or_default() {
+                RawLlm { enabled: Some(false), .. } => None,
+                RawLlm { providers, prices, .. } => {
+                    for (name, p) in &providers {
+                        if let Some(u) = &p.base_url
+                            && !(u.starts_with("http://") || u.starts_with("https://"))
+                        {
+                            bail!("llm.providers.{name}.base_url {u:?} is not an http(s) URL");
+                        }
+                    }
+                    Some(switchboard_providers::config::ProvidersConfig { providers, prices })
+                }
+            },
         })
     }
 
@@ -368,7 +406,8 @@ async fn assistants(
         let assistants = with_remote_agents(config, &store, Assistants::new("support", support))?;
         return Ok((assistants, switchboard_assistant::desk::DeskRoutes::new()));
     }
-    let opts = AssistantOptions::new(router_cache_dir(&config.data_dir));
+    let mut opts = AssistantOptions::new(router_cache_dir(&config.data_dir));
+    opts.llm = config.llm.clone();
     let exchange = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&path, opts)).await??;
     let r = exchange.router();
     println!(
@@ -379,6 +418,10 @@ async fn assistants(
         r.intents,
         if r.sentence_encoder { "sentence encoder + lexical features" } else { "lexical features only" }
     );
+    match exchange.llm() {
+        Some(chains) => println!("LLM for {REFERENCE_ASSISTANT}: {}", chains.join("; ")),
+        None => println!("LLM for {REFERENCE_ASSISTANT}: none (offline; set a provider's API key to use one)"),
+    }
     let engine = exchange.engine(store.clone());
     let desk = switchboard_assistant::desk::routes(Runtime::new(exchange.clone(), engine.clone()));
     let assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine.clone()))
