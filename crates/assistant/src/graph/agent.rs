@@ -242,7 +242,7 @@ impl Inner {
                     results.push(err(format!("unknown tool `{}`", call.name)));
                 } else if self.needs_approval(a, &call.name) {
                     used += 1;
-                    let id = format!("ap_{name}_{}", &i.ctx.idempotency_key(used).replace([':', '/'], "_"));
+                    let id = format!("ap_{name}_{}", i.ctx.idempotency_key(used).replace([':', '/'], "_"));
                     let summary = format!("{} {} for customer {customer} (asked by {name})", call.name, call.arguments);
                     let approval = ApprovalRequest {
                         id,
