@@ -88,8 +88,8 @@ fn serve_prints_an_admin_key_at_first_start_only() {
         for l in lines.by_ref() {
             let l = l.unwrap();
             let done = l.starts_with("Switchboard listening");
-            // The reference assistant's router report is not part of the key protocol.
-            if l.starts_with("Router for ") {
+            // The reference assistant's router and LLM reports are not part of the key protocol.
+            if l.starts_with("Router for ") || l.starts_with("LLM for ") {
                 continue;
             }
             seen.push(l);
@@ -121,4 +121,86 @@ fn a_bad_config_is_refused_with_a_clear_error() {
         bin().args(["serve", "--addr", "127.0.0.1:0"]).env("SWITCHBOARD_REQUEST_TIMEOUT_MS", "soon").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SWITCHBOARD_REQUEST_TIMEOUT_MS"));
+}
+
+fn post(addr: &str, path: &str, key: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn serve_picks_the_reference_assistants_llm_up_from_its_config() {
+    use switchboard_testkit::{FakeServer, Reply, Scenario, Vendor};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeServer::start(Vendor::OpenAi)).unwrap();
+    for _ in 0..2 {
+        fake.push(Scenario::reply(Reply::text("Written by the configured model.")));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[llm.providers.openai]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"SB_SERVE_TEST_LLM_KEY\"\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("SB_SERVE_TEST_LLM_KEY", "sk-test")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("SWITCHBOARD_LLM")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut key, mut llm) = (String::new(), String::new());
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if is_key(&line) {
+            key = line.clone();
+        }
+        if let Some(rest) = line.strip_prefix("LLM for exchange-support: ") {
+            llm = rest.to_string();
+        }
+        if let Some(rest) = line.strip_prefix("Switchboard listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert!(llm.contains("help_agent: openai/gpt-4o-mini"), "{llm}");
+    assert!(llm.contains("not used: anthropic:claude-haiku-4-5: $ANTHROPIC_API_KEY is not set"), "{llm}");
+    let resp = post(&addr, "/v1/conversations", &key, r#"{"customer_id":"cust_001"}"#);
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap();
+    let id = body.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let resp = post(
+        &addr,
+        &format!("/v1/conversations/{id}/messages"),
+        &key,
+        r#"{"text":"My crypto withdrawal to my external wallet has not arrived yet"}"#,
+    );
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let _ = child.wait();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("Written by the configured model."), "{resp}");
+    let reqs = fake.requests();
+    assert!(!reqs.is_empty());
+    assert_eq!(reqs[0].body["model"], "gpt-4o-mini");
+    assert_eq!(reqs[0].headers["authorization"], "Bearer sk-test");
 }

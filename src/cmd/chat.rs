@@ -224,6 +224,9 @@ async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let mut opts = AssistantOptions::new(super::serve::router_cache_dir(&args.data_dir));
     opts.sentence_encoder = !args.lexical;
+    // Vendor LLMs as in `serve` without a config file: every provider whose key is set.
+    let llm_off = std::env::var("SWITCHBOARD_LLM").is_ok_and(|v| ["off", "false", "0"].contains(&v.trim()));
+    opts.llm = (!llm_off).then(switchboard_providers::config::ProvidersConfig::default);
     let assistant = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&config, opts)).await??;
     let r = assistant.router();
     eprintln!(

@@ -80,6 +80,8 @@ pub(crate) struct RawConfig {
     assistants_dir: Option<PathBuf>,
     /// How long conversations are kept after their last activity (kept forever when absent).
     retention: Option<RawRetention>,
+    /// Vendor LLMs of the reference assistant.
+    llm: Option<RawLlm>,
 }
 
 /// The `[retention]` table as written.
@@ -127,6 +129,19 @@ impl RawRetention {
         };
         Ok((r, every))
     }
+}
+
+/// The `[llm]` table: vendor LLMs of the reference assistant. Its providers are added to (or
+/// replace) the `[providers]` of `assistant.toml`; a model is used when its provider's key is in
+/// the environment. `enabled = false` (or `SWITCHBOARD_LLM=off`) keeps the assistant offline.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLlm {
+    enabled: Option<bool>,
+    #[serde(default)]
+    providers: std::collections::BTreeMap<String, switchboard_providers::config::ProviderEntry>,
+    #[serde(default)]
+    prices: switchboard_providers::cost::PriceTable,
 }
 
 /// The `[jwt]` table as written.
@@ -249,6 +264,8 @@ pub(crate) struct Config {
     pub(crate) assistants_dir: PathBuf,
     /// Retention policy and how often it runs.
     pub(crate) retention: (Retention, Duration),
+    /// Vendor LLM providers of the reference assistant (`None`: offline).
+    pub(crate) llm: Option<switchboard_providers::config::ProvidersConfig>,
 }
 
 fn env_override<T: std::str::FromStr>(name: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -288,6 +305,14 @@ impl RawConfig {
         if let Ok(v) = std::env::var("SWITCHBOARD_RETENTION_DAYS") {
             let d = v.parse::<f64>().map_err(|e| anyhow::anyhow!("SWITCHBOARD_RETENTION_DAYS={v:?}: {e}"))?;
             raw.retention.get_or_insert_with(RawRetention::default).days = Some(d);
+        }
+        if let Ok(v) = std::env::var("SWITCHBOARD_LLM") {
+            let on = match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                _ => bail!("SWITCHBOARD_LLM={v:?}: expected on or off"),
+            };
+            raw.llm.get_or_insert_with(RawLlm::default).enabled = Some(on);
         }
         Ok(raw)
     }
@@ -368,6 +393,19 @@ impl Config {
             remote_agents,
             assistants_dir: raw.assistants_dir.unwrap_or_else(|| DEFAULT_ASSISTANTS_DIR.into()),
             retention: raw.retention.unwrap_or_default().validate()?,
+            llm: match raw.llm.unwrap_or_default() {
+                RawLlm { enabled: Some(false), .. } => None,
+                RawLlm { providers, prices, .. } => {
+                    for (name, p) in &providers {
+                        if let Some(u) = &p.base_url
+                            && !(u.starts_with("http://") || u.starts_with("https://"))
+                        {
+                            bail!("llm.providers.{name}.base_url {u:?} is not an http(s) URL");
+                        }
+                    }
+                    Some(switchboard_providers::config::ProvidersConfig { providers, prices })
+                }
+            },
         })
     }
 
@@ -425,7 +463,8 @@ async fn assistants(
         let assistants = with_remote_agents(config, &store, Assistants::new("support", support))?;
         return Ok((assistants, switchboard_assistant::desk::DeskRoutes::new()));
     }
-    let opts = AssistantOptions::new(router_cache_dir(&config.data_dir));
+    let mut opts = AssistantOptions::new(router_cache_dir(&config.data_dir));
+    opts.llm = config.llm.clone();
     let exchange = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&path, opts)).await??;
     let r = exchange.router();
     println!(
@@ -436,6 +475,10 @@ async fn assistants(
         r.intents,
         if r.sentence_encoder { "sentence encoder + lexical features" } else { "lexical features only" }
     );
+    match exchange.llm() {
+        Some(chains) => println!("LLM for {REFERENCE_ASSISTANT}: {}", chains.join("; ")),
+        None => println!("LLM for {REFERENCE_ASSISTANT}: none (offline; set a provider's API key to use one)"),
+    }
     let engine = exchange.engine(store.clone());
     let desk = switchboard_assistant::desk::routes(Runtime::new(exchange.clone(), engine.clone()));
     let assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine.clone()))

@@ -43,6 +43,9 @@ pub enum AssistantError {
     /// A desk action that the handoff state does not allow.
     #[error(transparent)]
     Transition(#[from] BadTransition),
+    /// A model chain that cannot be built (unknown provider kind, bad URL).
+    #[error("llm: {0}")]
+    Llm(String),
     /// Bad input (empty text, ...).
     #[error("{0}")]
     Invalid(String),
@@ -58,12 +61,16 @@ pub struct AssistantOptions {
     /// Allow the sentence encoder (it is still used only when its model is installed and the
     /// config asks for it).
     pub sentence_encoder: bool,
+    /// Vendor LLMs: `None` keeps the assistant offline whatever the environment holds; `Some`
+    /// adds these providers and prices to the config's `[providers]`, and every model whose key
+    /// is in the environment is used (see [`crate::llm`]).
+    pub llm: Option<switchboard_providers::config::ProvidersConfig>,
 }
 
 impl AssistantOptions {
     /// Defaults with a cache directory.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
-        Self { cache_dir: cache_dir.into(), backend: None, sentence_encoder: true }
+        Self { cache_dir: cache_dir.into(), backend: None, sentence_encoder: true, llm: None }
     }
 }
 
@@ -105,6 +112,11 @@ impl ExchangeAssistant {
         let router = load_or_train(&spec, &opts.cache_dir, bert.clone())?;
         let help = HelpCentre::load(&spec.resolve(&spec.data.help_dir), bert)?;
         let backend = opts.backend.unwrap_or_else(|| Arc::new(FakeExchange::seeded()));
+        let models = match &opts.llm {
+            Some(cfg) => Some(Arc::new(crate::llm::Models::build(&spec, cfg).map_err(AssistantError::Llm)?))
+                .filter(|m| !m.is_empty()),
+            None => None,
+        };
         let inner = Arc::new(Inner {
             repair: Repair::new(&spec.repair),
             // Patterns were checked by `validate` above.
@@ -118,6 +130,7 @@ impl ExchangeAssistant {
             backend,
             output: Default::default(),
             desk: Arc::new(Desk::default()),
+            models,
             spec,
         });
         // Built once here so that a bad graph fails at load, not at the first engine.
@@ -147,6 +160,10 @@ impl ExchangeAssistant {
     /// The desk's queue.
     pub fn desk(&self) -> Arc<Desk> {
         self.inner.desk.clone()
+    }
+    /// The vendor LLMs in use (`None`: offline), per chain.
+    pub fn llm(&self) -> Option<Vec<String>> {
+        self.inner.models.as_ref().map(|m| m.describe())
     }
     /// The back end.
     pub fn backend(&self) -> Arc<dyn ToolBackend> {

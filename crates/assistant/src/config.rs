@@ -136,7 +136,8 @@ pub enum ContextPolicy {
     SlotsOnly,
 }
 
-/// `[agents.NAME]`: an LLM agent (used only when a provider is configured).
+/// `[agents.NAME]`: an LLM agent (used only when one of its models is available, see
+/// [`crate::llm`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
@@ -145,7 +146,11 @@ pub struct AgentSpec {
     /// Tools it may call.
     #[serde(default)]
     pub tools: Vec<Spanned<String>>,
-    /// Model chain, first to last (`vendor:model`); fallbacks in order.
+    /// Tools that need a human's approval before they run (besides those any flow marks so).
+    #[serde(default)]
+    pub approval_required: Vec<Spanned<String>>,
+    /// Model chain, first to last (`provider:model` or `provider/model`, the provider being a
+    /// `[providers.NAME]` table or the built-in `openai` / `anthropic`); fallbacks in order.
     pub models: Vec<String>,
     /// What context it receives.
     pub context: ContextPolicy,
@@ -214,7 +219,8 @@ pub struct GuardPolicy {
 pub struct Budgets {
     /// Tool calls allowed per turn.
     pub max_tool_calls_per_turn: u32,
-    /// LLM tokens per conversation (agents only).
+    /// LLM tokens per conversation (agents and generated FAQ answers); past it, the offline
+    /// handlers answer.
     pub max_llm_tokens_per_conversation: u64,
 }
 
@@ -267,6 +273,17 @@ pub struct FaqSpec {
     pub min_score: f32,
     /// Citation line; `{title}`.
     pub citation: String,
+    /// Model chain that writes answers from the retrieved passages when one of its models is
+    /// available (as [`AgentSpec::models`]); without one the answer is the best passage itself.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Passages given to the model.
+    #[serde(default = "default_passages")]
+    pub passages: usize,
+}
+
+fn default_passages() -> usize {
+    3
 }
 
 /// The whole config.
@@ -295,6 +312,11 @@ pub struct AssistantSpec {
     /// LLM agents.
     #[serde(default)]
     pub agents: BTreeMap<String, AgentSpec>,
+    /// LLM providers the model chains name (`[providers.NAME]`: `kind`, `base_url`, `api_key_env`,
+    /// ...). A provider is used only when its key is in the environment; `openai` and
+    /// `anthropic` exist without a table.
+    #[serde(default)]
+    pub providers: BTreeMap<String, switchboard_providers::config::ProviderEntry>,
     /// FAQ settings.
     pub faq: FaqSpec,
     /// Handoff rules.
@@ -444,12 +466,29 @@ impl AssistantSpec {
                     return Err((t.span(), format!("agent `{name}`: unknown tool `{}`", t.get_ref())));
                 }
             }
+            for t in &a.approval_required {
+                if !a.tools.iter().any(|x| x.get_ref() == t.get_ref()) {
+                    return Err((
+                        t.span(),
+                        format!("agent `{name}`: `{}` needs approval but is not in its tools", t.get_ref()),
+                    ));
+                }
+            }
+            if a.models.is_empty() {
+                return Err((a.offline.span(), format!("agent `{name}` names no model")));
+            }
+            crate::llm::check_chain(&a.models, &self.providers)
+                .map_err(|e| (a.offline.span(), format!("agent `{name}`: {e}")))?;
             if !matches!(self.handler_kind(a.offline.get_ref()), Some(HandlerKind::Builtin | HandlerKind::Flow)) {
                 return Err((
                     a.offline.span(),
                     format!("agent `{name}`: offline handler `{}` is not a flow or built-in", a.offline.get_ref()),
                 ));
             }
+        }
+        crate::llm::check_chain(&self.faq.models, &self.providers).map_err(|e| (span0(), format!("faq: {e}")))?;
+        if self.faq.passages == 0 {
+            return Err((span0(), "faq.passages must be at least 1".into()));
         }
         let dt = &self.policies.double_text;
         if !["reject", "enqueue", "interrupt", "rollback"].contains(&dt.get_ref().as_str()) {

@@ -28,9 +28,11 @@ use switchboard_engine::{
 use switchboard_guard::output::OutputPolicy;
 use switchboard_router::{Outcome, Router};
 
+mod agent;
+
 /// Handler nodes `ingest` may route to.
 pub const ROUTES: &[&str] =
-    &["flow", "faq", "smalltalk", "clarify", "out_of_scope", "handoff", "repair", "guard", "silent", "resume"];
+    &["flow", "faq", "smalltalk", "clarify", "out_of_scope", "handoff", "repair", "guard", "silent", "resume", "agent"];
 
 /// The intent of a request for a human, named in the routing trace when a repair pattern decides it.
 pub const HUMAN_INTENT: &str = "human_agent";
@@ -42,6 +44,7 @@ pub fn schema() -> Result<Schema, GraphError> {
         .field(Field::new("routing_trace").reducer(Reducer::Append))
         .field(Field::new("tool_calls").reducer(Reducer::Append))
         .field(Field::new("approvals").reducer(Reducer::Append))
+        .field(Field::new("llm_calls").reducer(Reducer::Append))
         .field(Field::new("turn").reducer(Reducer::Counter))
         .field(Field::new("flows").default_value(json!([])))
         .field(Field::new("draft").default_value(json!([])))
@@ -58,6 +61,8 @@ pub fn schema() -> Result<Schema, GraphError> {
         "customer",
         "faq",
         "notice",
+        "agent",
+        "llm_usage",
     ] {
         b = b.field(Field::new(f));
     }
@@ -74,6 +79,8 @@ pub(crate) struct Inner {
     pub(crate) clarify_rules: Vec<(regex::Regex, [String; 2])>,
     pub(crate) output: OutputPolicy,
     pub(crate) desk: Arc<Desk>,
+    /// Vendor LLMs of the agents and the FAQ (`None`: offline).
+    pub(crate) models: Option<Arc<crate::llm::Models>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -350,8 +357,9 @@ impl Inner {
                             let mut handler = self.spec.handler_for(&intent).to_string();
                             if self.spec.handler_kind(&handler) == Some(HandlerKind::Agent)
                                 && let Some(a) = self.spec.agents.get(&handler)
+                                && !self.agent_online(&handler)
                             {
-                                // No LLM in this process: the agent's offline handler answers.
+                                // No model of the agent is available: its offline handler answers.
                                 handler = a.offline.get_ref().clone();
                             }
                             routing["handler"] = json!(handler);
@@ -377,6 +385,7 @@ impl Inner {
                                     }
                                     "flow".to_string()
                                 }
+                                Some(HandlerKind::Agent) => "agent".to_string(),
                                 _ => handler,
                             }
                         }
@@ -676,6 +685,9 @@ impl Inner {
         let mut out = Out::default();
         let mut h = Handoff::from_value(s.get("handoff"));
         if let Some(approve) = value.get("approve").and_then(Value::as_bool) {
+            if self.spec.agents.contains_key(&req.flow) {
+                return Ok(self.agent_decided(s, &req, approve, value.get("by")).into());
+            }
             let mut frame = frames.pop().unwrap_or_else(|| Frame { flow: req.flow.clone(), ..Frame::default() });
             let spec = self.flow_spec(&frame.flow).ok_or_else(|| NodeError::failed("approval for an unknown flow"))?;
             let mut cx = FlowCx {
@@ -858,7 +870,8 @@ pub(crate) fn build(inner: Arc<Inner>) -> Result<Graph, GraphError> {
     }
     node!("ingest", |x, i| Ok(x.ingest(&i).into()));
     node!("flow", |x, i| x.run_flow(&i));
-    node!("faq", |x, i| Ok(x.faq(&i).into()));
+    node!("faq", |x, i| Ok(x.faq_node(&i).await.into()));
+    node!("agent", |x, i| x.agent_node(&i).await);
     node!("smalltalk", |x, i| Ok(x.smalltalk(&i).into()));
     node!("clarify", |x, i| Ok(x.clarify(&i).into()));
     node!("out_of_scope", |x, _i| Ok(x.out_of_scope().into()));
@@ -873,7 +886,8 @@ pub(crate) fn build(inner: Arc<Inner>) -> Result<Graph, GraphError> {
         .edge(START, "ingest")
         .conditional("ingest", |s: &State| s.get_str("route").unwrap_or("out_of_scope").to_string(), ROUTES)
         .may_goto("flow", &["respond"])
-        .may_goto("approval", &["respond"])
+        .may_goto("approval", &["respond", "agent"])
+        .may_goto("agent", &["respond", "flow", "faq", "smalltalk", "out_of_scope", "handoff"])
         .conditional(
             "respond",
             |s: &State| {
@@ -885,7 +899,7 @@ pub(crate) fn build(inner: Arc<Inner>) -> Result<Graph, GraphError> {
             },
             &["approval", END],
         );
-    for r in ROUTES.iter().filter(|r| **r != "flow") {
+    for r in ROUTES.iter().filter(|r| !["flow", "agent"].contains(*r)) {
         b = b.edge(r, "respond");
     }
     b.build()

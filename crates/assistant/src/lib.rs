@@ -21,6 +21,7 @@ pub mod faq;
 pub mod flows;
 pub mod graph;
 pub mod handoff;
+pub mod llm;
 pub mod nlu;
 pub mod routing;
 
