@@ -18,6 +18,7 @@ pub(crate) const SQLITE: Embedded = &[
 pub(crate) const POSTGRES: Embedded = &[
     (1, "checkpoints", include_str!("../migrations/postgres/0001_checkpoints.sql")),
     (2, "runtime", include_str!("../migrations/postgres/0002_runtime.sql")),
+    (3, "server", include_str!("../migrations/postgres/0003_server.sql")),
 ];
 
 #[derive(Debug)]
