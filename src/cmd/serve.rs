@@ -437,7 +437,7 @@ fn support_assistant<S: CheckpointStore + ContextStore + 'static>(
 ) -> anyhow::Result<Assistant> {
     let opts = SupportOptions { llm_latency: config.llm_latency, handoff_interrupt: true };
     let engine_config = EngineConfig { assistant_id: "support".into(), ..engine_config() };
-    let engine = stores.engines(|| Ok(support::graph(opts.clone())?), engine_config, workers)?;
+    let engine = stores.engines(|| support::graph(opts.clone()), engine_config, workers)?;
     let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
     Ok(Assistant {
         description: "Demo support assistant: keyword router over five agents, with a human handoff".into(),
