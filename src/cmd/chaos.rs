@@ -11,6 +11,9 @@
 //! side effect in the `chaos_ledger` table through the effect journal, keyed by the engine's
 //! idempotency key) and the reply. Each step takes a few random milliseconds so that kills land
 //! mid-turn, between effect and checkpoint, between checkpoint and reply.
+//!
+//! With `--http` the replicas are HTTP servers (the distributed runtime of `serve`, on PostgreSQL
+//! and Redis) and the customers go through the API; see [`super::chaos_http`].
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -43,9 +46,12 @@ pub(crate) struct ChaosArgs {
     /// PostgreSQL (default: DATABASE_URL, else the local server's `test` database).
     #[arg(long)]
     database_url: Option<String>,
-    /// Redis. Accepted for the interface; the runtime does not use Redis yet.
+    /// Redis for the replicas' event fan-out, cancels and rate limits (with `--http`).
     #[arg(long)]
     redis_url: Option<String>,
+    /// Customers go through the HTTP API of server replicas instead of writing to the queue.
+    #[arg(long)]
+    http: bool,
     /// Lease time-to-live in milliseconds (an orphaned turn is picked up after about this long).
     #[arg(long, default_value_t = 1500)]
     lease_ms: u64,
@@ -80,23 +86,28 @@ pub(crate) struct ChaosArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReplicaArgs {
     #[arg(long)]
-    database_url: String,
+    pub(crate) database_url: String,
     #[arg(long)]
-    schema: String,
+    pub(crate) schema: String,
     #[arg(long)]
-    owner: String,
+    pub(crate) owner: String,
     #[arg(long)]
-    lease_ms: u64,
+    pub(crate) lease_ms: u64,
     #[arg(long)]
-    step_ms: u64,
+    pub(crate) step_ms: u64,
     #[arg(long)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     #[arg(long)]
-    unsafe_skip_journal: bool,
+    pub(crate) unsafe_skip_journal: bool,
+    /// Serve the HTTP API on this loopback port (the server's distributed runtime).
+    #[arg(long)]
+    pub(crate) http_port: Option<u16>,
+    #[arg(long)]
+    pub(crate) redis_url: Option<String>,
 }
 
 /// A small deterministic generator (xorshift64*), enough for picking kill times and victims.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
@@ -104,7 +115,7 @@ impl Rng {
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next() % n }
     }
 }
@@ -116,6 +127,7 @@ fn schema() -> Arc<Schema> {
             .field(Field::new("log").reducer(Reducer::Append))
             .field(Field::new("plan"))
             .field(Field::new("effect"))
+            .field(Field::new("messages").reducer(Reducer::Messages))
             .build()
             .expect("the chaos schema is valid"),
     )
@@ -129,7 +141,7 @@ async fn jitter(step_ms: u64) {
 }
 
 /// The replicas' graph: fake LLM → tool (journaled side effect in the ledger) → reply.
-fn graph(
+pub(crate) fn graph(
     journal: Option<EffectJournal>,
     pool: Option<sqlx::PgPool>,
     step_ms: u64,
@@ -192,6 +204,7 @@ fn graph(
             let text = format!("reply to message {} ({})", plan["seq"], effect["result"].as_str().unwrap_or("?"));
             Ok(Update::new()
                 .set("log", json!({"role": "assistant", "msg": plan["msg"], "seq": plan["seq"], "text": text}))
+                .set("messages", json!({"role": "assistant", "text": text}))
                 .into())
         })
         .edge(START, "llm")
@@ -225,6 +238,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `switchboard chaos-replica`: one worker process; exits when its parent is gone.
 pub(crate) fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
+    if let Some(port) = args.http_port {
+        return runtime()?.block_on(super::chaos_http::replica(args, port));
+    }
     runtime()?.block_on(async move {
         let parent = nix::unistd::getppid();
         let cfg = PgConfig { schema: Some(args.schema.clone()), max_connections: 12, ..PgConfig::default() };
@@ -261,6 +277,8 @@ pub(crate) fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
 struct Replica {
     child: Child,
     owner: String,
+    /// Its HTTP port (`--http`), the same across restarts.
+    port: Option<u16>,
 }
 
 struct Kill {
@@ -272,17 +290,19 @@ struct Kill {
 
 #[derive(Default)]
 struct Acked {
-    /// (conversation, message id, seq)
-    messages: Vec<(String, i64, u64)>,
+    /// (conversation, message id, seq, the message id its side effect is recorded under)
+    messages: Vec<(String, i64, u64, i64)>,
 }
 
-fn spawn_replica(args: &ChaosArgs, url: &str, schema: &str, owner: &str) -> anyhow::Result<Child> {
+fn spawn_replica(args: &ChaosArgs, url: &str, schema: &str, owner: &str, port: Option<u16>) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(["chaos-replica", "--database-url", url, "--schema", schema, "--owner", owner])
         .args(["--lease-ms", &args.lease_ms.to_string(), "--step-ms", &args.step_ms.to_string()])
         .args(["--concurrency", &args.concurrency.to_string()])
         .args(args.unsafe_skip_journal.then_some("--unsafe-skip-journal"))
+        .args(port.map(|p| ["--http-port".to_string(), p.to_string()]).into_iter().flatten())
+        .args(args.redis_url.iter().flat_map(|r| ["--redis-url".to_string(), r.clone()]))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(if args.verbose { std::process::Stdio::inherit() } else { std::process::Stdio::null() })
@@ -332,14 +352,29 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<u64> {
         args.kills,
         args.lease_ms,
         scratch.name(),
-        if args.redis_url.is_some() { " (redis: not used yet)" } else { "" }
+        match (args.http, &args.redis_url) {
+            (true, Some(_)) => " (customers through HTTP; Redis)",
+            (true, None) => " (customers through HTTP; no Redis)",
+            (false, _) => "",
+        }
     );
     let started = Instant::now();
     let mut replicas = Vec::with_capacity(args.replicas);
     for i in 0..args.replicas {
         let owner = format!("r{i}g0");
-        replicas.push(Replica { child: spawn_replica(&args, &url, scratch.name(), &owner)?, owner });
+        let port = if args.http { Some(super::chaos_http::free_port()?) } else { None };
+        replicas.push(Replica { child: spawn_replica(&args, &url, scratch.name(), &owner, port)?, owner, port });
     }
+    let urls: Arc<Vec<String>> =
+        Arc::new(replicas.iter().filter_map(|r| r.port).map(|p| format!("http://127.0.0.1:{p}")).collect());
+    let api_key = if args.http {
+        super::chaos_http::wait_ready(&urls, Duration::from_secs(60)).await?;
+        Some(super::chaos_http::api_key(&store).await?)
+    } else {
+        None
+    };
+    let http_counters = Arc::new(super::chaos_http::Counters::default());
+    let mut http_customers = Vec::new();
 
     // Customers: bursts of 1-3 numbered messages, then wait for every reply so far.
     let queue = Queue::new(pool.clone(), QueueConfig::default());
@@ -348,6 +383,20 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<u64> {
     let accept_errors = Arc::new(AtomicU64::new(0));
     let mut customers = Vec::new();
     for c in 0..args.customers {
+        if let Some(key) = &api_key {
+            let rng = Rng(seed ^ (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let drain = Duration::from_secs(args.drain_secs);
+            http_customers.push(tokio::spawn(super::chaos_http::customer(
+                c,
+                urls.clone(),
+                key.clone(),
+                rng,
+                stop.clone(),
+                drain,
+                http_counters.clone(),
+            )));
+            continue;
+        }
         let (queue, pool, stop, timed_out, errors) =
             (queue.clone(), pool.clone(), stop.clone(), timed_out.clone(), accept_errors.clone());
         let drain = Duration::from_secs(args.drain_secs);
@@ -363,7 +412,7 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<u64> {
                     loop {
                         match queue.accept(&conv, &seq.to_string(), &body).await {
                             Ok(a) => {
-                                acked.messages.push((conv.clone(), a.message_id, seq));
+                                acked.messages.push((conv.clone(), a.message_id, seq, a.message_id));
                                 break;
                             }
                             Err(_) => {
@@ -415,12 +464,27 @@ async fn chaos(args: ChaosArgs) -> anyhow::Result<u64> {
         generation[i] += 1;
         victim.owner = format!("r{i}g{}", generation[i]);
         tokio::time::sleep(Duration::from_millis(50 + rng.below(200))).await;
-        victim.child = spawn_replica(&args, &url, scratch.name(), &victim.owner)?;
+        victim.child = spawn_replica(&args, &url, scratch.name(), &victim.owner, victim.port)?;
     }
     stop.cancel();
-    let mut acked: Vec<(String, i64, u64)> = Vec::new();
+    let mut acked: Vec<(String, i64, u64, i64)> = Vec::new();
     for c in customers {
         acked.extend(c.await?.messages);
+    }
+    let mut http_acked = Vec::new();
+    for c in http_customers {
+        http_acked.extend(c.await?);
+    }
+    if args.http {
+        let ids = super::chaos_http::message_ids(&pool, &http_acked).await?;
+        for (conv, run, seq, effect) in http_acked {
+            // A run the database does not know was acknowledged and lost: id 0 is never answered.
+            acked.push((conv, ids.get(&run).copied().unwrap_or(0), seq, effect));
+        }
+        accept_errors.fetch_add(http_counters.retries.load(Ordering::Relaxed), Ordering::Relaxed);
+        if http_counters.timed_out.load(Ordering::Relaxed) {
+            timed_out.store(true, Ordering::Relaxed);
+        }
     }
     let run_secs = started.elapsed().as_secs_f64();
     for r in &mut replicas {
@@ -489,7 +553,7 @@ struct Report {
 }
 
 /// Checks the invariants from the database, the ledger and the conversations' states.
-async fn check(store: &Arc<PgStore>, acked: &[(String, i64, u64)], kills: &[Kill]) -> anyhow::Result<Report> {
+async fn check(store: &Arc<PgStore>, acked: &[(String, i64, u64, i64)], kills: &[Kill]) -> anyhow::Result<Report> {
     let pool = store.pool();
     let mut r = Report::default();
     let counts: Vec<(String, i64)> =
@@ -510,11 +574,11 @@ async fn check(store: &Arc<PgStore>, acked: &[(String, i64, u64)], kills: &[Kill
     let effects: Vec<(i64, i64)> =
         sqlx::query_as("SELECT message_id, count(*) FROM chaos_ledger GROUP BY message_id").fetch_all(pool).await?;
     let effects: HashMap<i64, i64> = effects.into_iter().collect();
-    for (conv, msg, seq) in acked {
+    for (conv, msg, seq, effect) in acked {
         if !replied.contains_key(msg) {
             r.lost += 1;
             r.details.push(format!("{conv} message {seq} (id {msg}) acknowledged, never answered"));
-        } else if !effects.contains_key(msg) {
+        } else if !effects.contains_key(effect) {
             r.lost += 1;
             r.details.push(format!("{conv} message {seq} answered without its side effect"));
         }
@@ -537,7 +601,7 @@ async fn check(store: &Arc<PgStore>, acked: &[(String, i64, u64)], kills: &[Kill
     // Replies and order from each conversation's durable state: u1 a1 u2 a2 ... exactly.
     let engine = Engine::new(graph(None, None, 0, false)?, store.clone(), EngineConfig::default());
     let mut by_conv: HashMap<&str, Vec<u64>> = HashMap::new();
-    for (conv, _, seq) in acked {
+    for (conv, _, seq, _) in acked {
         by_conv.entry(conv.as_str()).or_default().push(*seq);
     }
     for (conv, seqs) in &by_conv {

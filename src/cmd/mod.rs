@@ -6,6 +6,7 @@ mod bench_providers;
 mod bench_router;
 mod bench_server;
 mod chaos;
+mod chaos_http;
 mod chat;
 mod demo;
 mod eval;

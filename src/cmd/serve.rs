@@ -1,4 +1,5 @@
-//! `switchboard serve`: the HTTP API on the embedded SQLite store.
+//! `switchboard serve`: the HTTP API on the embedded SQLite store, or (with a database URL) as
+//! one of several replicas sharing a PostgreSQL database and, optionally, Redis.
 //!
 //! Config in two stages (STYLE.md "Config"): a serde [`RawConfig`] from one TOML file, then
 //! `SWITCHBOARD_*` environment overrides, then command-line flags, validated by
@@ -9,19 +10,20 @@ use crate::support::{self, SupportOptions};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_assistant::{AssistantOptions, ExchangeAssistant, Runtime};
-use switchboard_engine::{Engine, EngineConfig};
+use switchboard_engine::{CheckpointStore, ContextStore, Engine, EngineConfig, Graph};
 use switchboard_interop::a2a::client::{RemoteAgent, RemoteAgentConfig};
 use switchboard_providers::resilience::{BreakerConfig, BreakerRegistry};
 use switchboard_server::auth::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use switchboard_server::auth::{Scope, create_key};
 use switchboard_server::erasure::{self, Retention};
-use switchboard_server::{AppState, Assistant, Assistants, Limits, RateLimit};
-use switchboard_store::{AuditLog, Records, SqliteConfig, SqliteStore};
+use switchboard_server::{AppState, Assistant, Assistants, DistConfig, Distributed, Limits, RateLimit};
+use switchboard_store::{AuditLog, FencedStore, PgConfig, PgStore, Records, SqliteConfig, SqliteStore};
 
 /// Default listen address.
 const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -51,6 +53,14 @@ pub(crate) struct ServeArgs {
     /// Data directory (overrides the config and SWITCHBOARD_DATA_DIR).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL URL: run as a replica on this database instead of SQLite (overrides the config
+    /// and SWITCHBOARD_DATABASE_URL).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Redis URL for cross-replica events, cancels and rate limits (overrides the config and
+    /// SWITCHBOARD_REDIS_URL; only with a database URL).
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 /// The config file as written (every field optional).
@@ -82,6 +92,16 @@ pub(crate) struct RawConfig {
     retention: Option<RawRetention>,
     /// Vendor LLMs of the reference assistant.
     llm: Option<RawLlm>,
+    /// PostgreSQL URL: replicas share it (SQLite in `data_dir` when absent).
+    database_url: Option<String>,
+    /// PostgreSQL schema of every table (created if missing; the server's search path when absent).
+    database_schema: Option<String>,
+    /// Redis URL (optional, with `database_url`).
+    redis_url: Option<String>,
+    /// Prefix of Redis keys and channels (the replicas of one service share it).
+    redis_prefix: Option<String>,
+    /// Turns a replica executes at once (with `database_url`).
+    worker_concurrency: Option<usize>,
 }
 
 /// The `[retention]` table as written.
@@ -266,6 +286,17 @@ pub(crate) struct Config {
     pub(crate) retention: (Retention, Duration),
     /// Vendor LLM providers of the reference assistant (`None`: offline).
     pub(crate) llm: Option<switchboard_providers::config::ProvidersConfig>,
+    pub(crate) postgres: Option<PgSettings>,
+}
+
+/// Where replicas share their state.
+#[derive(Debug, Clone)]
+pub(crate) struct PgSettings {
+    pub(crate) database_url: String,
+    pub(crate) schema: Option<String>,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) redis_prefix: String,
+    pub(crate) worker_concurrency: usize,
 }
 
 fn env_override<T: std::str::FromStr>(name: &str, slot: &mut Option<T>) -> anyhow::Result<()>
@@ -296,6 +327,11 @@ impl RawConfig {
         env_override("SWITCHBOARD_LLM_LATENCY_MS", &mut raw.llm_latency_ms)?;
         env_override("SWITCHBOARD_FSYNC", &mut raw.fsync)?;
         env_override("SWITCHBOARD_ASSISTANTS_DIR", &mut raw.assistants_dir)?;
+        env_override("SWITCHBOARD_DATABASE_URL", &mut raw.database_url)?;
+        env_override("SWITCHBOARD_DATABASE_SCHEMA", &mut raw.database_schema)?;
+        env_override("SWITCHBOARD_REDIS_URL", &mut raw.redis_url)?;
+        env_override("SWITCHBOARD_REDIS_PREFIX", &mut raw.redis_prefix)?;
+        env_override("SWITCHBOARD_WORKER_CONCURRENCY", &mut raw.worker_concurrency)?;
         env_override("SWITCHBOARD_RATE_LIMIT_PER_SECOND", &mut raw.rate_limit_per_second)?;
         env_override("SWITCHBOARD_RATE_LIMIT_BURST", &mut raw.rate_limit_burst)?;
         if let Ok(v) = std::env::var("SWITCHBOARD_CORS_ORIGINS") {
@@ -377,7 +413,35 @@ impl Config {
             }
             remote_agents.push(a);
         }
+        let postgres = match raw.database_url {
+            None if raw.redis_url.is_some() => {
+                bail!("redis_url needs database_url (Redis links replicas on PostgreSQL)")
+            }
+            None => None,
+            Some(url) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    bail!("database_url must be a postgres:// URL");
+                }
+                if let Some(r) = &raw.redis_url
+                    && !(r.starts_with("redis://") || r.starts_with("rediss://"))
+                {
+                    bail!("redis_url must be a redis:// URL");
+                }
+                let worker_concurrency = raw.worker_concurrency.unwrap_or(16);
+                if !(1..=1024).contains(&worker_concurrency) {
+                    bail!("worker_concurrency must be between 1 and 1024, got {worker_concurrency}");
+                }
+                Some(PgSettings {
+                    database_url: url,
+                    schema: raw.database_schema,
+                    redis_url: raw.redis_url,
+                    redis_prefix: raw.redis_prefix.unwrap_or_else(|| "switchboard".into()),
+                    worker_concurrency,
+                })
+            }
+        };
         Ok(Self {
+            postgres,
             addr,
             data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             limits: Limits {
@@ -433,12 +497,42 @@ pub(crate) fn engine_config() -> EngineConfig {
     EngineConfig { event_capacity: 64, ..EngineConfig::default() }
 }
 
+/// The stores engines write to: the API's (reads, fork, delete; in-process turns), and with
+/// replicas the workers' fenced view, whose engines execute the queued turns.
+struct Stores<S> {
+    api: Arc<S>,
+    worker: Option<Arc<FencedStore>>,
+}
+
+/// Worker engines by assistant name (replicas only).
+type WorkerEngines = HashMap<String, Engine>;
+
+impl<S: CheckpointStore + ContextStore + 'static> Stores<S> {
+    /// The API engine of a graph, and the worker engine (built from the same recipe) with replicas.
+    fn engines(
+        &self,
+        graph: impl Fn() -> anyhow::Result<Graph>,
+        config: EngineConfig,
+        workers: &mut WorkerEngines,
+    ) -> anyhow::Result<Engine> {
+        let shared = EngineConfig { shared_store: self.worker.is_some(), ..config };
+        if let Some(w) = &self.worker {
+            let engine = Engine::with_context(graph()?, w.clone(), w.clone(), shared.clone());
+            workers.insert(shared.assistant_id.clone(), engine);
+        }
+        Ok(Engine::with_context(graph()?, self.api.clone(), self.api.clone(), shared))
+    }
+}
+
 /// The demo support graph, served as `support`.
-fn support_assistant(config: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Assistant> {
+fn support_assistant<S: CheckpointStore + ContextStore + 'static>(
+    config: &Config,
+    stores: &Stores<S>,
+    workers: &mut WorkerEngines,
+) -> anyhow::Result<Assistant> {
     let opts = SupportOptions { llm_latency: config.llm_latency, handoff_interrupt: true };
-    let graph = support::graph(opts)?;
     let engine_config = EngineConfig { assistant_id: "support".into(), ..engine_config() };
-    let engine = Engine::with_context(graph, store.clone(), store.clone(), engine_config);
+    let engine = stores.engines(|| support::graph(opts.clone()), engine_config, workers)?;
     let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
     Ok(Assistant {
         description: "Demo support assistant: keyword router over five agents, with a human handoff".into(),
@@ -450,18 +544,19 @@ fn support_assistant(config: &Config, store: Arc<SqliteStore>) -> anyhow::Result
 
 /// The assistants this binary serves: the reference assistant `exchange-support` (default) when
 /// its config is found, and the demo graph as `support`; plus the desk routes of the reference
-/// assistant.
-async fn assistants(
+/// assistant, and (replicas) the worker engines.
+async fn assistants<S: CheckpointStore + ContextStore + 'static>(
     config: &Config,
-    store: Arc<SqliteStore>,
-) -> anyhow::Result<(Assistants, switchboard_assistant::desk::DeskRoutes)> {
-    let support = support_assistant(config, store.clone())?;
+    stores: &Stores<S>,
+) -> anyhow::Result<(Assistants, switchboard_assistant::desk::DeskRoutes, WorkerEngines)> {
+    let mut workers = WorkerEngines::new();
+    let support = support_assistant(config, stores, &mut workers)?;
     let path = config.assistants_dir.join(REFERENCE_ASSISTANT).join("assistant.toml");
     if !path.is_file() {
         tracing::warn!(path = %path.display(), "reference assistant config not found; serving only the demo `support` assistant");
         eprintln!("warning: {} not found; serving only the demo `support` assistant", path.display());
-        let assistants = with_remote_agents(config, &store, Assistants::new("support", support))?;
-        return Ok((assistants, switchboard_assistant::desk::DeskRoutes::new()));
+        let assistants = with_remote_agents(config, stores, Assistants::new("support", support), &mut workers)?;
+        return Ok((assistants, switchboard_assistant::desk::DeskRoutes::new(), workers));
     }
     let mut opts = AssistantOptions::new(router_cache_dir(&config.data_dir));
     opts.llm = config.llm.clone();
@@ -479,28 +574,36 @@ async fn assistants(
         Some(chains) => println!("LLM for {REFERENCE_ASSISTANT}: {}", chains.join("; ")),
         None => println!("LLM for {REFERENCE_ASSISTANT}: none (offline; set a provider's API key to use one)"),
     }
-    let engine = exchange.engine(store.clone());
+    let shared = stores.worker.is_some();
+    if let Some(w) = &stores.worker {
+        workers.insert(REFERENCE_ASSISTANT.to_string(), exchange.engine_on(w.clone(), true));
+    }
+    let engine = exchange.engine_on(stores.api.clone(), shared);
     let desk = switchboard_assistant::desk::routes(Runtime::new(exchange.clone(), engine.clone()));
     let assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine.clone()))
         .with_message_resume(REFERENCE_ASSISTANT, exchange.resume_fn())
         .with("support", support);
-    let assistants = with_remote_agents(config, &store, assistants)?;
-    Ok((assistants, desk))
+    let assistants = with_remote_agents(config, stores, assistants, &mut workers)?;
+    Ok((assistants, desk, workers))
 }
 
 /// Adds one assistant per `[[remote_agents]]` entry: each delegates every turn to its A2A agent.
-fn with_remote_agents(
+fn with_remote_agents<S: CheckpointStore + ContextStore + 'static>(
     config: &Config,
-    store: &Arc<SqliteStore>,
+    stores: &Stores<S>,
     mut assistants: Assistants,
+    workers: &mut WorkerEngines,
 ) -> anyhow::Result<Assistants> {
     let input: switchboard_server::InputFn = Arc::new(|text: &str, _meta: &Value| support::user_message(text));
     let breakers = BreakerRegistry::new(BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() });
     for r in &config.remote_agents {
-        let agent = RemoteAgent::new(r.clone(), breakers.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", r.name))?;
-        let graph = switchboard_interop::a2a::client::delegating_graph(agent)?;
+        let graph = || {
+            let agent =
+                RemoteAgent::new(r.clone(), breakers.clone()).map_err(|e| anyhow::anyhow!("{}: {e}", r.name))?;
+            Ok(switchboard_interop::a2a::client::delegating_graph(agent)?)
+        };
         let engine_config = EngineConfig { assistant_id: r.name.clone(), ..engine_config() };
-        let engine = Engine::with_context(graph, store.clone(), store.clone(), engine_config);
+        let engine = stores.engines(graph, engine_config, workers)?;
         let description = format!("Delegates every turn to the A2A agent at {}", r.url);
         let version = env!("CARGO_PKG_VERSION").into();
         assistants = assistants.with(r.name.clone(), Assistant { description, version, engine, input: input.clone() });
@@ -510,7 +613,20 @@ fn with_remote_agents(
 
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load(args.config.as_deref(), args.addr, args.data_dir)?;
+    let mut raw = RawConfig::load(args.config.as_deref())?;
+    if args.addr.is_some() {
+        raw.addr = args.addr;
+    }
+    if args.data_dir.is_some() {
+        raw.data_dir = args.data_dir;
+    }
+    if args.database_url.is_some() {
+        raw.database_url = args.database_url;
+    }
+    if args.redis_url.is_some() {
+        raw.redis_url = args.redis_url;
+    }
+    let config = Config::from_raw(raw)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(serve(config))
 }
@@ -533,6 +649,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if let Some(pg) = config.postgres.clone() {
+        return serve_postgres(config, pg).await;
+    }
     let path = config.db_path();
     let store = Arc::new(
         SqliteStore::open(&path, SqliteConfig { fsync: config.fsync, ..SqliteConfig::default() })
@@ -541,15 +660,67 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let records = Records::on_store(&store);
     let audit = AuditLog::on_store(&store);
+    first_key(&records, &audit).await?;
+    let (assistants, desk, _) = assistants(&config, &Stores { api: store, worker: None }).await?;
+    let state = app_state(&config, assistants, records, audit).await?;
+    listen(&config, state, desk, &path.display().to_string()).await
+}
+
+/// A replica on PostgreSQL: the server's records there, turns through the shared queue.
+async fn serve_postgres(config: Config, pg: PgSettings) -> anyhow::Result<()> {
+    let pg_config = PgConfig {
+        schema: pg.schema.clone(),
+        max_connections: (pg.worker_concurrency as u32 / 2).clamp(8, 64),
+        acquire_timeout: Duration::from_secs(2),
+        ..PgConfig::default()
+    };
+    let store = Arc::new(
+        PgStore::open(&pg.database_url, pg_config).await.map_err(|e| anyhow::anyhow!("opening PostgreSQL: {e}"))?,
+    );
+    let records = Records::on_postgres(store.pool().clone());
+    let audit = AuditLog::on_postgres(store.pool().clone());
+    first_key(&records, &audit).await?;
+    let fenced = Arc::new(FencedStore::new(store.clone()));
+    let (assistants, desk, workers) =
+        assistants(&config, &Stores { api: store.clone(), worker: Some(fenced.clone()) }).await?;
+    let dist_config = DistConfig {
+        concurrency: pg.worker_concurrency,
+        redis_url: pg.redis_url.clone(),
+        redis_prefix: pg.redis_prefix.clone(),
+        ..DistConfig::default()
+    };
+    let dist = Distributed::new(&store, fenced, workers, dist_config).map_err(anyhow::Error::msg)?;
+    let state = app_state(&config, assistants, records, audit).await?.with_distributed(dist);
+    switchboard_server::dist::start(&state);
+    let what = format!(
+        "PostgreSQL{}{}",
+        pg.schema.map(|s| format!(" schema {s}")).unwrap_or_default(),
+        if pg.redis_url.is_some() { " + Redis" } else { "" }
+    );
+    listen(&config, state, desk, &what).await
+}
+
+/// Creates and prints an admin key at first start (no key in the store yet).
+async fn first_key(records: &Records, audit: &AuditLog) -> anyhow::Result<()> {
     if records.count_keys().await? == 0 {
-        let (key, rec) = create_key(&records, FIRST_TENANT, &[Scope::Admin])
+        let (key, rec) = create_key(records, FIRST_TENANT, &[Scope::Admin])
             .await
             .map_err(|e| anyhow::anyhow!("creating the first admin key: {e}"))?;
         audit.append(super::keys::created(&rec, "system:first-start")).await?;
         println!("First start: created an admin key for tenant `{FIRST_TENANT}` (shown once, store it now):");
         println!("{key}");
     }
-    let (assistants, desk) = assistants(&config, store).await?;
+    Ok(())
+}
+
+/// The server state over the records, with the audit log (builder calls on the result must come
+/// before it is cloned).
+async fn app_state(
+    config: &Config,
+    assistants: Assistants,
+    records: Records,
+    audit: AuditLog,
+) -> anyhow::Result<AppState> {
     let state = match &config.jwt {
         Some(j) => {
             let v = JwtVerifier::new(j.clone()).await.map_err(anyhow::Error::msg)?;
@@ -557,7 +728,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => AppState::new(assistants, records, config.limits.clone()),
     };
-    let state = state.with_audit(audit);
+    Ok(state.with_audit(audit))
+}
+
+async fn listen(
+    config: &Config,
+    state: AppState,
+    desk: switchboard_assistant::desk::DeskRoutes,
+    data: &str,
+) -> anyhow::Result<()> {
     let (retention, every) = config.retention.clone();
     if retention.is_enabled() {
         tokio::spawn(erasure::retention_loop(state.clone(), retention, every));
@@ -566,8 +745,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
-    tracing::info!(%addr, data = %path.display(), "serving");
-    println!("Switchboard listening on http://{addr} (data: {})", path.display());
+    tracing::info!(%addr, %data, "serving");
+    println!("Switchboard listening on http://{addr} (data: {data})");
     println!("  customer chat  http://{addr}/chat");
     println!("  agent desk     http://{addr}/desk");
     println!("  inspector      http://{addr}/inspector");

@@ -172,9 +172,16 @@ impl ExchangeAssistant {
 
     /// An engine over a store, with the config's double-text policy.
     pub fn engine<S: CheckpointStore + ContextStore + 'static>(&self, store: Arc<S>) -> Engine {
+        self.engine_on(store, false)
+    }
+
+    /// [`Self::engine`] over a store that other processes write to too (replicas on one
+    /// PostgreSQL database): see [`EngineConfig::shared_store`].
+    pub fn engine_on<S: CheckpointStore + ContextStore + 'static>(&self, store: Arc<S>, shared_store: bool) -> Engine {
         let config = EngineConfig {
             assistant_id: self.inner.spec.assistant.name.clone(),
             double_text: self.inner.spec.double_text(),
+            shared_store,
             ..EngineConfig::default()
         };
         let graph = self.graph().expect("the graph was built once at load, from the same parts");

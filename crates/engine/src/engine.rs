@@ -66,6 +66,9 @@ pub struct EngineConfig {
     pub assistant_id: String,
     /// Conversations whose head stays cached in memory.
     pub max_cached_conversations: usize,
+    /// Other processes write to the store too (replicas): reads of a conversation's state and
+    /// interrupts reload its head from the store unless a run of it is in flight here.
+    pub shared_store: bool,
 }
 
 /// Default of [`EngineConfig::snapshot_every`].
@@ -83,6 +86,7 @@ impl Default for EngineConfig {
             event_capacity: 256,
             assistant_id: "default".into(),
             max_cached_conversations: 100_000,
+            shared_store: false,
         }
     }
 }
@@ -474,6 +478,9 @@ impl Engine {
     /// # Errors
     /// [`EngineError::UnknownConversation`] when nothing is stored.
     pub async fn state(&self, conversation: &str) -> Result<Arc<State>, EngineError> {
+        if self.inner.config.shared_store {
+            self.forget(conversation);
+        }
         let slot = self.inner.slot(conversation);
         if let Ok(mut head) = slot.gate.clone().try_lock_owned() {
             self.inner.ensure_loaded(&mut head, conversation).await?;
@@ -496,6 +503,9 @@ impl Engine {
     /// # Errors
     /// Store failures.
     pub async fn pending_interrupts(&self, conversation: &str) -> Result<Vec<InterruptInfo>, EngineError> {
+        if self.inner.config.shared_store {
+            self.forget(conversation);
+        }
         let slot = self.inner.slot(conversation);
         let mut head = slot.gate.clone().lock_owned().await;
         self.inner.ensure_loaded(&mut head, conversation).await?;

@@ -202,7 +202,24 @@ impl Queue {
     /// [`RuntimeError::Unavailable`].
     pub async fn complete(&self, run: &ClaimedRun, reply: Option<&str>) -> Result<(), RuntimeError> {
         let mut tx = self.pool.begin().await?;
-        Self::lock_fenced(&mut tx, run).await?;
+        self.complete_in(&mut tx, run, reply).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Self::complete`] inside the caller's transaction (which may write more, e.g. the
+    /// server's run record): it commits only if the lease was still this run's.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Fenced`] when the lease moved on (the caller must roll back);
+    /// [`RuntimeError::Unavailable`].
+    pub async fn complete_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        run: &ClaimedRun,
+        reply: Option<&str>,
+    ) -> Result<(), RuntimeError> {
+        Self::lock_fenced(&mut *tx, run).await?;
         if let Some(body) = reply {
             sqlx::query(
                 "INSERT INTO rt_outbox (key, conversation, message_id, body) VALUES ($1, $2, $3, $4) \
@@ -219,9 +236,7 @@ impl Queue {
             .bind(run.id)
             .execute(&mut *tx)
             .await?;
-        release(&mut tx, run).await?;
-        tx.commit().await?;
-        Ok(())
+        release(&mut *tx, run).await
     }
 
     /// Records a failed execution: the run is queued again, or goes to the dead-letter state after
@@ -231,7 +246,23 @@ impl Queue {
     /// [`RuntimeError::Fenced`] when the lease moved on; [`RuntimeError::Unavailable`].
     pub async fn fail(&self, run: &ClaimedRun, error: &str) -> Result<bool, RuntimeError> {
         let mut tx = self.pool.begin().await?;
-        Self::lock_fenced(&mut tx, run).await?;
+        let dead = self.fail_in(&mut tx, run, error).await?;
+        tx.commit().await?;
+        Ok(dead)
+    }
+
+    /// [`Self::fail`] inside the caller's transaction (which may record more when the run goes
+    /// to the dead-letter state).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Fenced`] when the lease moved on; [`RuntimeError::Unavailable`].
+    pub async fn fail_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        run: &ClaimedRun,
+        error: &str,
+    ) -> Result<bool, RuntimeError> {
+        Self::lock_fenced(&mut *tx, run).await?;
         let dead: bool = sqlx::query_scalar(
             "UPDATE rt_runs SET failures = failures + 1, owner = NULL, error = $2, \
                status = CASE WHEN failures + 1 >= $3 THEN 'dead' ELSE 'queued' END, \
@@ -243,8 +274,7 @@ impl Queue {
         .bind(self.config.max_failures)
         .fetch_one(&mut *tx)
         .await?;
-        release(&mut tx, run).await?;
-        tx.commit().await?;
+        release(&mut *tx, run).await?;
         Ok(dead)
     }
 

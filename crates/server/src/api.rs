@@ -309,7 +309,8 @@ async fn claim(
             return Ok(Idem::Replay(sse_response(state.clone(), run.id, 0)));
         }
         match (run.status.as_str(), run.result) {
-            ("running", _) => return Err(in_progress()),
+            // Queued: accepted, waiting for a worker of some replica.
+            ("running" | "queued", _) => return Err(in_progress()),
             (_, Some(result)) => {
                 let mut resp = axum::Json(result).into_response();
                 resp.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
@@ -367,7 +368,7 @@ pub(crate) async fn post_message(
         }
         _ => Input::Message((assistant.input)(&body.text, &meta)),
     };
-    let started = match turns::start(&state, &conv, input, "message").await {
+    let started = match turns::start_keyed(&state, &conv, input, "message", idem.as_deref()).await {
         Ok(s) => s,
         Err(e) => {
             if let Some(key) = &idem {
@@ -515,6 +516,10 @@ pub(crate) async fn get_run(State(state): State<AppState>, p: Principal, Path(id
 pub(crate) async fn cancel_run(State(state): State<AppState>, p: Principal, Path(id): Path<String>) -> Out {
     p.require(&[Scope::Chat, Scope::Desk])?;
     let r = run_record(&state, &p, &id).await?;
+    if let Some(d) = state.distributed() {
+        crate::dist::cancel(d, &r).await?;
+        return Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": r.id, "cancelling": true}))).into_response());
+    }
     let conv = conversation(&state, &p, &r.conversation_id).await?;
     let Some(a) = state.inner.assistants.get(&conv.assistant) else {
         return Err(ApiError::Conflict(format!("assistant `{}` is not served here", conv.assistant)));

@@ -140,11 +140,11 @@ impl FromRequestParts<AppState> for Principal {
             && key.bytes().filter(|b| *b == b'.').count() == 2
         {
             let p = jwt.verify(&key).await?;
-            state.take_token(&p.key_id)?;
+            state.take_token(&p.key_id).await?;
             return Ok(p);
         }
         let rec = state.key(&hash_key(&key)).await?.ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))?;
-        state.take_token(&rec.id)?;
+        state.take_token(&rec.id).await?;
         Ok(Principal {
             tenant: rec.tenant,
             key_id: rec.id,

@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use switchboard_engine::{EngineError, StoreError};
 
+/// `Retry-After` of a 503 (store unreachable, shutting down).
+pub const UNAVAILABLE_RETRY_SECS: u64 = 2;
+
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -132,6 +135,9 @@ impl IntoResponse for ApiError {
         let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Self::RateLimited { retry_after_secs } = self {
             resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The store or the server comes back by itself: nothing was accepted, try again soon.
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(UNAVAILABLE_RETRY_SECS));
         }
         resp
     }

@@ -12,6 +12,8 @@
 
 mod api;
 pub mod auth;
+mod bus;
+pub mod dist;
 pub mod erasure;
 pub mod error;
 pub mod extract;
@@ -20,6 +22,7 @@ mod pages;
 mod state;
 pub mod turns;
 
+pub use dist::{DistConfig, Distributed};
 pub use error::ApiError;
 pub use state::{
     AppState, Assistant, Assistants, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,

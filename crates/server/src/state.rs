@@ -145,6 +145,8 @@ pub(crate) struct Inner {
     pub(crate) jwt: Option<Arc<JwtVerifier>>,
     /// The hash-chained audit log, when configured.
     pub(crate) audit: Option<AuditLog>,
+    /// Replicas on PostgreSQL: the shared runs queue, workers, Redis (`None`: turns run here).
+    pub(crate) dist: Option<Arc<crate::dist::Distributed>>,
 }
 
 /// How long a key read from the store is trusted without reading it again.
@@ -174,6 +176,7 @@ impl AppState {
                 keys: Mutex::new(HashMap::new()),
                 jwt: None,
                 audit: None,
+                dist: None,
             }),
         }
     }
@@ -197,6 +200,15 @@ impl AppState {
         self
     }
 
+    /// Runs turns through the shared queue of `dist` (replicas on PostgreSQL) instead of in this
+    /// process. Call before the state is cloned; then [`crate::dist::start`] starts the workers.
+    pub fn with_distributed(mut self, dist: crate::dist::Distributed) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.dist = Some(Arc::new(dist));
+        }
+        self
+    }
+
     /// Appends to the audit log when there is one.
     ///
     /// # Errors
@@ -206,6 +218,11 @@ impl AppState {
             log.append(event).await.map_err(|e| crate::ApiError::Unavailable(format!("audit log: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The distributed runtime, when the state has one.
+    pub fn distributed(&self) -> Option<&Arc<crate::dist::Distributed>> {
+        self.inner.dist.as_ref()
     }
 
     /// The API key with this hash: from a short-lived cache (a key is read from the store at most
@@ -249,8 +266,14 @@ impl AppState {
     ///
     /// # Errors
     /// [`crate::ApiError::RateLimited`] with the seconds until the next token.
-    pub(crate) fn take_token(&self, key_id: &str) -> Result<(), crate::ApiError> {
+    pub(crate) async fn take_token(&self, key_id: &str) -> Result<(), crate::ApiError> {
         let Some(limit) = self.inner.limits.rate_limit else { return Ok(()) };
+        // Replicas share buckets in Redis; without it each replica counts on its own.
+        if let Some(d) = &self.inner.dist
+            && let Some(r) = d.take_token(key_id, limit.per_second, limit.burst).await
+        {
+            return r;
+        }
         let now = Instant::now();
         let burst = f64::from(limit.burst.max(1));
         let mut buckets = lock(&self.inner.buckets);
@@ -270,6 +293,10 @@ impl AppState {
     pub async fn drain(&self) -> usize {
         let deadline = self.inner.limits.shutdown_deadline;
         let mut cancelled = 0;
+        if let Some(d) = &self.inner.dist {
+            // Runs not done by the deadline are left to another replica (their lease expires).
+            cancelled += d.shutdown(deadline).await;
+        }
         let engines: Vec<Engine> = self.inner.assistants.iter().map(|(_, a)| a.engine.clone()).collect();
         for n in futures::future::join_all(engines.iter().map(|e| e.shutdown(deadline))).await {
             cancelled += n;

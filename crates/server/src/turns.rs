@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::state::{AppState, lock, now_ms};
 use axum::response::sse;
 use futures::{Stream, StreamExt as _};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -26,7 +26,7 @@ use switchboard_store::records::{ConversationRecord, EventRecord, RunEnd, RunRec
 use tokio::sync::{broadcast, oneshot, watch};
 
 /// Names of the events that end a run's stream.
-const TERMINAL: [&str; 2] = ["result", "error"];
+pub(crate) const TERMINAL: [&str; 2] = ["result", "error"];
 
 /// The event log of a run in flight: every event so far (seq 1, 2, ...) and a signal that moves
 /// with the last seq. Readers keep their own position, so a slow reader never loses events.
@@ -58,7 +58,7 @@ impl Live {
 }
 
 /// The result of a turn, as returned by the messages and resume endpoints.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TurnResult {
     /// The run.
     pub run_id: String,
@@ -80,7 +80,7 @@ pub struct TurnResult {
 }
 
 impl TurnResult {
-    fn from_outcome(o: &RunOutcome) -> Self {
+    pub(crate) fn from_outcome(o: &RunOutcome) -> Self {
         let reply = o
             .state
             .get_array("messages")
@@ -108,12 +108,22 @@ pub struct Started {
     pub result: oneshot::Receiver<Result<TurnResult, ApiError>>,
 }
 
-fn conversation_status(status: &str) -> &'static str {
+pub(crate) fn conversation_status(status: &str) -> &'static str {
     match status {
         "interrupted" => "interrupted",
         "failed" => "failed",
         _ => "idle",
     }
+}
+
+/// An engine event as a stored event's name and JSON data (without the engine's own seq).
+pub(crate) fn event_parts(ev: &switchboard_engine::Event) -> (String, String) {
+    let mut v = serde_json::to_value(ev).unwrap_or(Value::Null);
+    let name = v.get("event").and_then(Value::as_str).unwrap_or("event").to_string();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("seq");
+    }
+    (name, v.to_string())
 }
 
 /// Starts a turn of a conversation (already checked to belong to the caller's tenant), recorded
@@ -122,7 +132,29 @@ fn conversation_status(status: &str) -> &'static str {
 /// # Errors
 /// Engine refusals (busy, shutting down) and store failures.
 pub async fn start(state: &AppState, conv: &ConversationRecord, input: Input, kind: &str) -> Result<Started, ApiError> {
+    start_keyed(state, conv, input, kind, None).await
+}
+
+/// [`start`] for a request that claimed an idempotency key: with replicas, the key is linked to
+/// the run in the transaction that enqueues it (in-process, the caller records the link).
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_keyed(
+    state: &AppState,
+    conv: &ConversationRecord,
+    input: Input,
+    kind: &str,
+    idempotency_key: Option<&str>,
+) -> Result<Started, ApiError> {
     let inner = &state.inner;
+    if let Some(d) = &inner.dist {
+        // Replicas: the turn goes through the shared queue; any replica's worker runs it.
+        if inner.assistants.get(&conv.assistant).is_none() {
+            return Err(ApiError::Conflict(format!("assistant `{}` is not served here", conv.assistant)));
+        }
+        return crate::dist::enqueue(state, d, conv, input, kind, idempotency_key).await;
+    }
     let assistant = inner
         .assistants
         .get(&conv.assistant)
@@ -168,12 +200,8 @@ pub async fn start(state: &AppState, conv: &ConversationRecord, input: Input, ki
             loop {
                 match rx.recv().await {
                     Ok(ev) => {
-                        let mut v = serde_json::to_value(&ev).unwrap_or(Value::Null);
-                        let name = v.get("event").and_then(Value::as_str).unwrap_or("event").to_string();
-                        if let Some(o) = v.as_object_mut() {
-                            o.remove("seq");
-                        }
-                        live.push(name, v.to_string());
+                        let (name, data) = event_parts(&ev);
+                        live.push(name, data);
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(run_id = %rid, skipped = n, "run events lagged");
@@ -312,10 +340,14 @@ pub(crate) fn stream(
 /// run's `result` or `error` event (or at the end of shutdown). Each event's `data` is the engine
 /// event as JSON (for `result`, the [`TurnResult`]).
 pub fn events(state: AppState, run_id: String, after: u64) -> impl Stream<Item = Arc<EventRecord>> + Send + 'static {
+    if state.inner.dist.is_some() {
+        return crate::dist::events(state, run_id, after).boxed();
+    }
     let cursor =
         Cursor { state, run_id, last: after, pending: VecDeque::new(), live: None, started: false, ended: false };
     futures::stream::unfold(cursor, |mut c| async move {
         let e = c.next().await?;
         Some((e, c))
     })
+    .boxed()
 }

@@ -19,7 +19,8 @@ pub(crate) const SQLITE: Embedded = &[
 pub(crate) const POSTGRES: Embedded = &[
     (1, "checkpoints", include_str!("../migrations/postgres/0001_checkpoints.sql")),
     (2, "runtime", include_str!("../migrations/postgres/0002_runtime.sql")),
-    (3, "audit", include_str!("../migrations/postgres/0003_audit.sql")),
+    (3, "server", include_str!("../migrations/postgres/0003_server.sql")),
+    (4, "audit", include_str!("../migrations/postgres/0004_audit.sql")),
 ];
 
 #[derive(Debug)]

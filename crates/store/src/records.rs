@@ -9,6 +9,7 @@
 //! [`Records::start_run`] (the run and the conversation's status) and [`Records::finish_run`] (the
 //! run's events, its result and the conversation's status, in one transaction).
 
+pub use crate::postgres::records::PgRecords;
 use crate::sqlite::{SqlWrite, Writer};
 use crate::{SqliteConfig, SqliteStore};
 use async_trait::async_trait;
@@ -180,11 +181,12 @@ pub enum Claim {
     },
 }
 
-/// The server's records.
+/// The server's records, in SQLite (one process) or PostgreSQL (shared by replicas).
 #[derive(Clone)]
 pub struct Records {
     pool: SqlitePool,
     writer: Writer,
+    pg: Option<PgRecords>,
 }
 
 impl std::fmt::Debug for Records {
@@ -428,7 +430,19 @@ impl Records {
     /// The records in a store's file, written by the store's writer (in its group commits) and
     /// read through its reader pool. They keep working after the store handle is dropped.
     pub fn on_store(store: &SqliteStore) -> Self {
-        Self { pool: store.readers(), writer: store.writer() }
+        Self { pool: store.readers(), writer: store.writer(), pg: None }
+    }
+
+    /// The records in a PostgreSQL database (migrated by [`crate::PgStore::open`]).
+    pub fn on_postgres(pool: sqlx::PgPool) -> Self {
+        // The SQLite side is never used: an in-memory pool that is never connected.
+        let lazy = SqlitePool::connect_lazy("sqlite::memory:").unwrap_or_else(|_| unreachable!("a valid URL"));
+        Self { pool: lazy.clone(), writer: Writer::detached(), pg: Some(PgRecords::new(pool)) }
+    }
+
+    /// The PostgreSQL side, when the records are there.
+    pub fn postgres(&self) -> Option<&PgRecords> {
+        self.pg.as_ref()
     }
 
     async fn write(&self, w: Write) -> Result<u64, StoreError> {
@@ -440,6 +454,10 @@ impl Records {
     /// # Errors
     /// [`StoreError::Unavailable`].
     pub async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.ping().await;
+        }
+
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
     }
@@ -449,6 +467,10 @@ impl Records {
     /// # Errors
     /// Store failures (a duplicate hash is [`StoreError::Unavailable`]).
     pub async fn insert_key(&self, key: &ApiKeyRecord, key_hash: &str) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.insert_key(key, key_hash).await;
+        }
+
         self.write(Write::Key(key.clone(), key_hash.to_string())).await.map(drop)
     }
 
@@ -457,6 +479,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.key_by_hash(key_hash).await;
+        }
+
         let row = sqlx::query("SELECT id, tenant, scopes, created_at FROM srv_api_keys WHERE key_hash = ?")
             .bind(key_hash)
             .fetch_optional(&self.pool)
@@ -479,6 +505,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn count_keys(&self) -> Result<u64, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.count_keys().await;
+        }
+
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM srv_api_keys").fetch_one(&self.pool).await.map_err(unavailable)?;
         Ok(n as u64)
@@ -489,6 +519,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn insert_conversation(&self, c: &ConversationRecord) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.insert_conversation(c).await;
+        }
+
         self.write(Write::Conversation(c.clone())).await.map(drop)
     }
 
@@ -497,6 +531,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn conversation(&self, tenant: &str, id: &str) -> Result<Option<ConversationRecord>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.conversation(tenant, id).await;
+        }
+
         let row = sqlx::query(&format!("SELECT {CONV_COLS} FROM srv_conversations WHERE tenant = ? AND id = ?"))
             .bind(tenant)
             .bind(id)
@@ -515,6 +553,10 @@ impl Records {
         tenant: &str,
         f: &ConversationFilter,
     ) -> Result<Vec<ConversationRecord>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.list_conversations(tenant, f).await;
+        }
+
         let mut sql = format!("SELECT {CONV_COLS} FROM srv_conversations WHERE tenant = ?");
         if f.customer_id.is_some() {
             sql.push_str(" AND customer_id = ?");
@@ -564,6 +606,9 @@ impl Records {
         after: Option<(i64, String)>,
         limit: u32,
     ) -> Result<Vec<ConversationRecord>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.conversations_idle_before(before_ms, after, limit).await;
+        }
         let (t, id) = after.unwrap_or((i64::MIN, String::new()));
         let rows = sqlx::query(&format!(
             "SELECT {CONV_COLS} FROM srv_conversations WHERE updated_at < ? \
@@ -585,6 +630,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn set_conversation_status(&self, id: &str, status: &str, now_ms: i64) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.set_conversation_status(id, status, now_ms).await;
+        }
+
         self.write(Write::Status { id: id.to_string(), status: status.to_string(), now_ms }).await.map(drop)
     }
 
@@ -594,6 +643,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn delete_conversation(&self, tenant: &str, id: &str) -> Result<Option<Deleted>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.delete_conversation(tenant, id).await;
+        }
+
         let out = Arc::new(Mutex::new(None));
         self.write(Write::Delete { tenant: tenant.to_string(), id: id.to_string(), out: out.clone() }).await?;
         let d = *out.lock().unwrap_or_else(|p| p.into_inner());
@@ -605,6 +658,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn start_run(&self, r: &RunRecord) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.start_run(r).await;
+        }
+
         self.write(Write::StartRun(r.clone())).await.map(drop)
     }
 
@@ -614,6 +671,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn finish_run(&self, end: RunEnd) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.finish_run(end).await;
+        }
+
         self.write(Write::FinishRun(end)).await.map(drop)
     }
 
@@ -622,6 +683,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn run(&self, tenant: &str, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.run(tenant, id).await;
+        }
+
         let row = sqlx::query(&format!("SELECT {RUN_COLS} FROM srv_runs WHERE tenant = ? AND id = ?"))
             .bind(tenant)
             .bind(id)
@@ -636,6 +701,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn events_after(&self, run_id: &str, after_seq: u64) -> Result<Vec<EventRecord>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.events_after(run_id, after_seq).await;
+        }
+
         let rows = sqlx::query("SELECT seq, event, data FROM srv_run_events WHERE run_id = ? AND seq > ? ORDER BY seq")
             .bind(run_id)
             .bind(after_seq as i64)
@@ -666,6 +735,10 @@ impl Records {
         conversation_id: &str,
         now_ms: i64,
     ) -> Result<Claim, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.claim_idempotency(tenant, key, body_hash, conversation_id, now_ms).await;
+        }
+
         let inserted = self
             .write(Write::Claim {
                 tenant: tenant.to_string(),
@@ -699,6 +772,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn set_idempotency_run(&self, tenant: &str, key: &str, run_id: &str) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.set_idempotency_run(tenant, key, run_id).await;
+        }
+
         self.write(Write::IdempotencyRun {
             tenant: tenant.to_string(),
             key: key.to_string(),
@@ -713,6 +790,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn release_idempotency(&self, tenant: &str, key: &str) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.release_idempotency(tenant, key).await;
+        }
+
         self.write(Write::Release { tenant: tenant.to_string(), key: key.to_string() }).await.map(drop)
     }
 
@@ -721,6 +802,10 @@ impl Records {
     /// # Errors
     /// Store failures.
     pub async fn insert_feedback(&self, f: &FeedbackRecord) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.insert_feedback(f).await;
+        }
+
         self.write(Write::Feedback(f.clone())).await.map(drop)
     }
 }

@@ -84,6 +84,12 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// A writer with no database behind it: every write fails as unavailable.
+    pub(crate) fn detached() -> Self {
+        let (tx, _) = mpsc::unbounded_channel();
+        Self { tx }
+    }
+
     /// Applies a write in the next group commit; resolves once it is committed.
     pub(crate) async fn write(&self, w: impl SqlWrite) -> Result<u64, StoreError> {
         let (ack, rx) = oneshot::channel();

@@ -10,6 +10,7 @@
 
 mod fenced;
 mod lease;
+pub mod records;
 mod scratch;
 
 pub use fenced::FencedStore;
@@ -121,7 +122,7 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
