@@ -454,7 +454,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             AppState::with_jwt(assistants, records, config.limits.clone(), v)
         }
         None => AppState::new(assistants, records, config.limits.clone()),
-    };
+    }
+    .with_metrics(switchboard_telemetry::metrics::global().clone());
     let listener =
         tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
