@@ -1414,7 +1414,10 @@ fn execute(spec: &NodeSpec, state: Arc<State>, mut ctx: NodeContext) -> BoxFutur
                 }
                 r => {
                     traced.record("switchboard.attempts", attempt);
-                    if let Err(e) = &r {
+                    // A node that pauses on an interrupt has not failed.
+                    if let Err(e) = &r
+                        && !matches!(e, NodeError::Interrupted(_))
+                    {
                         traced.record("otel.status_code", "error");
                         traced.record("otel.status_description", e.to_string().as_str());
                     }

@@ -167,6 +167,9 @@ def test_metrics_parse_with_types_and_move_with_turns(server):
     assert delta("switchboard_feedback", "switchboard_feedback_total", rating="4") == 1
     assert delta("switchboard_checkpoint_bytes", "switchboard_checkpoint_bytes_total") > 0
     assert value(after, "switchboard_runs_in_flight", "switchboard_runs_in_flight") == 0
+    # Waiting on an approval is a pause, not a failure of the node.
+    assert delta("switchboard_node_runs", "switchboard_node_runs_total", node="approval", outcome="error") == 0, text
+    assert delta("switchboard_node_runs", "switchboard_node_runs_total", node="approval", outcome="ok") == 2, text
 
     # Histograms are well formed: cumulative buckets ending in +Inf equal to the count.
     for fam in after.values():
