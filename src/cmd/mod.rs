@@ -15,6 +15,7 @@ mod guard;
 mod keys;
 mod llm;
 mod models;
+mod report;
 mod router;
 mod serve;
 
@@ -68,6 +69,8 @@ enum Command {
     /// Benchmarks that print figures (JSON lines with --json), to compare side by side with peers.
     #[command(subcommand)]
     Bench(Bench),
+    /// Daily containment, handoff, out-of-scope, cost and feedback summaries from the store.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +87,9 @@ enum Bench {
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `warn`), with PII and secrets masked; one
 /// JSON object per line with `SWITCHBOARD_LOG_FORMAT=json`.
+///
+/// Metrics: every turn's spans feed the process's metrics registry, which `serve` renders at
+/// `/metrics`.
 ///
 /// Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, every turn's
 /// spans (run, nodes, guard, routing, LLM calls) are exported over OTLP/HTTP (JSON); message
@@ -110,16 +116,21 @@ pub(crate) fn init_tracing() -> anyhow::Result<Option<switchboard_telemetry::Otl
         .map(switchboard_telemetry::OtlpExporter::start)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let spans = otlp.clone().map(|exporter| {
-        let cfg = switchboard_telemetry::SpanLayerConfig {
-            capture_content: std::env::var("SWITCHBOARD_TRACE_CONTENT").is_ok_and(|v| v == "true" || v == "1"),
-            redactor: Some(std::sync::Arc::new(|t: &str| switchboard_guard::logging::redact_for_log(t).into_owned())),
-            targets: vec!["switchboard".into()],
-        };
-        let sinks: Vec<std::sync::Arc<dyn switchboard_telemetry::SpanSink>> = vec![std::sync::Arc::new(exporter)];
-        switchboard_telemetry::SpanLayer::new(cfg, sinks)
-            .with_filter(tracing_subscriber::filter::Targets::new().with_target("switchboard", tracing::Level::INFO))
-    });
+    // The same spans feed the process's metrics registry (rendered at `/metrics` by `serve`) and,
+    // when configured, the OTLP exporter.
+    let metrics = switchboard_telemetry::MetricsSink::new(switchboard_telemetry::metrics::global().clone());
+    let mut sinks: Vec<std::sync::Arc<dyn switchboard_telemetry::SpanSink>> = vec![std::sync::Arc::new(metrics)];
+    if let Some(exporter) = otlp.clone() {
+        sinks.push(std::sync::Arc::new(exporter));
+    }
+    let cfg = switchboard_telemetry::SpanLayerConfig {
+        capture_content: otlp.is_some()
+            && std::env::var("SWITCHBOARD_TRACE_CONTENT").is_ok_and(|v| v == "true" || v == "1"),
+        redactor: Some(std::sync::Arc::new(|t: &str| switchboard_guard::logging::redact_for_log(t).into_owned())),
+        targets: vec!["switchboard".into()],
+    };
+    let spans = switchboard_telemetry::SpanLayer::new(cfg, sinks)
+        .with_filter(tracing_subscriber::filter::Targets::new().with_target("switchboard", tracing::Level::INFO));
     tracing_subscriber::registry().with(logs).with(spans).init();
     Ok(otlp)
 }
@@ -143,5 +154,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(Bench::Providers(a)) => bench_providers::run(a),
         Command::Bench(Bench::Router(a)) => bench_router::run(a),
         Command::Bench(Bench::Server(a)) => bench_server::run(a),
+        Command::Report(a) => report::run(a),
     }
 }

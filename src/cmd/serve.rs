@@ -728,7 +728,7 @@ async fn app_state(
         }
         None => AppState::new(assistants, records, config.limits.clone()),
     };
-    Ok(state.with_audit(audit))
+    Ok(state.with_audit(audit).with_metrics(switchboard_telemetry::metrics::global().clone()))
 }
 
 async fn listen(

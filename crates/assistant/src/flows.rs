@@ -130,7 +130,18 @@ impl FlowCx<'_> {
             args: args.clone(),
             idempotency_key: Some(key.clone()),
         };
-        let res = self.backend.call(&call);
+        // One `execute_tool` span per call: tool metrics and traces come from it. Arguments and
+        // results are content: the telemetry layer drops them unless capture is on, then redacts.
+        let span = switchboard_telemetry::spans::tool(name, &key);
+        let res = span.in_scope(|| self.backend.call(&call));
+        span.record("gen_ai.tool.call.arguments", args.to_string().as_str());
+        match &res {
+            Ok(v) => {
+                span.record("gen_ai.tool.call.result", v.to_string().as_str());
+            }
+            Err(e) => switchboard_telemetry::spans::fail(&span, &e.to_string()),
+        }
+        drop(span);
         let mut rec = json!({"name": name, "args": args, "idempotency_key": key});
         match &res {
             Ok(v) => rec["result"] = v.clone(),

@@ -211,6 +211,11 @@ impl Inner {
         let sla = self.sla_ms(&priority);
         let summary = self.summary(s, customer, reason, frames, approval);
         let was_with_human = h.status.with_human() && h.reason.as_deref() != Some("approval");
+        // Containment counts a conversation as escalated once: the first time it goes to a human
+        // for anything but a tool-call approval.
+        let escalation = reason != "approval" && !h.escalated;
+        let _span = switchboard_telemetry::spans::handoff(reason, &priority, escalation).entered();
+        h.escalated |= reason != "approval";
         h.request(reason, &priority, sla, summary, frames.last().map(|f| f.flow.clone()), now_ms());
         if reason != "approval" && !was_with_human {
             out.say(fill(&self.spec.handoff.queued, &vars(&[("minutes", json!(sla.div_ceil(60_000)))])));
@@ -226,6 +231,8 @@ impl Inner {
         let ev = s.get("event").cloned().unwrap_or(Value::Null);
         let mut out = Out::default();
         out.update.push("event", Value::Null);
+        // Every turn names its own handler (none when nothing answers, e.g. a desk event).
+        out.update.push("handler", Value::Null);
         if let Some(c) = i.ctx.customer_id() {
             out.update.push("customer", json!(c));
         }
@@ -291,6 +298,7 @@ impl Inner {
         let mut misunderstood = false;
         let route: String = if h.status.with_human() {
             simple(&mut out, "human", "a human owns the conversation");
+            out.handler = Some("human".into());
             if h.status != crate::handoff::HandoffStatus::AgentActive {
                 out.say(self.spec.handoff.waiting.clone());
             }

@@ -79,6 +79,9 @@ pub struct Handoff {
     /// Every transition.
     #[serde(default)]
     pub history: Vec<Transition>,
+    /// It has been handed to a human at least once for a reason other than an approval.
+    #[serde(default)]
+    pub escalated: bool,
 }
 
 /// A transition that is not allowed from the current status.

@@ -250,6 +250,8 @@ struct Head {
     force_snapshot: bool,
     field_bytes: Vec<usize>,
     rollback_to: Option<Option<u64>>,
+    /// Checkpoints written through this head, and their encoded bytes (for the turn's span).
+    written: (u64, u64),
 }
 
 impl Head {
@@ -265,6 +267,7 @@ impl Head {
             force_snapshot: false,
             field_bytes: vec![0; graph.schema.fields.len()],
             rollback_to: None,
+            written: (0, 0),
         }
     }
 }
@@ -425,11 +428,20 @@ impl Engine {
         let conv = conversation.to_string();
         let ev = events.clone();
         // The turn's span: a child of the caller's (the HTTP request), parent of every node's.
+        // Its outcome fields are recorded when the run ends (see `Inner::run`).
         let span = tracing::info_span!(
             "switchboard.run",
             otel.name = "turn",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
             gen_ai.conversation.id = %conv,
             switchboard.run.id = %run_id,
+            switchboard.run.status = tracing::field::Empty,
+            switchboard.handler = tracing::field::Empty,
+            switchboard.ttft_ms = tracing::field::Empty,
+            switchboard.checkpoint.count = tracing::field::Empty,
+            switchboard.checkpoint.bytes = tracing::field::Empty,
+            switchboard.conversation.new = tracing::field::Empty,
         );
         let join = tokio::spawn(
             async move {
@@ -782,6 +794,7 @@ impl Inner {
             force_snapshot: m.migrated,
             field_bytes: m.field_bytes,
             rollback_to: None,
+            written: head.written,
         };
         Ok(())
     }
@@ -826,11 +839,14 @@ impl Inner {
         events: EventSink,
     ) -> Result<RunOutcome, EngineError> {
         *lock(&slot.active) = Some(control.clone());
+        let started = std::time::Instant::now();
         events.emit(EventKind::RunStarted { conversation_id: conversation.clone() });
         let mut acks = Vec::new();
         let mut steps = 0;
         let loaded = self.ensure_loaded(&mut head, &conversation).await;
         let base = head.id;
+        let written_before = head.written;
+        let new_conversation = loaded.is_ok() && base.is_none();
         let result = match loaded {
             Ok(()) => {
                 self.run_inner(&mut head, &conversation, input, &opts, &control, &events, &mut acks, &mut steps).await
@@ -872,6 +888,7 @@ impl Inner {
             interrupts: head.interrupts.clone(),
             steps,
         });
+        record_run_span(&result, &head, written_before, new_conversation, &events, started);
         match &result {
             Ok(o) => events.emit(EventKind::RunFinished { status: o.status.as_str().into(), error: None }),
             Err(e) => {
@@ -1266,6 +1283,7 @@ impl Inner {
             snapshot,
             payload: buf,
         };
+        head.written = (head.written.0 + 1, head.written.1 + record.payload.len() as u64);
         let ack = self.store.put(record);
         match self.config.durability {
             Durability::Sync => ack.await?,
@@ -1328,6 +1346,40 @@ fn check_conflicts(graph: &Graph, outputs: &[(String, NodeOutput)]) -> Result<()
     Ok(())
 }
 
+/// Records a run's outcome on its `turn` span (the current span of the run's task): its status,
+/// the handler that answered (the graph's `handler` field, when it has one: the convention the
+/// metrics read "turns by handler" from), the time to its first streamed token, the checkpoints
+/// it wrote, and whether it was the conversation's first.
+fn record_run_span(
+    result: &Result<RunOutcome, EngineError>,
+    head: &Head,
+    written_before: (u64, u64),
+    new_conversation: bool,
+    events: &EventSink,
+    started: std::time::Instant,
+) {
+    let span = tracing::Span::current();
+    match result {
+        Ok(o) => {
+            span.record("switchboard.run.status", o.status.as_str());
+            if let Some(h) = o.state.get_str("handler") {
+                span.record("switchboard.handler", h);
+            }
+        }
+        Err(e) => {
+            span.record("switchboard.run.status", "failed");
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", e.to_string().as_str());
+        }
+    }
+    if let Some(t) = events.first_token() {
+        span.record("switchboard.ttft_ms", t.saturating_duration_since(started).as_secs_f64() * 1000.0);
+    }
+    span.record("switchboard.checkpoint.count", head.written.0.saturating_sub(written_before.0));
+    span.record("switchboard.checkpoint.bytes", head.written.1.saturating_sub(written_before.1));
+    span.record("switchboard.conversation.new", new_conversation);
+}
+
 /// Runs one node with its timeout and retry policy; a panic becomes a failure.
 fn execute(spec: &NodeSpec, state: Arc<State>, mut ctx: NodeContext) -> BoxFuture<'static, NodeResult> {
     let options = spec.options.clone();
@@ -1372,7 +1424,10 @@ fn execute(spec: &NodeSpec, state: Arc<State>, mut ctx: NodeContext) -> BoxFutur
                 }
                 r => {
                     traced.record("switchboard.attempts", attempt);
-                    if let Err(e) = &r {
+                    // A node that pauses on an interrupt has not failed.
+                    if let Err(e) = &r
+                        && !matches!(e, NodeError::Interrupted(_))
+                    {
                         traced.record("otel.status_code", "error");
                         traced.record("otel.status_description", e.to_string().as_str());
                     }

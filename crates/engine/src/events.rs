@@ -98,12 +98,24 @@ struct SinkInner {
     // Created by the first subscriber: an unobserved run allocates no channel at all.
     tx: OnceLock<broadcast::Sender<Event>>,
     seq: AtomicU64,
+    /// When the run emitted its first token (observed or not): the turn's time to first token.
+    first_token: OnceLock<std::time::Instant>,
 }
 
 impl EventSink {
     /// A sink that drops everything.
     pub fn disabled() -> Self {
         Self { inner: None }
+    }
+    /// Notes that a token is being emitted (observed or not): the first one times the turn.
+    pub(crate) fn note_token(&self) {
+        if let Some(i) = &self.inner {
+            i.first_token.get_or_init(std::time::Instant::now);
+        }
+    }
+    /// When the first token was emitted, if one was.
+    pub(crate) fn first_token(&self) -> Option<std::time::Instant> {
+        self.inner.as_ref().and_then(|i| i.first_token.get().copied())
     }
     pub(crate) fn new(run_id: Arc<str>, capacity: usize) -> Self {
         Self {
@@ -112,6 +124,7 @@ impl EventSink {
                 capacity: capacity.max(16),
                 tx: OnceLock::new(),
                 seq: AtomicU64::new(0),
+                first_token: OnceLock::new(),
             })),
         }
     }

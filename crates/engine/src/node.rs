@@ -158,6 +158,7 @@ impl NodeContext {
     }
     /// Streams an LLM token delta to subscribers.
     pub fn emit_token(&self, delta: &str) {
+        self.events.note_token();
         if self.events.active() {
             self.events.emit(EventKind::Token { node: self.node.to_string(), delta: delta.to_string() });
         }

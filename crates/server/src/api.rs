@@ -580,6 +580,8 @@ pub(crate) async fn feedback(
         created_at_ms: now_ms(),
     };
     state.records().insert_feedback(&rec).await?;
+    let rating = rec.rating.to_string();
+    state.inner.metrics.add(switchboard_telemetry::metrics::names::FEEDBACK, &[("rating", rating.as_str())], 1.0);
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({

@@ -585,7 +585,7 @@ async fn execute(state: &AppState, d: &Arc<Distributed>, claim: &ClaimedRun) -> 
     d.queue.complete_in(&mut tx, claim, reply.as_deref()).await?;
     PgRecords::finish_run_in(&mut tx, &end).await?;
     tx.commit().await?;
-    *lock(&state.inner.metrics.turns).entry(result.status).or_insert(0) += 1;
+    state.inner.metrics.add(crate::state::WORKER_RUNS, &[("status", result.status.as_str())], 1.0);
     d.announce(&job.run).await;
     Ok(())
 }

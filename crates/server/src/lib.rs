@@ -60,15 +60,17 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let in_flight = state::lock(&state.inner.live).len();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.inner.metrics.render(in_flight))
+    state.inner.metrics.set(state::RUNS_IN_FLIGHT, &[], in_flight as f64);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.inner.metrics.render())
         .into_response()
 }
 
 /// Counts responses by status class.
 async fn count(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
-    let class = usize::from(resp.status().as_u16() / 100).min(5);
-    state.inner.metrics.responses[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    const CLASSES: [&str; 6] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx"];
+    let class = CLASSES[usize::from(resp.status().as_u16() / 100).min(5)];
+    state.inner.metrics.add(state::HTTP_RESPONSES, &[("class", class)], 1.0);
     resp
 }
 

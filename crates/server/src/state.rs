@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use switchboard_engine::{Engine, Update};
 use switchboard_store::records::ApiKeyRecord;
 use switchboard_store::{AuditEvent, AuditLog, Records};
+use switchboard_telemetry::Registry;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -135,8 +136,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
     /// Cancelled when streams must end (the end of shutdown).
     pub(crate) closing: CancellationToken,
-    /// Counters for `/metrics`.
-    pub(crate) metrics: Metrics,
+    /// The metrics `/metrics` renders.
+    pub(crate) metrics: Registry,
     /// Rate-limit buckets by key id: (tokens, last refill).
     pub(crate) buckets: Mutex<HashMap<String, (f64, Instant)>>,
     /// API keys found recently, by hash, with when they were read.
@@ -172,13 +173,34 @@ impl AppState {
                 tasks: TaskTracker::new(),
                 closing: CancellationToken::new(),
                 buckets: Mutex::new(HashMap::new()),
-                metrics: Metrics::default(),
+                metrics: {
+                    let r = Registry::new();
+                    declare_metrics(&r);
+                    r
+                },
                 keys: Mutex::new(HashMap::new()),
                 jwt: None,
                 audit: None,
                 dist: None,
             }),
         }
+    }
+
+    /// The same state rendering `registry` at `/metrics` (the registry the process's span layer
+    /// feeds, [`switchboard_telemetry::metrics::global`] in the binary); by default a registry of
+    /// its own, which only the server's counters move. Call before the state is shared.
+    #[must_use]
+    pub fn with_metrics(mut self, registry: Registry) -> Self {
+        declare_metrics(&registry);
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = registry;
+        }
+        self
+    }
+
+    /// The registry `/metrics` renders (e.g. for the runtime queue to set its gauges).
+    pub fn metrics(&self) -> &Registry {
+        &self.inner.metrics
     }
 
     /// State over assistants and records that also accepts JWT bearer tokens.
@@ -308,36 +330,21 @@ impl AppState {
     }
 }
 
-/// Counters exposed at `/metrics`.
-#[derive(Default)]
-pub(crate) struct Metrics {
-    /// HTTP responses by status class (index 1 to 5).
-    pub(crate) responses: [std::sync::atomic::AtomicU64; 6],
-    /// Finished turns by status.
-    pub(crate) turns: Mutex<BTreeMap<String, u64>>,
-}
+/// HTTP responses by status class (metric name).
+pub(crate) const HTTP_RESPONSES: &str = "switchboard_http_responses_total";
+/// Turns running now (metric name).
+pub(crate) const RUNS_IN_FLIGHT: &str = "switchboard_runs_in_flight";
+/// Runs this replica's queue workers finished, by status (metric name).
+pub(crate) const WORKER_RUNS: &str = "switchboard_worker_runs_total";
 
-impl Metrics {
-    /// Prometheus text exposition.
-    pub(crate) fn render(&self, in_flight: usize) -> String {
-        use std::fmt::Write as _;
-        use std::sync::atomic::Ordering;
-        let mut out = String::new();
-        out.push_str("# HELP switchboard_http_responses_total HTTP responses by status class.\n");
-        out.push_str("# TYPE switchboard_http_responses_total counter\n");
-        for (i, c) in self.responses.iter().enumerate().skip(1) {
-            let _ = writeln!(out, "switchboard_http_responses_total{{class=\"{i}xx\"}} {}", c.load(Ordering::Relaxed));
-        }
-        out.push_str("# HELP switchboard_turns_total Finished turns by status.\n");
-        out.push_str("# TYPE switchboard_turns_total counter\n");
-        for (status, n) in lock(&self.turns).iter() {
-            let _ = writeln!(out, "switchboard_turns_total{{status=\"{status}\"}} {n}");
-        }
-        out.push_str("# HELP switchboard_runs_in_flight Turns running now.\n");
-        out.push_str("# TYPE switchboard_runs_in_flight gauge\n");
-        let _ = writeln!(out, "switchboard_runs_in_flight {in_flight}");
-        out
-    }
+/// The metrics `/metrics` renders: the server's own (HTTP responses, runs in flight, feedback)
+/// next to those the span layer derives from every turn's spans into the same registry.
+pub(crate) fn declare_metrics(registry: &Registry) {
+    switchboard_telemetry::MetricsSink::declare(registry);
+    registry
+        .counter(HTTP_RESPONSES, "HTTP responses by status class.")
+        .gauge(RUNS_IN_FLIGHT, "Turns running now.")
+        .counter(WORKER_RUNS, "Runs from the shared queue that this replica's workers finished, by status.");
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

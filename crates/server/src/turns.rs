@@ -250,7 +250,6 @@ pub async fn start_keyed(
         // Published only now that it is stored: a client that saw the end can replay everything.
         live.push(terminal.into(), data);
         lock(&st.inner.live).remove(&rid);
-        *lock(&st.inner.metrics.turns).entry(status).or_insert(0) += 1;
         let _ = done_tx.send(result);
     });
     Ok(Started { run_id, result: done_rx })

@@ -504,14 +504,23 @@ async fn every_response_carries_a_request_id() {
 
 #[tokio::test]
 async fn metrics_count_responses_and_turns() {
+    use tracing_subscriber::layer::SubscriberExt as _;
     let env = setup().await;
+    // Turns are counted from their spans, as in the binary: a span layer feeding the state's registry
+    // (this thread's subscriber; the test's runtime runs every task on this thread).
+    let sink = switchboard_telemetry::MetricsSink::new(env.state.metrics().clone());
+    let layer = switchboard_telemetry::SpanLayer::new(Default::default(), vec![std::sync::Arc::new(sink)]);
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     let id = new_conv(&env, &env.a, "c").await;
     say(&env, &env.a, &id, "hello").await;
     call(&env.app, "GET", "/nope", None, None).await;
     let resp = env.app.clone().oneshot(Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    assert!(text.contains("switchboard_turns_total{status=\"completed\"} 1"), "{text}");
+    assert!(text.contains("switchboard_turns_total{handler=\"none\",outcome=\"completed\"} 1"), "{text}");
+    assert!(text.contains("switchboard_conversations_total 1\n"), "{text}");
+    assert!(text.contains("switchboard_turn_duration_seconds_count{outcome=\"completed\"} 1\n"), "{text}");
+    assert!(text.contains("# TYPE switchboard_queue_depth gauge\n"), "{text}");
     assert!(text.contains("switchboard_http_responses_total{class=\"4xx\"} 1"), "{text}");
     assert!(text.contains("switchboard_http_responses_total{class=\"2xx\"} 2"), "{text}");
     assert!(text.contains("switchboard_runs_in_flight 0"), "{text}");

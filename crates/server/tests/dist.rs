@@ -202,7 +202,7 @@ async fn metric(app: &Router, key: &str, name: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 
-const COMPLETED: &str = "switchboard_turns_total{status=\"completed\"}";
+const COMPLETED: &str = "switchboard_worker_runs_total{status=\"completed\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_posted_to_one_replica_is_executed_by_another() {

@@ -20,13 +20,16 @@ pub fn tool(name: &str, call_id: &str) -> Span {
     )
 }
 
-/// A `handoff` span: the conversation goes to a human for `reason`.
-pub fn handoff(reason: &str, priority: &str) -> Span {
+/// A `handoff` span: the conversation goes to a human for `reason`. `escalation` marks the first
+/// time this conversation is handed to a human for a reason other than a tool-call approval (what
+/// containment counts, see [`crate::metrics`]).
+pub fn handoff(reason: &str, priority: &str, escalation: bool) -> Span {
     tracing::info_span!(
         "switchboard.handoff",
         otel.name = "handoff",
         switchboard.handoff.reason = %reason,
         switchboard.handoff.priority = %priority,
+        switchboard.handoff.escalation = escalation,
     )
 }
 

@@ -99,7 +99,7 @@ impl BreakerRegistry {
             BreakerState::Closed { .. } => false,
             BreakerState::Open { until } if now >= until => {
                 *state = BreakerState::HalfOpen { in_flight: 1 };
-                tracing::info!(model = %id, "circuit half-open: probing");
+                tracing::info!(switchboard.llm.event = "breaker", switchboard.breaker.state = "half_open", model = %id, "circuit half-open: probing");
                 true
             }
             BreakerState::Open { until } => {
@@ -130,17 +130,17 @@ impl BreakerRegistry {
         let open = BreakerState::Open { until: Instant::now() + self.cfg.open_for };
         *state = match (outcome, *state) {
             (Outcome::Success, BreakerState::HalfOpen { .. }) => {
-                tracing::info!(model = %id, "circuit closed after a successful probe");
+                tracing::info!(switchboard.llm.event = "breaker", switchboard.breaker.state = "closed", model = %id, "circuit closed after a successful probe");
                 BreakerState::Closed { failures: 0 }
             }
             (Outcome::Success, BreakerState::Closed { .. }) => BreakerState::Closed { failures: 0 },
             (Outcome::Failure, BreakerState::HalfOpen { .. }) => {
-                tracing::warn!(model = %id, "probe failed: circuit open again");
+                tracing::warn!(switchboard.llm.event = "breaker", switchboard.breaker.state = "open", model = %id, "probe failed: circuit open again");
                 open
             }
             (Outcome::Failure, BreakerState::Closed { failures }) => {
                 if failures + 1 >= self.cfg.failure_threshold {
-                    tracing::warn!(model = %id, failures = failures + 1, "circuit opened");
+                    tracing::warn!(switchboard.llm.event = "breaker", switchboard.breaker.state = "open", model = %id, failures = failures + 1, "circuit opened");
                     open
                 } else {
                     BreakerState::Closed { failures: failures + 1 }

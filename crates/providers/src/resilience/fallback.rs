@@ -58,7 +58,7 @@ impl ChatModel for Fallback {
             match m.chat(req.clone(), cancel.clone()).await {
                 Ok(r) => return Ok(r),
                 Err(e) if i < last && e.should_fall_back() && !cancel.is_cancelled() => {
-                    tracing::warn!(from = %m.id(), to = %self.chain[i + 1].id(), error = %e, "falling back");
+                    tracing::warn!(switchboard.llm.event = "fallback", from = %m.id(), to = %self.chain[i + 1].id(), error = %e, "falling back");
                 }
                 Err(e) => return Err(e),
             }
@@ -76,7 +76,7 @@ impl ChatModel for Fallback {
             match r {
                 Ok(s) => return Ok(s),
                 Err(e) if i < last && e.should_fall_back() && !cancel.is_cancelled() => {
-                    tracing::warn!(from = %m.id(), to = %self.chain[i + 1].id(), error = %e, "falling back");
+                    tracing::warn!(switchboard.llm.event = "fallback", from = %m.id(), to = %self.chain[i + 1].id(), error = %e, "falling back");
                 }
                 Err(e) => return Err(e),
             }

@@ -86,7 +86,7 @@ impl<M: ChatModel> ChatModel for Retry<M> {
                 Ok(r) => return Ok(r),
                 Err(e) => match self.policy.delay(attempt, &e) {
                     Some(d) => {
-                        tracing::warn!(model = %self.inner.id(), attempt, delay_ms = d.as_millis() as u64, error = %e, "retrying model call");
+                        tracing::warn!(switchboard.llm.event = "retry", model = %self.inner.id(), attempt, delay_ms = d.as_millis() as u64, error = %e, "retrying model call");
                         sleep_or_cancel(d, &cancel).await?;
                         attempt += 1;
                     }
@@ -107,7 +107,7 @@ impl<M: ChatModel> ChatModel for Retry<M> {
                 Ok(s) => return Ok(s),
                 Err(e) => match self.policy.delay(attempt, &e) {
                     Some(d) => {
-                        tracing::warn!(model = %self.inner.id(), attempt, delay_ms = d.as_millis() as u64, error = %e, "retrying model stream");
+                        tracing::warn!(switchboard.llm.event = "retry", model = %self.inner.id(), attempt, delay_ms = d.as_millis() as u64, error = %e, "retrying model stream");
                         sleep_or_cancel(d, &cancel).await?;
                         attempt += 1;
                     }
