@@ -61,8 +61,46 @@ fn turn_json(id: &str, t: &TurnView) -> Value {
     })
 }
 
+/// Rebuilds the desk's queue (kept in memory) from the stored conversations of this assistant,
+/// once per process: after a restart, conversations that were waiting for or with a human are
+/// back in the queue with their priority, SLA and assignee, read from their checkpointed handoff
+/// state. One state read per stored conversation of the assistant.
+///
+/// # Errors
+/// Store failures (the next queue request tries again).
+pub async fn restore_queue(st: &AppState, rt: &Runtime) -> Result<(), ApiError> {
+    let desk = rt.assistant.desk();
+    let name = rt.assistant.spec().assistant.name.clone();
+    desk.restore_once(async {
+        let mut after = None;
+        let mut restored = 0usize;
+        loop {
+            let page = st.records().conversations_idle_before(i64::MAX, after.clone(), 200).await?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.updated_at_ms, last.id.clone()));
+            for c in page.iter().filter(|c| c.assistant == name) {
+                if desk.get(&c.id).is_some() {
+                    continue;
+                }
+                let Ok(state) = rt.engine.state(&c.id).await else { continue };
+                let h = crate::handoff::Handoff::from_value(state.get("handoff"));
+                if h.status.with_human() {
+                    desk.sync(&c.id, c.customer_id.as_deref(), &h);
+                    restored += 1;
+                }
+            }
+        }
+        if restored > 0 {
+            tracing::info!(restored, "desk queue rebuilt from stored conversations");
+        }
+        Ok::<(), ApiError>(())
+    })
+    .await
+}
+
 async fn queue(st: AppState, p: Principal, rt: Runtime) -> Out {
     p.require(&[Scope::Desk])?;
+    restore_queue(&st, &rt).await?;
     let mut items = Vec::new();
     for item in rt.assistant.desk().queue() {
         if st.records().conversation(&p.tenant, &item.conversation_id).await?.is_some() {

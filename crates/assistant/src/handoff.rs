@@ -236,6 +236,9 @@ pub struct QueueItem {
 #[derive(Debug, Default)]
 pub struct Desk {
     items: Mutex<BTreeMap<String, QueueItem>>,
+    /// Set once the queue has been rebuilt from the stored conversations (see
+    /// [`crate::desk::restore_queue`]).
+    restored: tokio::sync::OnceCell<()>,
 }
 
 impl Desk {
@@ -278,6 +281,15 @@ impl Desk {
     /// One row.
     pub fn get(&self, conversation_id: &str) -> Option<QueueItem> {
         self.lock().get(conversation_id).cloned()
+    }
+
+    /// Runs `restore` the first time it is called (concurrent callers wait for that one run; a
+    /// failed run is retried by the next caller).
+    pub async fn restore_once<F, E>(&self, restore: F) -> Result<(), E>
+    where
+        F: std::future::Future<Output = Result<(), E>>,
+    {
+        self.restored.get_or_try_init(|| restore).await.map(|_| ())
     }
 }
 

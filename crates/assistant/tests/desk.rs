@@ -44,7 +44,7 @@ async fn desk_claims_approves_and_hands_back() {
     let (rt, exchange) = common::setup();
     let name = rt.assistant.spec().assistant.name.clone();
     // The runtime's engine must be the server's, so both see the same conversations.
-    let engine = rt.assistant.engine(store);
+    let engine = rt.assistant.engine(store.clone());
     let rt = switchboard_assistant::Runtime::new(rt.assistant.clone(), engine.clone());
     let assistants = Assistants::new(name, rt.assistant.server_assistant(engine));
     let (chat, _) = create_key(&records, "acme", &[Scope::Chat]).await.unwrap();
@@ -97,6 +97,28 @@ async fn desk_claims_approves_and_hands_back() {
         (id.as_str(), "approval")
     );
     assert_eq!(item["status"], "queued");
+
+    // A restarted server (a new assistant, so an empty in-memory desk, over the same store) finds
+    // the queued conversation again, from its checkpointed handoff state.
+    {
+        let (fresh, _) = common::setup();
+        let engine2 = fresh.assistant.engine(store.clone());
+        let rt2 = switchboard_assistant::Runtime::new(fresh.assistant.clone(), engine2.clone());
+        assert!(rt2.assistant.desk().queue().is_empty());
+        let records2 = Records::open(&path, SqliteConfig::default().busy_timeout).await.unwrap();
+        let name2 = rt2.assistant.spec().assistant.name.clone();
+        let state2 =
+            AppState::new(Assistants::new(name2, rt2.assistant.server_assistant(engine2)), records2, Limits::default());
+        let api2 = Api { app: switchboard_server::app_with(state2, desk::routes(rt2.clone())) };
+        let (s, q2) = api2.call("GET", "/v1/desk/queue", &agent, None).await;
+        assert_eq!(s, StatusCode::OK, "{q2}");
+        assert_eq!(q2["items"].as_array().unwrap().len(), 1, "{q2}");
+        for k in ["conversation_id", "priority", "reason", "status", "sla_due_ms"] {
+            assert_eq!(q2["items"][0][k], item[k], "{k} after restart");
+        }
+        let (_, q2) = api2.call("GET", "/v1/desk/queue", &other, None).await;
+        assert_eq!(q2["items"], json!([]), "another tenant still sees nothing");
+    }
 
     let (s, e) = api.call("POST", &format!("/v1/desk/conversations/{id}/handback"), &agent, None).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
