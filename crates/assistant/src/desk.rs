@@ -70,15 +70,15 @@ fn turn_json(id: &str, t: &TurnView) -> Value {
 /// Store failures (the next queue request tries again).
 pub async fn restore_queue(st: &AppState, rt: &Runtime) -> Result<(), ApiError> {
     let desk = rt.assistant.desk();
-    let name = rt.assistant.spec().assistant.name.clone();
     desk.restore_once(async {
+        let name = &rt.assistant.spec().assistant.name;
         let mut after = None;
         let mut restored = 0usize;
         loop {
             let page = st.records().conversations_idle_before(i64::MAX, after.clone(), 200).await?;
             let Some(last) = page.last() else { break };
             after = Some((last.updated_at_ms, last.id.clone()));
-            for c in page.iter().filter(|c| c.assistant == name) {
+            for c in page.iter().filter(|c| &c.assistant == name) {
                 if desk.get(&c.id).is_some() {
                     continue;
                 }

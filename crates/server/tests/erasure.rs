@@ -56,7 +56,7 @@ async fn deleting_a_conversation_reports_counts_and_is_audited() {
 #[tokio::test]
 async fn erasing_a_customer_removes_only_that_customers_conversations() {
     let env = setup().await;
-    let mine: Vec<String> = futures_join(&env, "cust_erase", 3).await;
+    let mine: Vec<String> = conversations_of(&env, "cust_erase", 3).await;
     let other_customer = conv_with_turn(&env, &env.a, "cust_keep").await;
     // Another tenant's customer with the same id is not the same person.
     let other_tenant = conv_with_turn(&env, &env.b, "cust_erase").await;
@@ -89,7 +89,7 @@ async fn erasing_a_customer_removes_only_that_customers_conversations() {
     assert!(env.audit.verify().await.unwrap().is_ok());
 }
 
-async fn futures_join(env: &Env, customer: &str, n: usize) -> Vec<String> {
+async fn conversations_of(env: &Env, customer: &str, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(conv_with_turn(env, &env.a, customer).await);
