@@ -5,6 +5,12 @@ mod support;
 
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: a turn allocates many small JSON values and strings
+/// across threads, where glibc's malloc spent a fifth of the server's CPU (`perf` of
+/// `switchboard bench server`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = cmd::Cli::parse();
     let otlp = cmd::init_tracing()?;

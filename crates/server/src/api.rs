@@ -335,7 +335,12 @@ pub(crate) async fn post_message(
 ) -> Out {
     p.require(&[Scope::Chat])?;
     check_metadata(&body.metadata)?;
-    let conv = conversation(&state, &p, &id).await?;
+    // Only the conversation's fixed fields are used below, so a cached record will do.
+    let conv = state
+        .records()
+        .conversation_for_turn(&p.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no conversation `{id}`")))?;
     let sse = wants_sse(&headers);
     if sse && let Some((run, seq)) = last_event_id(&headers)? {
         // A reconnect: resume the stream of the run the client was following.

@@ -187,6 +187,47 @@ pub struct Records {
     pool: SqlitePool,
     writer: Writer,
     pg: Option<PgRecords>,
+    turn_cache: Arc<TurnCache>,
+}
+
+/// Conversations by `(tenant, id)` for [`Records::conversation_for_turn`], on SQLite only (one
+/// process owns the file, and every delete goes through [`Records::delete_conversation`]).
+/// Bounded: emptied when it reaches [`TURN_CACHE_MAX`] entries.
+/// `deletes` counts deletions, so that a record read before a delete committed is not cached after it.
+#[derive(Default)]
+struct TurnCache {
+    map: Mutex<std::collections::HashMap<(String, String), ConversationRecord>>,
+    deletes: std::sync::atomic::AtomicU64,
+}
+
+/// Entries of the turn cache before it is emptied (a few hundred bytes each).
+const TURN_CACHE_MAX: usize = 65_536;
+
+impl TurnCache {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), ConversationRecord>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, tenant: &str, id: &str) -> Option<ConversationRecord> {
+        self.map().get(&(tenant.to_string(), id.to_string())).cloned()
+    }
+
+    fn put(&self, c: &ConversationRecord) {
+        let mut m = self.map();
+        if m.len() >= TURN_CACHE_MAX {
+            m.clear();
+        }
+        m.insert((c.tenant.clone(), c.id.clone()), c.clone());
+    }
+
+    fn forget(&self, tenant: &str, id: &str) {
+        self.deletes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.map().remove(&(tenant.to_string(), id.to_string()));
+    }
+
+    fn epoch(&self) -> u64 {
+        self.deletes.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl std::fmt::Debug for Records {
@@ -430,14 +471,19 @@ impl Records {
     /// The records in a store's file, written by the store's writer (in its group commits) and
     /// read through its reader pool. They keep working after the store handle is dropped.
     pub fn on_store(store: &SqliteStore) -> Self {
-        Self { pool: store.readers(), writer: store.writer(), pg: None }
+        Self { pool: store.readers(), writer: store.writer(), pg: None, turn_cache: Arc::default() }
     }
 
     /// The records in a PostgreSQL database (migrated by [`crate::PgStore::open`]).
     pub fn on_postgres(pool: sqlx::PgPool) -> Self {
         // The SQLite side is never used: an in-memory pool that is never connected.
         let lazy = SqlitePool::connect_lazy("sqlite::memory:").unwrap_or_else(|_| unreachable!("a valid URL"));
-        Self { pool: lazy.clone(), writer: Writer::detached(), pg: Some(PgRecords::new(pool)) }
+        Self {
+            pool: lazy.clone(),
+            writer: Writer::detached(),
+            pg: Some(PgRecords::new(pool)),
+            turn_cache: Arc::default(),
+        }
     }
 
     /// The PostgreSQL side, when the records are there.
@@ -523,7 +569,44 @@ impl Records {
             return pg.insert_conversation(c).await;
         }
 
-        self.write(Write::Conversation(c.clone())).await.map(drop)
+        self.write(Write::Conversation(c.clone())).await?;
+        self.turn_cache.put(c);
+        Ok(())
+    }
+
+    /// The conversation a turn runs in: [`Records::conversation`], served on SQLite from an
+    /// in-memory cache so that a turn does not wait for a read. Only the fields that never change
+    /// are meant to be used (`id`, `tenant`, `assistant`, `customer_id`, `metadata`, `created_at_ms`);
+    /// `status` and `updated_at_ms` may be stale. On PostgreSQL (shared by replicas, any of which
+    /// may delete the conversation) it always reads.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn conversation_for_turn(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        if self.pg.is_none()
+            && let Some(c) = self.turn_cache.get(tenant, id)
+        {
+            return Ok(Some(c));
+        }
+        let epoch = self.turn_cache.epoch();
+        let c = self.conversation(tenant, id).await?;
+        if self.pg.is_none()
+            && let Some(c) = &c
+        {
+            let mut m = self.turn_cache.map();
+            // No delete began since the read: it cannot be a deleted conversation's record.
+            if self.turn_cache.epoch() == epoch {
+                if m.len() >= TURN_CACHE_MAX {
+                    m.clear();
+                }
+                m.insert((c.tenant.clone(), c.id.clone()), c.clone());
+            }
+        }
+        Ok(c)
     }
 
     /// A tenant's conversation.
@@ -648,7 +731,12 @@ impl Records {
         }
 
         let out = Arc::new(Mutex::new(None));
-        self.write(Write::Delete { tenant: tenant.to_string(), id: id.to_string(), out: out.clone() }).await?;
+        self.turn_cache.forget(tenant, id);
+        let written =
+            self.write(Write::Delete { tenant: tenant.to_string(), id: id.to_string(), out: out.clone() }).await;
+        // Forgotten again after the commit: a turn that read it meanwhile must not put it back.
+        self.turn_cache.forget(tenant, id);
+        written?;
         let d = *out.lock().unwrap_or_else(|p| p.into_inner());
         Ok(d)
     }
@@ -857,5 +945,21 @@ mod tests {
         assert!(r.delete_conversation("t2", "c1").await.unwrap().is_none());
         assert!(r.delete_conversation("t1", "c1").await.unwrap().is_some());
         assert!(r.conversation("t1", "c1").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_turn_cache_is_tenant_scoped_and_forgets_deleted_conversations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sqlite");
+        let r = Records::open(&path, Duration::from_secs(5)).await.unwrap();
+        r.insert_conversation(&c("c1", "t1", 1)).await.unwrap();
+        assert_eq!(r.conversation_for_turn("t1", "c1").await.unwrap().unwrap().assistant, "a");
+        assert!(r.conversation_for_turn("t2", "c1").await.unwrap().is_none());
+        // A record read from the file (not created through this handle) is cached as well.
+        let other = Records::open(&path, Duration::from_secs(5)).await.unwrap();
+        assert!(other.conversation_for_turn("t1", "c1").await.unwrap().is_some());
+        assert!(r.delete_conversation("t1", "c1").await.unwrap().is_some());
+        assert!(r.conversation_for_turn("t1", "c1").await.unwrap().is_none());
+        assert!(r.turn_cache.get("t1", "c1").is_none());
     }
 }
