@@ -322,15 +322,24 @@ test('story: lost card, human handoff, an agent approves the freeze in the desk 
     const before = await chat.locator('.msg.assistant').count();
     await chat.locator('#message').fill(text);
     await chat.locator('#send').click();
-    await chat.waitForFunction(
-      (n) => {
-        const all = document.querySelectorAll('.msg.assistant');
-        const refused = !document.querySelector('#error').classList.contains('hidden');
-        return refused || (all.length > n && !document.querySelector('.msg.streaming'));
-      },
-      before,
-      { timeout: 30_000 },
-    );
+    try {
+      await chat.waitForFunction(
+        (n) => {
+          const all = document.querySelectorAll('.msg.assistant');
+          const refused = !document.querySelector('#error').classList.contains('hidden');
+          return refused || (all.length > n && !document.querySelector('.msg.streaming'));
+        },
+        before,
+        { timeout: 60_000 },
+      );
+    } catch (e) {
+      // Say what the page and the server were doing, not only that the wait timed out.
+      const transcript = await chat.locator('#transcript').innerText().catch(() => '(no transcript)');
+      throw new Error(
+        `no reply to ${JSON.stringify(text)}: ${e.message}\n--- page transcript ---\n${transcript}` +
+          `\n--- server log (last 4 KB) ---\n${serverLog.slice(-4096)}`,
+      );
+    }
     // A refused message shows the API's error in the page: fail with it, not later with a timeout.
     const error = chat.locator('#error:not(.hidden)');
     if (await error.count()) assert.fail(`the chat refused ${JSON.stringify(text)}: ${await error.textContent()}`);
