@@ -283,6 +283,20 @@ impl BertEncoder {
     /// # Errors
     /// [`RouterError::Tokenizer`] or [`RouterError::Tensor`] on internal failures.
     pub fn encode(&self, texts: &[&str]) -> Result<Encoded> {
+        let forward_batch = match self.engine {
+            Engine::Candle { .. } => CANDLE_FORWARD_BATCH,
+            Engine::Ort(_) => ORT_FORWARD_BATCH,
+        };
+        self.encode_batched(texts, forward_batch)
+    }
+
+    /// [`BertEncoder::encode`] with `batch` items per forward pass (texts sorted by length
+    /// first, as sentence-transformers' `encode(texts, batch_size=…)` does).
+    ///
+    /// # Errors
+    /// As [`BertEncoder::encode`].
+    pub fn encode_batched(&self, texts: &[&str], batch: usize) -> Result<Encoded> {
+        let forward_batch = batch.max(1);
         let mut tokenized = Vec::with_capacity(texts.len());
         for t in texts {
             tokenized.push(self.tokenize(t)?);
@@ -290,10 +304,6 @@ impl BertEncoder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| tokenized[i].0.len());
         let dim = self.info.dim;
-        let forward_batch = match self.engine {
-            Engine::Candle { .. } => CANDLE_FORWARD_BATCH,
-            Engine::Ort(_) => ORT_FORWARD_BATCH,
-        };
         let mut vectors = vec![Vec::new(); texts.len()];
         for chunk in order.chunks(forward_batch) {
             let max_len = chunk.iter().map(|&i| tokenized[i].0.len()).max().unwrap_or(0).max(1);
