@@ -1,18 +1,21 @@
 //! `switchboard bench router --json`: sentence-encoder speed, to set beside PyTorch's.
 //!
-//! Threads: candle follows `RAYON_NUM_THREADS`; run with `RAYON_NUM_THREADS=1` for the
-//! one-thread figures. The report says how many threads it ran with.
+//! `--backend ort|candle` picks the engine (default: `SWITCHBOARD_ENCODER_BACKEND`, else ort).
+//! Threads: ONNX Runtime uses `--threads` intra-op threads; candle follows `RAYON_NUM_THREADS`,
+//! so run with `RAYON_NUM_THREADS=1` for its one-thread figures (the run refuses an explicit
+//! `--threads` that candle would not honour). The report says which engine ran and with how many threads.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use switchboard_router::data::{self, DataFormat};
-use switchboard_router::encoder::BertEncoder;
+use switchboard_router::encoder::bert::default_threads;
+use switchboard_router::encoder::{BertEncoder, EncoderBackend, EncoderOptions};
 use switchboard_router::eval::percentile;
-use switchboard_router::fetch::resolve_model_dir;
+use switchboard_router::fetch::{ONNXRUNTIME_VERSION, resolve_model_dir};
 
 /// Benchmark settings.
 #[derive(Debug, Args)]
@@ -26,12 +29,21 @@ pub(crate) struct BenchRouterArgs {
     /// Number of sentences to use.
     #[arg(long, default_value_t = 256)]
     n: usize,
-    /// Batch size of the throughput run.
+    /// Sentences per forward pass in the throughput run (all sentences are handed over in one
+    /// call and sorted by length, as sentence-transformers does).
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Sentence-transformers model folder.
     #[arg(long)]
     model_dir: Option<PathBuf>,
+    /// Engine: `ort` (ONNX Runtime) or `candle` (default: SWITCHBOARD_ENCODER_BACKEND, else ort).
+    /// No fallback here: a missing ONNX Runtime is an error.
+    #[arg(long)]
+    backend: Option<EncoderBackend>,
+    /// Threads of the engine (default: SWITCHBOARD_ENCODER_THREADS, else RAYON_NUM_THREADS,
+    /// else the cores available).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -51,7 +63,22 @@ const BUILT_IN: &[&str] = &[
 pub(crate) fn run(a: BenchRouterArgs) -> anyhow::Result<()> {
     let loc = resolve_model_dir(a.model_dir.as_deref())
         .context("no sentence encoder found: run `switchboard models fetch` or pass --model-dir")?;
-    let enc = Arc::new(BertEncoder::load(&loc.dir, loc.pinned)?);
+    let mut options = EncoderOptions::from_env();
+    if let Some(b) = a.backend {
+        options.backend = b;
+    }
+    options.threads = a.threads.unwrap_or_else(default_threads).max(1);
+    options.fallback = false;
+    let enc = Arc::new(BertEncoder::load_with(&loc.dir, loc.pinned, &options)?);
+    if a.threads.is_some() && enc.threads() != options.threads {
+        bail!(
+            "the {} engine would run on {} threads, not {}: set RAYON_NUM_THREADS={}",
+            enc.backend(),
+            enc.threads(),
+            options.threads,
+            options.threads
+        );
+    }
     let texts: Vec<String> = match &a.data {
         Some(p) => data::load(p, a.format.unwrap_or_else(|| DataFormat::from_path(p)))?
             .into_iter()
@@ -71,14 +98,19 @@ pub(crate) fn run(a: BenchRouterArgs) -> anyhow::Result<()> {
     }
     lat.sort_by(f64::total_cmp);
     let s = Instant::now();
-    for chunk in refs.chunks(a.batch.max(1)) {
-        enc.encode(chunk)?;
-    }
+    // All sentences in one call, `--batch` per forward pass: what the Python side's
+    // `model.encode(texts, batch_size=…)` does.
+    enc.encode_batched(&refs, a.batch)?;
     let batch_secs = s.elapsed().as_secs_f64();
     let report = serde_json::json!({
-        "engine": "candle",
+        "engine": match enc.backend() {
+            EncoderBackend::Candle => "candle".to_owned(),
+            EncoderBackend::Ort => format!("onnxruntime {ONNXRUNTIME_VERSION} (ort)"),
+        },
+        "backend": enc.backend(),
         "model": enc.info().id,
-        "threads": candle_core_threads(),
+        "onnx_sha256": enc.onnx_sha256(),
+        "threads": enc.threads(),
         "n": refs.len(),
         "single_ms": {"p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99)},
         "batch_size": a.batch,
@@ -90,12 +122,4 @@ pub(crate) fn run(a: BenchRouterArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
-}
-
-fn candle_core_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }

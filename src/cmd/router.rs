@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use switchboard_router::data::{self, DataFormat};
-use switchboard_router::encoder::{BertEncoder, EmbeddingCache};
+use switchboard_router::encoder::{BertEncoder, EmbeddingCache, EncoderBackend, EncoderOptions};
 use switchboard_router::fetch::resolve_model_dir;
 use switchboard_router::head::LogRegConfig;
 use switchboard_router::rules::{RuleSpec, Rules};
@@ -49,6 +49,10 @@ pub(crate) struct TrainArgs {
     /// Use the lexical encoder only.
     #[arg(long)]
     lexical_only: bool,
+    /// Engine of the sentence encoder: `ort` (ONNX Runtime, the default) or `candle`
+    /// (default: SWITCHBOARD_ENCODER_BACKEND, else ort).
+    #[arg(long)]
+    backend: Option<EncoderBackend>,
     /// Seed for splits and subsampling.
     #[arg(long, default_value_t = 13)]
     seed: u64,
@@ -158,13 +162,21 @@ fn fmt_of(format: Option<DataFormat>, path: &Path) -> DataFormat {
 }
 
 /// The sentence encoder, or `None` with a warning when there is none to be had.
-fn load_encoder(model_dir: Option<&Path>, lexical_only: bool) -> anyhow::Result<Option<Arc<BertEncoder>>> {
+fn load_encoder(
+    model_dir: Option<&Path>,
+    lexical_only: bool,
+    backend: Option<EncoderBackend>,
+) -> anyhow::Result<Option<Arc<BertEncoder>>> {
     if lexical_only {
         return Ok(None);
     }
     match resolve_model_dir(model_dir) {
         Some(loc) => {
-            let enc = BertEncoder::load(&loc.dir, loc.pinned)
+            let mut options = EncoderOptions::from_env();
+            if let Some(b) = backend {
+                options.backend = b;
+            }
+            let enc = BertEncoder::load_with(&loc.dir, loc.pinned, &options)
                 .with_context(|| format!("loading the sentence encoder from {}", loc.dir.display()))?;
             Ok(Some(Arc::new(enc)))
         }
@@ -199,7 +211,7 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         rules.extend(more);
     }
     Rules::new(rules.clone())?;
-    let bert = load_encoder(a.model_dir.as_deref(), a.lexical_only)?;
+    let bert = load_encoder(a.model_dir.as_deref(), a.lexical_only, a.backend)?;
     let cache = match (&a.embed_cache, &bert) {
         (Some(p), Some(b)) => Some(Arc::new(EmbeddingCache::open(p, &b.info().hash))),
         _ => None,
@@ -223,10 +235,11 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&artifact.manifest.metrics)?);
     eprintln!(
-        "trained {} intents on {} examples in {:.1}s; artifact: {}",
+        "trained {} intents on {} examples in {:.1}s (encoder engine: {}); artifact: {}",
         artifact.manifest.labels.len(),
         artifact.manifest.metrics.n_train,
         artifact.manifest.metrics.train_seconds,
+        bert.as_ref().map_or("none", |b| b.backend().as_str()),
         a.out.display()
     );
     Ok(())

@@ -80,6 +80,11 @@ pub struct RouterSpec {
     pub lexical_dim: usize,
     /// Use the sentence encoder when its model is installed.
     pub use_sentence_encoder: bool,
+    /// Engine of the sentence encoder: `ort` (ONNX Runtime, the default) or `candle`. Without
+    /// it, `SWITCHBOARD_ENCODER_BACKEND` decides, else ort. ONNX Runtime falls back to candle
+    /// with a warning when it is not installed.
+    #[serde(default)]
+    pub encoder_backend: Option<switchboard_router::encoder::EncoderBackend>,
     /// Clarify below this top-two margin.
     pub clarify_margin: f32,
     /// Fraction of in-scope held-out items the out-of-scope threshold may reject.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use switchboard_router::artifact::Artifact;
 use switchboard_router::data::{DataFormat, Example, cap_per_intent, hash_examples, load};
-use switchboard_router::encoder::BertEncoder;
+use switchboard_router::encoder::{BertEncoder, EncoderOptions};
 use switchboard_router::rules::Rules;
 use switchboard_router::train::{TrainOptions, train};
 use switchboard_router::{Router, RouterError};
@@ -44,7 +44,11 @@ pub fn sentence_encoder(spec: &AssistantSpec) -> Option<Arc<BertEncoder>> {
         return None;
     }
     let loc = switchboard_router::fetch::resolve_model_dir(None)?;
-    match BertEncoder::load(&loc.dir, loc.pinned) {
+    let mut options = EncoderOptions::from_env();
+    if let Some(b) = spec.router.encoder_backend {
+        options.backend = b;
+    }
+    match BertEncoder::load_with(&loc.dir, loc.pinned, &options) {
         Ok(e) => Some(Arc::new(e)),
         Err(e) => {
             tracing::warn!(error = %e, "sentence encoder unavailable; using the lexical router");

@@ -67,6 +67,13 @@ pub enum RouterError {
     /// A tensor operation failed inside candle.
     #[error("tensor computation failed")]
     Tensor(#[from] candle_core::Error),
+    /// The ONNX Runtime backend cannot be used here: its library or the exported `model.onnx`
+    /// is missing or does not load. Callers fall back to the candle backend.
+    #[error("ONNX Runtime unavailable: {0}")]
+    OrtUnavailable(String),
+    /// ONNX Runtime failed while running the model.
+    #[error("ONNX Runtime inference failed: {0}")]
+    Inference(String),
     /// Fetching a model failed.
     #[error("model fetch failed: {0}")]
     Fetch(String),

@@ -2,7 +2,8 @@
 //! these two did you mean?".
 //!
 //! The ladder, in order: compliance [`rules`]; a multinomial logistic-regression head over
-//! sentence-transformer embeddings (candle, all-MiniLM-L6-v2 by default) and hashed n-gram
+//! sentence-transformer embeddings (all-MiniLM-L6-v2 by default, run by ONNX Runtime through
+//! `ort`, or by candle — see [`encoder::bert`]) and hashed n-gram
 //! TF-IDF features; run-time prototype intents; an out-of-scope threshold fitted on held-out
 //! data for a target in-scope rejection rate; a clarify margin; and an optional
 //! [`llm::LlmFallback`]. Every [`Decision`] records its candidates, scores, thresholds and the

@@ -1,33 +1,140 @@
-//! A BERT-family sentence encoder on candle: the sentence-transformers recipe in Rust.
+//! A BERT-family sentence encoder: the sentence-transformers recipe in Rust.
 //!
-//! Loads a sentence-transformers folder (`config.json`, `tokenizer.json`, `model.safetensors`),
-//! tokenises without fixed-length padding, truncates to the model's `max_seq_length`, runs the
-//! transformer on length-sorted micro-batches padded only to the longest item, mean-pools the
-//! last hidden states under the attention mask and L2-normalises. The encoder's identity is the
-//! sha256 of its weights and tokenizer, so a head trained on one model is never run on another.
+//! Loads a sentence-transformers folder (`config.json`, `tokenizer.json`, `model.safetensors`,
+//! and `model.onnx` for the ONNX Runtime engine), tokenises without fixed-length padding,
+//! truncates to the model's `max_seq_length`, runs the transformer on length-sorted
+//! micro-batches padded only to the longest item, mean-pools the last hidden states under the
+//! attention mask and L2-normalises. The encoder's identity is the sha256 of its weights and
+//! tokenizer, so a head trained on one model is never run on another; both engines compute the
+//! same function of the same weights, so a head trained with one runs with the other.
+//!
+//! Two engines run the transformer ([`EncoderBackend`]): ONNX Runtime through the `ort` crate
+//! (the default: faster here, see the crate README for the figures) and candle. When ONNX
+//! Runtime is asked for but its library or `model.onnx` is missing, the encoder warns and
+//! uses candle.
 
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::onnx::OrtEngine;
 use super::{Encoded, EncoderInfo};
 use crate::error::{Result, RouterError};
 use crate::fetch::{PINNED_MODEL_HASHES, sha256_file};
 
-/// Items per forward pass; the batch is sorted by length first so padding stays small. Small
-/// passes measured faster than 32 on candle CPU here (batch 4–8 best).
-const FORWARD_BATCH: usize = 8;
+/// Items per candle forward pass; the batch is sorted by length first so padding stays small.
+/// Small passes measured faster than 32 on candle CPU here (batch 4–8 best).
+const CANDLE_FORWARD_BATCH: usize = 8;
+/// Items per ONNX Runtime forward pass.
+const ORT_FORWARD_BATCH: usize = 32;
+/// Environment variable choosing the engine (`ort` or `candle`) where no option says.
+pub const BACKEND_ENV: &str = "SWITCHBOARD_ENCODER_BACKEND";
+/// Environment variable giving the engine's thread count where no option says.
+pub const THREADS_ENV: &str = "SWITCHBOARD_ENCODER_THREADS";
+
+/// Which engine runs the transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncoderBackend {
+    /// ONNX Runtime (`model.onnx`, library loaded at run time). The default.
+    #[default]
+    Ort,
+    /// candle (`model.safetensors`), pure Rust.
+    Candle,
+}
+
+impl EncoderBackend {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ort => "ort",
+            Self::Candle => "candle",
+        }
+    }
+}
+
+impl std::fmt::Display for EncoderBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EncoderBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ort" | "onnx" | "onnxruntime" => Ok(Self::Ort),
+            "candle" => Ok(Self::Candle),
+            other => Err(format!("unknown encoder backend {other:?} (expected ort or candle)")),
+        }
+    }
+}
+
+/// How to run the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncoderOptions {
+    /// The engine wanted.
+    pub backend: EncoderBackend,
+    /// When the wanted engine cannot be loaded for want of its files (not for a failed hash),
+    /// use candle with a warning instead of failing.
+    pub fallback: bool,
+    /// Intra-op threads of ONNX Runtime (candle follows `RAYON_NUM_THREADS`).
+    pub threads: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self { backend: EncoderBackend::default(), fallback: true, threads: default_threads() }
+    }
+}
+
+impl EncoderOptions {
+    /// The defaults, overridden by `SWITCHBOARD_ENCODER_BACKEND` and
+    /// `SWITCHBOARD_ENCODER_THREADS` when set. A bad value is ignored with a warning.
+    pub fn from_env() -> Self {
+        let mut o = Self::default();
+        if let Some(v) = std::env::var(BACKEND_ENV).ok().filter(|v| !v.trim().is_empty()) {
+            match v.parse() {
+                Ok(b) => o.backend = b,
+                Err(e) => tracing::warn!(%e, "ignoring {BACKEND_ENV}"),
+            }
+        }
+        o
+    }
+
+    /// These options with another engine.
+    pub fn with_backend(mut self, backend: EncoderBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+}
+
+/// Threads for the engine: `SWITCHBOARD_ENCODER_THREADS`, else `RAYON_NUM_THREADS`, else the
+/// cores available.
+pub fn default_threads() -> usize {
+    [THREADS_ENV, "RAYON_NUM_THREADS"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().and_then(|s| s.trim().parse::<usize>().ok()).filter(|&n| n > 0))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// The engine that runs the transformer.
+enum Engine {
+    Candle { model: BertModel, device: Device },
+    Ort(OrtEngine),
+}
 /// Used when the folder has no `sentence_bert_config.json`.
 const DEFAULT_MAX_SEQ_LEN: usize = 256;
 
 /// A loaded sentence encoder (weights in memory, tokenizer configured).
 pub struct BertEncoder {
-    model: BertModel,
+    engine: Engine,
     tokenizer: Tokenizer,
-    device: Device,
     info: EncoderInfo,
     max_seq_len: usize,
 }
@@ -36,6 +143,7 @@ impl std::fmt::Debug for BertEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BertEncoder")
             .field("info", &self.info)
+            .field("backend", &self.backend())
             .field("max_seq_len", &self.max_seq_len)
             .finish_non_exhaustive()
     }
@@ -46,6 +154,16 @@ fn bad(dir: &Path, reason: impl Into<String>) -> RouterError {
 }
 
 impl BertEncoder {
+    /// Load a sentence-transformers model folder with [`EncoderOptions::from_env`]: ONNX
+    /// Runtime unless `SWITCHBOARD_ENCODER_BACKEND=candle`, candle (with a warning) when ONNX
+    /// Runtime is not installed.
+    ///
+    /// # Errors
+    /// As [`BertEncoder::load_with`].
+    pub fn load(dir: &Path, expect_pinned: bool) -> Result<Self> {
+        Self::load_with(dir, expect_pinned, &EncoderOptions::from_env())
+    }
+
     /// Load a sentence-transformers model folder.
     ///
     /// With `expect_pinned` (the default model from the cache) every pinned file must have its
@@ -54,8 +172,10 @@ impl BertEncoder {
     ///
     /// # Errors
     /// [`RouterError::BadModelDir`] for missing or unreadable files, [`RouterError::HashMismatch`]
-    /// when a file fails its pinned hash.
-    pub fn load(dir: &Path, expect_pinned: bool) -> Result<Self> {
+    /// when a file fails its pinned (or, for `model.onnx`, recorded) hash,
+    /// [`RouterError::OrtUnavailable`] when ONNX Runtime is wanted without fallback and cannot
+    /// be loaded.
+    pub fn load_with(dir: &Path, expect_pinned: bool, options: &EncoderOptions) -> Result<Self> {
         if !dir.is_dir() {
             return Err(bad(dir, "not a directory"));
         }
@@ -93,12 +213,17 @@ impl BertEncoder {
             }))
             .map_err(|e| RouterError::Tokenizer(e.to_string()))?;
 
-        let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load(&weights_path, &device)
-            .map_err(|e| bad(dir, format!("model.safetensors: {e}")))?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let model =
-            BertModel::load(vb, &config).map_err(|e| bad(dir, format!("weights do not fit config.json: {e}")))?;
+        let engine = match options.backend {
+            EncoderBackend::Ort => match OrtEngine::load(dir, options.threads) {
+                Ok(e) => Engine::Ort(e),
+                Err(RouterError::OrtUnavailable(why)) if options.fallback => {
+                    tracing::warn!(reason = %why, "ONNX Runtime encoder unavailable; using the candle encoder");
+                    load_candle(dir, &weights_path, &config)?
+                }
+                Err(e) => return Err(e),
+            },
+            EncoderBackend::Candle => load_candle(dir, &weights_path, &config)?,
+        };
 
         let id = model_id(dir);
         let info = EncoderInfo {
@@ -107,7 +232,31 @@ impl BertEncoder {
             hash: format!("{}+{}", &weights_hash[..16], &tokenizer_hash[..16]),
             dim: config.hidden_size,
         };
-        Ok(Self { model, tokenizer, device, info, max_seq_len })
+        Ok(Self { engine, tokenizer, info, max_seq_len })
+    }
+
+    /// The engine that runs the transformer (after any fallback).
+    pub fn backend(&self) -> EncoderBackend {
+        match self.engine {
+            Engine::Candle { .. } => EncoderBackend::Candle,
+            Engine::Ort(_) => EncoderBackend::Ort,
+        }
+    }
+
+    /// Threads of the engine: ONNX Runtime's intra-op threads, or candle's (rayon) pool size.
+    pub fn threads(&self) -> usize {
+        match &self.engine {
+            Engine::Candle { .. } => candle_core::utils::get_num_threads(),
+            Engine::Ort(e) => e.threads(),
+        }
+    }
+
+    /// sha256 of `model.onnx` when ONNX Runtime runs the model.
+    pub fn onnx_sha256(&self) -> Option<&str> {
+        match &self.engine {
+            Engine::Candle { .. } => None,
+            Engine::Ort(e) => Some(e.onnx_sha256()),
+        }
     }
 
     /// Identity and output size of this encoder.
@@ -134,6 +283,20 @@ impl BertEncoder {
     /// # Errors
     /// [`RouterError::Tokenizer`] or [`RouterError::Tensor`] on internal failures.
     pub fn encode(&self, texts: &[&str]) -> Result<Encoded> {
+        let forward_batch = match self.engine {
+            Engine::Candle { .. } => CANDLE_FORWARD_BATCH,
+            Engine::Ort(_) => ORT_FORWARD_BATCH,
+        };
+        self.encode_batched(texts, forward_batch)
+    }
+
+    /// [`BertEncoder::encode`] with `batch` items per forward pass (texts sorted by length
+    /// first, as sentence-transformers' `encode(texts, batch_size=…)` does).
+    ///
+    /// # Errors
+    /// As [`BertEncoder::encode`].
+    pub fn encode_batched(&self, texts: &[&str], batch: usize) -> Result<Encoded> {
+        let forward_batch = batch.max(1);
         let mut tokenized = Vec::with_capacity(texts.len());
         for t in texts {
             tokenized.push(self.tokenize(t)?);
@@ -142,7 +305,7 @@ impl BertEncoder {
         order.sort_by_key(|&i| tokenized[i].0.len());
         let dim = self.info.dim;
         let mut vectors = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(FORWARD_BATCH) {
+        for chunk in order.chunks(forward_batch) {
             let max_len = chunk.iter().map(|&i| tokenized[i].0.len()).max().unwrap_or(0).max(1);
             let mut ids = Vec::with_capacity(chunk.len() * max_len);
             let mut mask = Vec::with_capacity(chunk.len() * max_len);
@@ -154,34 +317,80 @@ impl BertEncoder {
                 mask.extend(std::iter::repeat_n(0u32, max_len - t.len()));
             }
             let b = chunk.len();
-            let ids = Tensor::from_vec(ids, (b, max_len), &self.device)?;
-            let mask = Tensor::from_vec(mask, (b, max_len), &self.device)?;
-            let type_ids = ids.zeros_like()?;
-            let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
-            let pooled = mean_pool(&hidden, &mask)?;
-            let normed = l2_normalize(&pooled)?;
-            let rows: Vec<Vec<f32>> = normed.to_vec2()?;
+            let hidden = self.forward(ids, &mask, b, max_len)?;
+            let rows = mean_pool_normalize(&hidden, &mask, b, max_len, dim)?;
             for (&i, row) in chunk.iter().zip(rows) {
-                debug_assert_eq!(row.len(), dim);
                 vectors[i] = row;
             }
         }
         Ok(Encoded { vectors, truncated: tokenized.iter().map(|t| t.1).collect() })
     }
+
+    /// Last hidden states of a padded batch, `(b, len, dim)` flattened.
+    fn forward(&self, ids: Vec<u32>, mask: &[u32], b: usize, len: usize) -> Result<Vec<f32>> {
+        match &self.engine {
+            Engine::Candle { model, device } => {
+                let ids = Tensor::from_vec(ids, (b, len), device)?;
+                let mask = Tensor::from_vec(mask.to_vec(), (b, len), device)?;
+                let type_ids = ids.zeros_like()?;
+                let hidden = model.forward(&ids, &type_ids, Some(&mask))?;
+                Ok(hidden.flatten_all()?.to_vec1()?)
+            }
+            Engine::Ort(e) => e.forward(&ids, mask, b, len),
+        }
+    }
 }
 
-/// Mean of the hidden states over the positions the mask keeps: `(b, l, h), (b, l) -> (b, h)`.
-pub(crate) fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-    let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
-    Ok(summed.broadcast_div(&counts)?)
+fn load_candle(dir: &Path, weights_path: &Path, config: &Config) -> Result<Engine> {
+    let device = Device::Cpu;
+    let tensors = candle_core::safetensors::load(weights_path, &device)
+        .map_err(|e| bad(dir, format!("model.safetensors: {e}")))?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+    let model = BertModel::load(vb, config).map_err(|e| bad(dir, format!("weights do not fit config.json: {e}")))?;
+    Ok(Engine::Candle { model, device })
 }
 
-/// Row-wise L2 normalisation of a `(b, h)` matrix.
-pub(crate) fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
-    Ok(x.broadcast_div(&norm)?)
+/// Mean of each item's hidden states over the positions its mask keeps, L2-normalised:
+/// `hidden` is `(b, len, dim)` and `mask` `(b, len)`, both flattened; one row per item.
+pub(crate) fn mean_pool_normalize(
+    hidden: &[f32],
+    mask: &[u32],
+    b: usize,
+    len: usize,
+    dim: usize,
+) -> Result<Vec<Vec<f32>>> {
+    if hidden.len() != b * len * dim || mask.len() != b * len {
+        return Err(RouterError::Inference(format!(
+            "hidden states of {} values and a mask of {} for a ({b}, {len}, {dim}) batch",
+            hidden.len(),
+            mask.len()
+        )));
+    }
+    let mut rows = Vec::with_capacity(b);
+    for item in 0..b {
+        let mut sum = vec![0f32; dim];
+        let mut kept = 0f32;
+        for pos in 0..len {
+            if mask[item * len + pos] == 0 {
+                continue;
+            }
+            kept += 1.0;
+            let h = &hidden[(item * len + pos) * dim..(item * len + pos + 1) * dim];
+            for (s, x) in sum.iter_mut().zip(h) {
+                *s += x;
+            }
+        }
+        let kept = kept.max(1e-9);
+        for s in &mut sum {
+            *s /= kept;
+        }
+        let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        for s in &mut sum {
+            *s /= norm;
+        }
+        rows.push(sum);
+    }
+    Ok(rows)
 }
 
 fn file_name(p: &Path) -> String {
@@ -229,16 +438,23 @@ mod tests {
     #[test]
     fn mean_pool_ignores_padding_and_normalises() {
         // Two items, three positions, two features; the second item has one padded position.
-        let hidden =
-            Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6., 10., 0., 20., 0., 999., 999.], (2, 3, 2), &Device::Cpu)
-                .expect("hidden");
-        let mask = Tensor::from_vec(vec![1u32, 1, 1, 1, 1, 0], (2, 3), &Device::Cpu).expect("mask");
-        let pooled: Vec<Vec<f32>> = mean_pool(&hidden, &mask).expect("pool").to_vec2().expect("vec");
-        assert_eq!(pooled, vec![vec![3.0, 4.0], vec![15.0, 0.0]]);
-        let normed: Vec<Vec<f32>> =
-            l2_normalize(&mean_pool(&hidden, &mask).expect("pool")).expect("norm").to_vec2().expect("vec");
-        assert!((normed[0][0] - 0.6).abs() < 1e-6 && (normed[0][1] - 0.8).abs() < 1e-6);
-        assert!((normed[1][0] - 1.0).abs() < 1e-6);
+        let hidden = [1f32, 2., 3., 4., 5., 6., 10., 0., 20., 0., 999., 999.];
+        let mask = [1u32, 1, 1, 1, 1, 0];
+        let rows = mean_pool_normalize(&hidden, &mask, 2, 3, 2).expect("pool");
+        // Means (3, 4) and (15, 0), normalised.
+        assert!((rows[0][0] - 0.6).abs() < 1e-6 && (rows[0][1] - 0.8).abs() < 1e-6, "{rows:?}");
+        assert!((rows[1][0] - 1.0).abs() < 1e-6 && rows[1][1].abs() < 1e-6, "{rows:?}");
+        let err = mean_pool_normalize(&hidden, &mask, 2, 2, 2).expect_err("shape mismatch");
+        assert!(matches!(err, RouterError::Inference(_)), "{err}");
+    }
+
+    #[test]
+    fn backend_names_parse() {
+        assert_eq!("ort".parse::<EncoderBackend>(), Ok(EncoderBackend::Ort));
+        assert_eq!("ONNXRuntime".parse::<EncoderBackend>(), Ok(EncoderBackend::Ort));
+        assert_eq!(" candle ".parse::<EncoderBackend>(), Ok(EncoderBackend::Candle));
+        assert!("tensorflow".parse::<EncoderBackend>().is_err());
+        assert_eq!(EncoderBackend::Candle.to_string(), "candle");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod lexical;
+mod onnx;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-pub use bert::BertEncoder;
+pub use bert::{BertEncoder, EncoderBackend, EncoderOptions};
 pub use lexical::LexicalEncoder;
 
 use crate::error::{Result, RouterError};

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use switchboard_router::RouterError;
 use switchboard_router::data::{self, DataFormat, Example};
-use switchboard_router::encoder::BertEncoder;
-use switchboard_router::fetch::resolve_model_dir;
+use switchboard_router::encoder::{BertEncoder, EncoderBackend, EncoderOptions};
+use switchboard_router::fetch::{ModelLocation, resolve_model_dir};
 
 /// The sentence encoder, found the documented way (`SWITCHBOARD_MODEL_DIR`, then the models
 /// cache that `switchboard models fetch` fills). Absent: `None` with a loud message, unless
@@ -23,6 +24,43 @@ pub fn encoder(test: &str) -> Option<Arc<BertEncoder>> {
             );
             None
         }
+    }
+}
+
+/// True when a missing model or runtime must fail the test rather than skip it.
+pub fn required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("SWITCHBOARD_REQUIRE_MODEL").is_some()
+}
+
+fn skip(test: &str, what: &str) {
+    assert!(!required(), "{test}: {what}; run `switchboard models fetch` first");
+    eprintln!("\n*** SKIPPING {test}: {what}. Run `switchboard models fetch` to run it. ***\n");
+}
+
+/// The model folder, found the documented way; `None` (loudly, or a failure in CI) without one.
+pub fn model_location(test: &str) -> Option<ModelLocation> {
+    let loc = resolve_model_dir(None);
+    if loc.is_none() {
+        skip(test, "no sentence encoder found");
+    }
+    loc
+}
+
+/// The sentence encoder on one engine, without fallback. A missing model, ONNX Runtime library
+/// or `model.onnx` skips loudly outside CI and fails in CI.
+pub fn encoder_on(test: &str, backend: EncoderBackend) -> Option<Arc<BertEncoder>> {
+    let loc = model_location(test)?;
+    let options = EncoderOptions { fallback: false, ..EncoderOptions::default() }.with_backend(backend);
+    match BertEncoder::load_with(&loc.dir, loc.pinned, &options) {
+        Ok(e) => {
+            assert_eq!(e.backend(), backend);
+            Some(Arc::new(e))
+        }
+        Err(RouterError::OrtUnavailable(why)) => {
+            skip(test, &format!("ONNX Runtime unavailable ({why})"));
+            None
+        }
+        Err(e) => panic!("the model found must load on {backend}: {e}"),
     }
 }
 
