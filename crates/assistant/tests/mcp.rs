@@ -119,8 +119,8 @@ async fn the_agent_calls_an_mcp_tool_under_the_tool_policy() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|m| m["role"] == "tool")
-        .last()
+        .rev()
+        .find(|m| m["role"] == "tool")
         .cloned()
         .unwrap();
     assert!(refused["content"].as_str().unwrap().contains("tool policy"), "{refused}");
