@@ -46,6 +46,12 @@ pub enum AssistantError {
     /// A model chain that cannot be built (unknown provider kind, bad URL).
     #[error("llm: {0}")]
     Llm(String),
+    /// An `[[mcp_servers]]` entry that cannot be set up (e.g. its token variable is not set).
+    #[error("tools: {0}")]
+    Tools(String),
+    /// A remote agent that cannot be set up (bad URL from the environment, missing token).
+    #[error("remote agent {0}")]
+    Remote(String),
     /// Bad input (empty text, ...).
     #[error("{0}")]
     Invalid(String),
@@ -117,7 +123,16 @@ impl ExchangeAssistant {
                 .filter(|m| !m.is_empty()),
             None => None,
         };
+        let remotes = remote_agents(&spec)?;
+        let mcp = if spec.mcp_servers.is_empty() {
+            None
+        } else {
+            let cfg = spec.tools_config().map_err(AssistantError::Tools)?;
+            Some(Arc::new(crate::graph::mcp::McpTools::new(cfg)))
+        };
         let inner = Arc::new(Inner {
+            remotes,
+            mcp,
             repair: Repair::new(&spec.repair),
             // Patterns were checked by `validate` above.
             clarify_rules: spec
@@ -252,6 +267,39 @@ impl ExchangeAssistant {
         let found = self.guard.detector().detect(text);
         switchboard_guard::redact::redact_numbered(text, &found)
     }
+}
+
+/// The remote agents that have a URL, built (one breaker registry for them all: three health
+/// failures in a row open an agent's circuit for 30 s).
+fn remote_agents(
+    spec: &AssistantSpec,
+) -> Result<std::collections::BTreeMap<String, Arc<switchboard_interop::a2a::client::RemoteAgent>>, AssistantError> {
+    use switchboard_interop::a2a::client::{RemoteAgent, RemoteAgentConfig};
+    use switchboard_providers::resilience::{BreakerConfig, BreakerRegistry};
+    let breakers = BreakerRegistry::new(BreakerConfig { failure_threshold: 3, ..BreakerConfig::default() });
+    let mut out = std::collections::BTreeMap::new();
+    for (name, r) in &spec.remote_agents {
+        let Some(url) = r.resolved_url() else {
+            tracing::info!(agent = %name, "remote agent has no URL: its intents go to their [routes] handlers");
+            continue;
+        };
+        if !crate::config::is_http_url(&url) {
+            return Err(AssistantError::Remote(format!("{name}: url {url:?} is not an http(s) URL")));
+        }
+        let mut cfg = RemoteAgentConfig::new(name, url);
+        cfg.context = r.context;
+        cfg.timeout = std::time::Duration::from_millis(r.timeout_ms);
+        cfg.idle_timeout = std::time::Duration::from_millis(r.idle_timeout_ms);
+        if let Some(var) = &r.api_key_env {
+            let token = std::env::var(var)
+                .map_err(|_| AssistantError::Remote(format!("{name}: api_key_env ${var} is not set")))?;
+            cfg.token = Some(switchboard_guard::Secret::new(token));
+        }
+        let agent =
+            RemoteAgent::new(cfg, breakers.clone()).map_err(|e| AssistantError::Remote(format!("{name}: {e}")))?;
+        out.insert(name.clone(), Arc::new(agent));
+    }
+    Ok(out)
 }
 
 /// What one operation on a conversation did.

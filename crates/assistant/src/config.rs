@@ -163,6 +163,67 @@ pub struct AgentSpec {
     pub offline: Spanned<String>,
 }
 
+/// `[remote_agents.NAME]`: an external A2A agent (Google ADK, LangGraph, any A2A server) that
+/// answers some intents. It is active only when it has a URL (`url`, or the environment variable
+/// `url_env` names, which wins); without one its intents go to their `[routes]` handler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteAgentSpec {
+    /// The agent's base URL (its card is at `{url}/.well-known/agent-card.json`).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// An environment variable holding the base URL (overrides `url` when set and not empty).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// The intents it answers.
+    pub intents: Vec<Spanned<String>>,
+    /// What is shared besides the message: `summary` (recent turns), `slots`, `full` or `none`;
+    /// every text masked by the guard.
+    #[serde(default = "default_remote_context")]
+    pub context: switchboard_interop::a2a::client::ContextPolicy,
+    /// Total time of one delegated call, in ms.
+    #[serde(default = "default_remote_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Longest silence between two stream events, in ms.
+    #[serde(default = "default_remote_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// An environment variable holding a bearer token for the agent (required when named).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The handler (a flow or a built-in) that answers when the agent is down, hangs, fails or
+    /// answers garbage.
+    pub fallback: Spanned<String>,
+}
+
+fn default_remote_context() -> switchboard_interop::a2a::client::ContextPolicy {
+    switchboard_interop::a2a::client::ContextPolicy::Summary
+}
+
+fn default_remote_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_remote_idle_timeout_ms() -> u64 {
+    10_000
+}
+
+impl RemoteAgentSpec {
+    /// The URL in effect: the environment's (when `url_env` is set there), else `url`.
+    pub fn resolved_url(&self) -> Option<String> {
+        self.url_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok())
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.url.as_ref().map(|u| u.get_ref().clone()))
+    }
+}
+
+/// Whether a URL is an http(s) URL.
+pub(crate) fn is_http_url(u: &str) -> bool {
+    u.starts_with("http://") || u.starts_with("https://")
+}
+
 /// `[replies]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -322,6 +383,14 @@ pub struct AssistantSpec {
     /// `anthropic` exist without a table.
     #[serde(default)]
     pub providers: BTreeMap<String, switchboard_providers::config::ProviderEntry>,
+    /// MCP servers whose tools LLM agents may call (`[[mcp_servers]]`, the tables of
+    /// [`switchboard_tools::config`]: `name`, `command` or `url`, `allow`, `approval_required`,
+    /// timeouts). An agent names them in its `tools` as `{server}__{tool}` or `{server}__*`.
+    #[serde(default)]
+    pub mcp_servers: Vec<switchboard_tools::config::RawMcpServer>,
+    /// External A2A agents that answer some intents (see [`RemoteAgentSpec`]).
+    #[serde(default)]
+    pub remote_agents: BTreeMap<String, RemoteAgentSpec>,
     /// FAQ settings.
     pub faq: FaqSpec,
     /// Handoff rules.
@@ -467,8 +536,14 @@ impl AssistantSpec {
         }
         for (name, a) in &self.agents {
             for t in &a.tools {
-                if !tools.contains(&t.get_ref().as_str()) {
-                    return Err((t.span(), format!("agent `{name}`: unknown tool `{}`", t.get_ref())));
+                if !tools.contains(&t.get_ref().as_str()) && self.mcp_server_of(t.get_ref()).is_none() {
+                    return Err((
+                        t.span(),
+                        format!(
+                            "agent `{name}`: unknown tool `{}` (back-end tools: {tools:?}; MCP tools: `<server>__<tool>` or `<server>__*` of an [[mcp_servers]] entry)",
+                            t.get_ref()
+                        ),
+                    ));
                 }
             }
             for t in &a.approval_required {
@@ -491,6 +566,7 @@ impl AssistantSpec {
                 ));
             }
         }
+        self.validate_remote_agents()?;
         crate::llm::check_chain(&self.faq.models, &self.providers).map_err(|e| (span0(), format!("faq: {e}")))?;
         if self.faq.passages == 0 {
             return Err((span0(), "faq.passages must be at least 1".into()));
@@ -533,6 +609,74 @@ impl AssistantSpec {
         }
         if self.router.max_examples_per_intent == 0 {
             return Err((span0(), "router.max_examples_per_intent must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The `[[mcp_servers]]` entry a qualified tool name (`{server}__{tool}`) belongs to.
+    pub fn mcp_server_of(&self, tool: &str) -> Option<&switchboard_tools::config::RawMcpServer> {
+        let (server, _) = switchboard_tools::split_name(tool)?;
+        self.mcp_servers.iter().find(|m| m.name == server)
+    }
+
+    /// The validated MCP config: every server, and each agent's MCP tools as its allow-list.
+    ///
+    /// # Errors
+    /// The first invalid server setting, named (`mcp_servers.NAME...`).
+    pub fn tools_config(&self) -> Result<switchboard_tools::config::ToolsConfig, String> {
+        let tool_access = self
+            .agents
+            .iter()
+            .map(|(name, a)| {
+                let mcp = a.tools.iter().map(|t| t.get_ref().clone()).filter(|t| self.mcp_server_of(t).is_some());
+                (name.clone(), mcp.collect::<Vec<_>>())
+            })
+            .filter(|(_, t)| !t.is_empty())
+            .collect();
+        let raw = switchboard_tools::config::RawToolsConfig { mcp_servers: self.mcp_servers.clone(), tool_access };
+        switchboard_tools::config::ToolsConfig::from_raw(raw).map_err(|e| e.0)
+    }
+
+    fn validate_remote_agents(&self) -> Result<(), (std::ops::Range<usize>, String)> {
+        let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, r) in &self.remote_agents {
+            let at = r.fallback.span();
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name || self.handler_kind(name).is_some() {
+                return Err((
+                    at,
+                    format!(
+                        "remote agent `{name}`: the name must be 1-64 of [A-Za-z0-9_-] and not a flow, agent or built-in"
+                    ),
+                ));
+            }
+            if let Some(u) = &r.url
+                && !is_http_url(u.get_ref())
+            {
+                return Err((u.span(), format!("remote agent `{name}`: url {:?} is not an http(s) URL", u.get_ref())));
+            }
+            if r.intents.is_empty() {
+                return Err((at, format!("remote agent `{name}` names no intent")));
+            }
+            for i in &r.intents {
+                if let Some(other) = claimed.insert(i.get_ref(), name) {
+                    return Err((
+                        i.span(),
+                        format!("intent `{}` is delegated to both `{other}` and `{name}`", i.get_ref()),
+                    ));
+                }
+            }
+            if r.timeout_ms == 0 || r.idle_timeout_ms == 0 {
+                return Err((at, format!("remote agent `{name}`: timeout_ms and idle_timeout_ms must be positive")));
+            }
+            if !matches!(self.handler_kind(r.fallback.get_ref()), Some(HandlerKind::Builtin | HandlerKind::Flow)) {
+                return Err((
+                    at,
+                    format!("remote agent `{name}`: fallback `{}` is not a flow or built-in", r.fallback.get_ref()),
+                ));
+            }
         }
         Ok(())
     }

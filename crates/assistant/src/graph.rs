@@ -29,10 +29,24 @@ use switchboard_guard::output::OutputPolicy;
 use switchboard_router::{Outcome, Router};
 
 mod agent;
+pub(crate) mod mcp;
+mod remote;
 
 /// Handler nodes `ingest` may route to.
-pub const ROUTES: &[&str] =
-    &["flow", "faq", "smalltalk", "clarify", "out_of_scope", "handoff", "repair", "guard", "silent", "resume", "agent"];
+pub const ROUTES: &[&str] = &[
+    "flow",
+    "faq",
+    "smalltalk",
+    "clarify",
+    "out_of_scope",
+    "handoff",
+    "repair",
+    "guard",
+    "silent",
+    "resume",
+    "agent",
+    "remote",
+];
 
 /// The intent of a request for a human, named in the routing trace when a repair pattern decides it.
 pub const HUMAN_INTENT: &str = "human_agent";
@@ -63,6 +77,8 @@ pub fn schema() -> Result<Schema, GraphError> {
         "notice",
         "agent",
         "llm_usage",
+        "remote",
+        "streamed",
     ] {
         b = b.field(Field::new(f));
     }
@@ -81,6 +97,10 @@ pub(crate) struct Inner {
     pub(crate) desk: Arc<Desk>,
     /// Vendor LLMs of the agents and the FAQ (`None`: offline).
     pub(crate) models: Option<Arc<crate::llm::Models>>,
+    /// MCP servers of the agents' tools (`None`: no `[[mcp_servers]]`).
+    pub(crate) mcp: Option<Arc<mcp::McpTools>>,
+    /// Remote A2A agents that have a URL, by name (`[remote_agents]` without one are absent).
+    pub(crate) remotes: std::collections::BTreeMap<String, Arc<switchboard_interop::a2a::client::RemoteAgent>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -318,8 +338,18 @@ impl Inner {
                 // The rule decides the intent the router would name for it.
                 routing["intent"] = json!(HUMAN_INTENT);
             }
+            // Repair leaves an exchange with a remote agent that asked for input.
+            out.update.push("remote", Value::Null);
             self.record_routing(&mut out, s, &text, routing);
             route.into()
+        } else if let Some(agent) = self.remote_waiting(s, &mut out) {
+            self.record_routing(
+                &mut out,
+                s,
+                &text,
+                json!({"outcome": "rule", "handler": agent, "reasons": ["the remote agent asked for this input"]}),
+            );
+            "remote".into()
         } else if let Some(top) = frames.last()
             && let Some(spec) = self.flow_spec(&top.flow)
             && !self.general_question(&text)
@@ -359,7 +389,12 @@ impl Inner {
                 Err(e) => ("out_of_scope".to_string(), json!({"outcome": "out_of_scope", "reasons": [e.to_string()]})),
                 Ok(d) => {
                     let mut routing = serde_json::to_value(&d).unwrap_or_default();
+                    let remote = d.intent.as_deref().and_then(|i| self.remote_for(i));
                     let route = match d.outcome {
+                        Outcome::Intent if remote.is_some() => {
+                            routing["handler"] = json!(remote);
+                            "remote".to_string()
+                        }
                         Outcome::Intent => {
                             let intent = d.intent.clone().unwrap_or_default();
                             let mut handler = self.spec.handler_for(&intent).to_string();
@@ -533,6 +568,24 @@ impl Inner {
         out.update.push("flows", json!(frames));
         goto.push(Goto::node("respond"));
         Ok(Command { update: out.finish(), goto }.into())
+    }
+
+    /// Sends the turn on to `handler` (a flow or a built-in), which writes the draft: what an LLM
+    /// or remote agent does when it cannot answer.
+    fn hand_on(&self, s: &State, mut update: Update, handler: &str) -> Command {
+        let route = match self.spec.handler_kind(handler) {
+            Some(HandlerKind::Flow) => {
+                let mut frames = stack(s);
+                if frames.last().is_none_or(|f| f.flow != handler) {
+                    frames.push(Frame { flow: handler.to_string(), ..Frame::default() });
+                }
+                update.push("flows", json!(frames));
+                "flow".to_string()
+            }
+            _ => handler.to_string(),
+        };
+        update.push("draft", json!([]));
+        Command { update, goto: vec![Goto::node(route)] }
     }
 
     fn out_of_scope_text(&self) -> String {
@@ -839,6 +892,9 @@ impl Inner {
             .map(str::to_string)
             .collect();
         let mut u = Update::new().set("draft", json!([]));
+        if s.get("streamed").is_some_and(|v| !v.is_null()) {
+            u.push("streamed", Value::Null);
+        }
         if let Some(n) = s.get_str("notice") {
             draft.insert(0, n.to_string());
             u.push("notice", Value::Null);
@@ -847,7 +903,10 @@ impl Inner {
             let text = draft.join("\n\n");
             let decision = self.output.check(&text);
             let checked = decision.text;
-            for word in checked.split_inclusive(' ') {
+            // A remote agent's reply streamed while it arrived: stream only what follows it.
+            let streamed = s.get_str("streamed").unwrap_or("");
+            let unstreamed = if streamed.is_empty() { Some(checked.as_str()) } else { checked.strip_prefix(streamed) };
+            for word in unstreamed.unwrap_or("").split_inclusive(' ') {
                 i.ctx.emit_token(word);
             }
             let mut msg = json!({"role": "assistant", "content": checked, "handler": s.get("handler")});
@@ -880,6 +939,7 @@ pub(crate) fn build(inner: Arc<Inner>) -> Result<Graph, GraphError> {
     node!("flow", |x, i| x.run_flow(&i));
     node!("faq", |x, i| Ok(x.faq_node(&i).await.into()));
     node!("agent", |x, i| x.agent_node(&i).await);
+    node!("remote", |x, i| x.remote_node(&i).await);
     node!("smalltalk", |x, i| Ok(x.smalltalk(&i).into()));
     node!("clarify", |x, i| Ok(x.clarify(&i).into()));
     node!("out_of_scope", |x, _i| Ok(x.out_of_scope().into()));
@@ -896,6 +956,7 @@ pub(crate) fn build(inner: Arc<Inner>) -> Result<Graph, GraphError> {
         .may_goto("flow", &["respond"])
         .may_goto("approval", &["respond", "agent"])
         .may_goto("agent", &["respond", "flow", "faq", "smalltalk", "out_of_scope", "handoff"])
+        .may_goto("remote", &["respond", "flow", "faq", "smalltalk", "out_of_scope", "handoff"])
         .conditional(
             "respond",
             |s: &State| {
@@ -907,7 +968,7 @@ pub(crate) fn build(inner: Arc<Inner>) -> Result<Graph, GraphError> {
             },
             &["approval", END],
         );
-    for r in ROUTES.iter().filter(|r| !["flow", "agent"].contains(*r)) {
+    for r in ROUTES.iter().filter(|r| !["flow", "agent", "remote"].contains(*r)) {
         b = b.edge(r, "respond");
     }
     b.build()

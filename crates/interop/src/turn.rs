@@ -17,7 +17,8 @@ use switchboard_store::records::ConversationRecord;
 pub(crate) const MAX_KEY_LEN: usize = 256;
 
 /// State fields copied into the routing metadata of a reply, when the assistant has them.
-const ROUTING_FIELDS: &[&str] = &["intent", "confidence", "route", "last_agent", "handoff", "routing", "active_flow"];
+const ROUTING_FIELDS: &[&str] =
+    &["intent", "confidence", "route", "handler", "last_agent", "handoff", "routing", "active_flow"];
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)

@@ -1,5 +1,6 @@
-//! The protocol endpoints over a real SQLite store, driven with `oneshot`; and a delegating
-//! assistant whose remote agent is another Switchboard served over A2A on a real socket.
+//! The protocol endpoints over a real SQLite store, driven with `oneshot`; a delegating
+//! assistant whose remote agent is another Switchboard served over A2A on a real socket; and JWT
+//! bearer tokens on both protocol endpoints.
 
 #![allow(clippy::unwrap_used)]
 
@@ -284,4 +285,138 @@ async fn a_turn_is_delegated_to_a_remote_agent_over_a2a() {
     body["model"] = json!("remote");
     let (_, v) = call_json(&env.app, "/v1/chat/completions", Some(&env.key), &h, Some(body)).await;
     assert_eq!(v["choices"][0]["message"]["content"], "hello Cy", "{v}");
+}
+
+/// JWT bearer tokens on the protocol endpoints: a valid token (ES256, key set from a file) chats
+/// through `/v1/chat/completions` and the A2A JSON-RPC endpoint; a missing, expired, wrongly
+/// signed or scope-less token is refused in each protocol's own error shape (OpenAI error JSON;
+/// A2A: HTTP 401 with a JSON-RPC error body).
+mod jwt {
+    use super::{echo_engine, input};
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use http_body_util::BodyExt;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use switchboard_server::auth::jwt::{JwksSource, JwtConfig, JwtVerifier};
+    use switchboard_server::{AppState, Assistant, Assistants, Limits, app_with};
+    use switchboard_store::{Records, SqliteConfig, SqliteStore};
+    use tower::ServiceExt;
+
+    const ISS: &str = "https://idp.test";
+    const AUD: &str = "switchboard";
+
+    struct Signer {
+        key: EncodingKey,
+        jwk: Value,
+    }
+
+    fn signer(kid: &str) -> Signer {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        use p256::pkcs8::EncodePrivateKey as _;
+        let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let point = secret.public_key().to_encoded_point(false);
+        let jwk = json!({"kty": "EC", "kid": kid, "crv": "P-256", "alg": "ES256",
+        "x": B64.encode(point.x().unwrap()), "y": B64.encode(point.y().unwrap())});
+        Signer { key: EncodingKey::from_ec_der(secret.to_pkcs8_der().unwrap().as_bytes()), jwk }
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn token(s: &Signer, kid: &str, scope: &str, exp: u64) -> String {
+        let claims =
+            json!({"iss": ISS, "aud": AUD, "sub": "u1", "iat": now(), "exp": exp, "tenant": "acme", "scope": scope});
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, &claims, &s.key).unwrap()
+    }
+
+    async fn app(jwks: &[&Value], dir: &tempfile::TempDir) -> Router {
+        let path = dir.path().join("sb.sqlite");
+        let store =
+            Arc::new(SqliteStore::open(&path, SqliteConfig { fsync: false, ..Default::default() }).await.unwrap());
+        let records = Records::open(&path, Duration::from_secs(5)).await.unwrap();
+        let assistants = Assistants::new(
+            "echo",
+            Assistant { description: "echoes".into(), version: "1".into(), engine: echo_engine(store), input: input() },
+        );
+        let file = dir.path().join("jwks.json");
+        std::fs::write(&file, json!({"keys": jwks}).to_string()).unwrap();
+        let verifier = JwtVerifier::new(JwtConfig::new(ISS, AUD, JwksSource::File(file))).await.unwrap();
+        let state = AppState::with_jwt(assistants, records, Limits::default(), verifier);
+        app_with(state.clone(), switchboard_interop::routes(state))
+    }
+
+    async fn post(app: &Router, uri: &str, bearer: Option<&str>, body: Value) -> (StatusCode, Option<String>, Value) {
+        let mut req = Request::builder().method("POST").uri(uri).header("content-type", "application/json");
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+        let status = resp.status();
+        let www = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, www, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn send() -> Value {
+        json!({"jsonrpc": "2.0", "id": 7, "method": "SendMessage",
+           "params": {"message": {"role": "ROLE_USER", "messageId": "m1", "parts": [{"text": "hello"}]}}})
+    }
+
+    #[tokio::test]
+    async fn protocol_endpoints_accept_a_valid_jwt_and_refuse_bad_ones_in_their_own_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = signer("k1");
+        let stranger = signer("k1");
+        let app = app(&[&good.jwk], &dir).await;
+        let valid = token(&good, "k1", "chat", now() + 600);
+
+        let (s, _, v) = post(&app, "/v1/chat/completions", Some(&valid), super::chat("hello")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["choices"][0]["message"]["content"], "echo: hello");
+        let (s, _, v) = post(&app, "/a2a/echo", Some(&valid), send()).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["id"], 7);
+        assert!(v["error"].is_null(), "{v}");
+        assert!(v["result"].to_string().contains("echo: hello"), "{v}");
+
+        let expired = token(&good, "k1", "chat", now() - 3600);
+        let forged = token(&stranger, "k1", "chat", now() + 600);
+        let unknown_kid = token(&good, "k9", "chat", now() + 600);
+        let cases: [(Option<&str>, &str); 5] = [
+            (None, "missing"),
+            (Some("not-a-jwt"), "malformed"),
+            (Some(&expired), "expired"),
+            (Some(&forged), "signed by another key"),
+            (Some(&unknown_kid), "unknown key id"),
+        ];
+        for (bearer, why) in cases {
+            let (s, _, v) = post(&app, "/v1/chat/completions", bearer, super::chat("hello")).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "openai, {why}: {v}");
+            assert_eq!(v["error"]["type"], "authentication_error", "openai, {why}: {v}");
+            assert_eq!(v["error"]["code"], "invalid_api_key", "openai, {why}: {v}");
+            assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "openai, {why}: {v}");
+            let (s, www, v) = post(&app, "/a2a/echo", bearer, send()).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "a2a, {why}: {v}");
+            assert_eq!(www.as_deref(), Some("Bearer"), "a2a, {why}");
+            assert_eq!(v["jsonrpc"], "2.0", "a2a, {why}: {v}");
+            assert!(v["error"]["code"].is_i64() && v["error"]["message"].is_string(), "a2a, {why}: {v}");
+        }
+
+        // A valid token without the `chat` scope: 403, still in each protocol's shape.
+        let desk_only = token(&good, "k1", "desk", now() + 600);
+        let (s, _, v) = post(&app, "/v1/chat/completions", Some(&desk_only), super::chat("hello")).await;
+        assert_eq!((s, v["error"]["type"].as_str()), (StatusCode::FORBIDDEN, Some("permission_error")), "{v}");
+        let (s, _, v) = post(&app, "/a2a/echo", Some(&desk_only), send()).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
 }

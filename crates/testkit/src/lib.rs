@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod body;
 pub mod conformance;
+pub mod python;
 pub mod script;
 pub mod server;
 pub mod vendor;

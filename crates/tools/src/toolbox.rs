@@ -193,6 +193,22 @@ impl Toolbox {
         }
     }
 
+    /// Runs a call whose approval (if the tool needs one) was obtained by the caller's own
+    /// approval flow: the rest of the policy (allow-list, arguments) is checked again.
+    ///
+    /// # Errors
+    /// Policy refusals, and every [`ToolError`] of the provider.
+    pub async fn call_approved(
+        &self,
+        conversation: &str,
+        agent: &str,
+        tool: &str,
+        args: Value,
+    ) -> Result<ToolOutput, ToolError> {
+        self.check(conversation, agent, tool, &args)?;
+        self.invoke(tool, args).await
+    }
+
     /// Checks and runs a call from inside a graph node. An approval-required tool pauses the run
     /// with an interrupt (payload `{"type": "approval", "id", "tool", "args", "reason", "agent"}`,
     /// arguments masked); when the run is resumed with `{"approve": true}` (optionally with the

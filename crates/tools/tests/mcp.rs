@@ -18,41 +18,13 @@ use switchboard_engine::{
 use switchboard_tools::mcp::{McpServer, McpServerConfig};
 use switchboard_tools::{ProviderRules, ToolError, ToolProvider, Toolbox};
 
-/// Says why a test is skipped on the process's stderr, past the test harness's output capture.
-fn skipped(why: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
-}
-
 /// The venv's Python, when it can import the `mcp` SDK.
 fn python() -> Option<PathBuf> {
-    let Some(venv) = std::env::var_os("SWITCHBOARD_VENV").filter(|v| !v.is_empty()) else {
-        skipped("SWITCHBOARD_VENV is not set (the MCP tests need the Python `mcp` SDK)");
-        return None;
-    };
-    let py = PathBuf::from(venv).join("bin").join("python");
-    let ok = std::process::Command::new(&py)
-        .args(["-c", "import mcp.server.mcpserver"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        skipped(&format!(
-            "{} cannot import the `mcp` SDK (pip install -r tests/python/interop/requirements.txt)",
-            py.display()
-        ));
-        return None;
-    }
-    Some(py)
+    switchboard_testkit::python::venv_python("mcp.server.mcpserver")
 }
 
 fn script() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/python/interop/mcp_server.py")
-        .canonicalize()
-        .unwrap()
-        .display()
-        .to_string()
+    switchboard_testkit::python::mcp_server_script()
 }
 
 fn stdio_config(py: &std::path::Path) -> McpServerConfig {

@@ -28,18 +28,21 @@ def free_port() -> int:
 class Server:
     """A running `switchboard serve`."""
 
-    def __init__(self, config: str = ""):
+    def __init__(self, config: str = "", assistants_dir: str | None = None, env: dict | None = None):
         binary = os.environ.get("SWITCHBOARD_BIN")
         if not binary:
             raise RuntimeError("set SWITCHBOARD_BIN to the switchboard binary")
         self.dir = tempfile.TemporaryDirectory()
         cfg = pathlib.Path(self.dir.name) / "config.toml"
         cfg.write_text(config)
+        env_extra = env
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         env["SWITCHBOARD_BIN"] = binary
-        # These tests drive the demo `support` graph (its keyword router and human-handoff
-        # interrupt): serve it alone, without the reference assistant found under ./assistants.
-        env["SWITCHBOARD_ASSISTANTS_DIR"] = str(pathlib.Path(self.dir.name) / "no-assistants")
+        # Most of these tests drive the demo `support` graph (its keyword router and human-handoff
+        # interrupt): serve it alone, without the reference assistant found under ./assistants,
+        # unless the test names the assistants folder.
+        env["SWITCHBOARD_ASSISTANTS_DIR"] = assistants_dir or str(pathlib.Path(self.dir.name) / "no-assistants")
+        env.update(env_extra or {})
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", str(cfg), "--addr", "127.0.0.1:0", "--data-dir", self.dir.name],
             stdout=subprocess.PIPE,
@@ -48,7 +51,8 @@ class Server:
             env=env,
         )
         self.key = None
-        deadline = time.time() + 60
+        # A first start of the reference assistant may train its router.
+        deadline = time.time() + (300 if assistants_dir else 60)
         while time.time() < deadline:
             line = self.proc.stdout.readline()
             if not line:

@@ -5,7 +5,8 @@ Modes: `normal` (the script below), `hang` (accepts the request, never answers),
 (answers the JSON-RPC endpoint with something that is not A2A).
 
 Script: a message containing "refund" asks which order (input-required); the answer completes the
-refund. Anything else is echoed back in two streamed artifact chunks, with the context data part
+refund. A message containing "stake my" asks how much (input-required); the answer completes the
+stake. Anything else is echoed back in two streamed artifact chunks, with the context data part
 we received, so the test can check what was shared (and that it was redacted).
 """
 
@@ -26,6 +27,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 
+# What each task waiting for input asked for, by task id.
+ASKED: dict[str, str] = {}
+
+
 class Scripted(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task = context.current_task
@@ -37,10 +42,17 @@ class Scripted(AgentExecutor):
         data = get_data_parts(context.message.parts)
         waiting = task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
         if waiting:
-            await up.add_artifact([new_text_part(f"Refund for order {text} started.")], name="reply")
+            done = f"Staked {text}." if ASKED.pop(task.id, "") == "stake" else f"Refund for order {text} started."
+            await up.add_artifact([new_text_part(done)], name="reply")
             await up.complete()
         elif "refund" in text:
+            ASKED[task.id] = "refund"
             await up.requires_input(new_text_message("Which order number?", context_id=task.context_id, task_id=task.id))
+        elif "stake my" in text:
+            ASKED[task.id] = "stake"
+            await up.requires_input(
+                new_text_message("How much would you like to stake?", context_id=task.context_id, task_id=task.id)
+            )
         else:
             await up.start_work()
             await up.add_artifact([new_text_part("remote got: ")], artifact_id="a1", name="reply")

@@ -16,13 +16,25 @@
 
 use super::{Inner, Out, customer_of, stack, vars};
 use crate::backend::ToolCall as BackendCall;
-use crate::config::{AgentSpec, ContextPolicy, HandlerKind};
-use crate::flows::{ApprovalRequest, Frame, fill};
+use crate::config::{AgentSpec, ContextPolicy};
+use crate::flows::{ApprovalRequest, fill};
 use crate::llm::{Answer, ModelSlot, Models, tool_definition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_engine::{Command, Goto, NodeInput, NodeResult, State, Update};
 use switchboard_providers::{ChatRequest, Message, Role, ToolCall, ToolChoice, ToolResult};
+
+/// The MCP tools an agent may call this turn (see [`super::mcp`]).
+pub(super) struct McpView<'a> {
+    toolbox: Option<&'a switchboard_tools::Toolbox>,
+    offered: Vec<switchboard_tools::OfferedTool>,
+}
+
+impl McpView<'_> {
+    fn offers(&self, tool: &str) -> Option<&switchboard_tools::OfferedTool> {
+        self.offered.iter().find(|o| o.name == tool)
+    }
+}
 
 /// A run waiting for a human's approval of one tool call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,7 +75,7 @@ fn add_usage(total: &mut Value, a: &Answer) {
 }
 
 /// The last customer message as stored (redacted).
-fn last_customer_text(s: &State) -> String {
+pub(super) fn last_customer_text(s: &State) -> String {
     s.get_array("messages")
         .iter()
         .rev()
@@ -111,9 +123,20 @@ impl Inner {
         self.models().and_then(|m| m.agent(agent)).is_some()
     }
 
+    /// The MCP tools `agent` may call (started at the first use of any).
+    async fn mcp_view(&self, agent: &str) -> McpView<'_> {
+        let toolbox = match &self.mcp {
+            Some(m) => Some(m.toolbox().await),
+            None => None,
+        };
+        let offered = toolbox.map(|t| t.tools_for(agent)).unwrap_or_default();
+        McpView { toolbox, offered }
+    }
+
     /// Tools of `agent` that only run after a human's approval.
-    fn needs_approval(&self, agent: &AgentSpec, tool: &str) -> bool {
-        agent.approval_required.iter().any(|t| t.get_ref() == tool)
+    fn needs_approval(&self, agent: &AgentSpec, mcp: &McpView<'_>, tool: &str) -> bool {
+        mcp.offers(tool).is_some_and(|o| o.approval_required)
+            || agent.approval_required.iter().any(|t| t.get_ref() == tool)
             || self.spec.flows.values().any(|f| f.approval_required.iter().any(|t| t.get_ref() == tool))
     }
 
@@ -134,7 +157,14 @@ impl Inner {
     }
 
     /// The first request of a turn: instructions, context per policy, passages, tools.
-    fn agent_request(&self, models: &Models, s: &State, customer: &str, name: &str, a: &AgentSpec) -> ChatRequest {
+    fn agent_request(
+        &self,
+        models: &Models,
+        s: &State,
+        customer: &str,
+        (name, a): (&str, &AgentSpec),
+        mcp: &McpView<'_>,
+    ) -> ChatRequest {
         let question = last_customer_text(s);
         let frames = stack(s);
         let mut system = format!(
@@ -160,7 +190,12 @@ impl Inner {
                 vec![Message::user(models.mask(&question))]
             }
         };
-        let tools = a.tools.iter().filter_map(|t| tool_definition(t.get_ref())).collect();
+        let mut tools: Vec<_> = a.tools.iter().filter_map(|t| tool_definition(t.get_ref())).collect();
+        tools.extend(mcp.offered.iter().map(|o| switchboard_providers::ToolDefinition {
+            name: o.name.clone(),
+            description: o.info.description.clone(),
+            parameters: o.info.input_schema.clone(),
+        }));
         let mut meta = switchboard_providers::RequestMetadata::default();
         meta.tags.insert("agent".into(), name.into());
         ChatRequest {
@@ -187,6 +222,7 @@ impl Inner {
         mut used: u32,
         out: &mut Out,
         usage: &mut Value,
+        mcp: &McpView<'_>,
     ) -> Result<Step, String> {
         let budgets = &self.spec.policies.budgets;
         let customer = customer_of(i);
@@ -238,9 +274,9 @@ impl Inner {
                     results.push(err(
                         "not run: the tool-call budget of this turn is spent; answer with what you have".into()
                     ));
-                } else if !a.tools.iter().any(|t| t.get_ref() == &call.name) {
+                } else if !(a.tools.iter().any(|t| t.get_ref() == &call.name) || mcp.offers(&call.name).is_some()) {
                     results.push(err(format!("unknown tool `{}`", call.name)));
-                } else if self.needs_approval(a, &call.name) {
+                } else if self.needs_approval(a, mcp, &call.name) {
                     used += 1;
                     let id = format!("ap_{name}_{}", i.ctx.idempotency_key(used).replace([':', '/'], "_"));
                     let summary = format!("{} {} for customer {customer} (asked by {name})", call.name, call.arguments);
@@ -255,7 +291,7 @@ impl Inner {
                 } else {
                     used += 1;
                     let key = format!("{}:agent:{used}", i.ctx.idempotency_key(0));
-                    results.push(self.agent_tool(out, &customer, call, key));
+                    results.push(self.agent_tool(out, (&customer, name), call, key, mcp, i).await);
                 }
             }
             if let Some((call, approval)) = paused {
@@ -275,8 +311,39 @@ impl Inner {
         Err("too many model rounds in one turn".into())
     }
 
-    /// Runs one tool for the customer and records it like a flow's call.
-    fn agent_tool(&self, out: &mut Out, customer: &str, call: &ToolCall, key: String) -> ToolResult {
+    /// Runs one tool for the customer and records it like a flow's call: an MCP tool on its
+    /// server (a server that is down, dies or times out is an error result for the model, never a
+    /// stuck turn), any other on the back end.
+    async fn agent_tool(
+        &self,
+        out: &mut Out,
+        (customer, agent): (&str, &str),
+        call: &ToolCall,
+        key: String,
+        mcp: &McpView<'_>,
+        i: &NodeInput,
+    ) -> ToolResult {
+        if let (Some(tb), Some(_)) = (mcp.toolbox, mcp.offers(&call.name)) {
+            let conv = i.ctx.conversation_id();
+            let res = tb.call_approved(conv, agent, &call.name, call.arguments.clone()).await;
+            let mut rec = json!({"name": call.name, "args": call.arguments, "by": "agent", "via": "mcp"});
+            let result = match res {
+                Ok(o) => {
+                    rec["result"] = json!(o.text);
+                    if o.is_error {
+                        rec["error"] = json!(o.text);
+                    }
+                    ToolResult { call_id: call.id.clone(), content: o.text, is_error: o.is_error }
+                }
+                Err(e) => {
+                    tracing::warn!(tool = %call.name, error = %e, "MCP tool call failed");
+                    rec["error"] = json!(e.to_string());
+                    ToolResult { call_id: call.id.clone(), content: e.to_string(), is_error: true }
+                }
+            };
+            out.update.push("tool_calls", rec);
+            return result;
+        }
         let bc = BackendCall {
             name: call.name.clone(),
             customer_id: customer.into(),
@@ -319,6 +386,7 @@ impl Inner {
         let Some(chain) = models.agent(&name) else {
             return Ok(self.agent_fallback(s, out, &name, "no model of the agent is available").into());
         };
+        let mcp = self.mcp_view(&name).await;
         let mut usage = usage_of(s);
         let customer = customer_of(i);
         let (req, used) = match paused {
@@ -326,7 +394,7 @@ impl Inner {
                 let decision = run.decision.take().unwrap_or_default();
                 let result = if decision["approved"].as_bool() == Some(true) {
                     let key = format!("{}:{}", i.ctx.conversation_id(), run.approval_id);
-                    self.agent_tool(&mut out, &customer, &run.call, key)
+                    self.agent_tool(&mut out, (&customer, &name), &run.call, key, &mcp, i).await
                 } else {
                     ToolResult {
                         call_id: run.call.id.clone(),
@@ -340,9 +408,9 @@ impl Inner {
                 req.messages.push(Message::tool_results(results));
                 (req, run.tool_calls_used)
             }
-            None => (self.agent_request(models, s, &customer, &name, a), 0),
+            None => (self.agent_request(models, s, &customer, (&name, a), &mcp), 0),
         };
-        let step = self.drive(i, models, chain, &name, a, req, used, &mut out, &mut usage).await;
+        let step = self.drive(i, models, chain, &name, a, req, used, &mut out, &mut usage, &mcp).await;
         out.update.push("llm_usage", usage);
         match step {
             Ok(Step::Final(text)) => {
@@ -375,22 +443,7 @@ impl Inner {
         });
         out.update.push("routing_trace", note.clone());
         out.update.push("llm_calls", note);
-        out.handler = None;
-        let route = match self.spec.handler_kind(&offline) {
-            Some(HandlerKind::Flow) => {
-                let mut frames = stack(s);
-                if frames.last().is_none_or(|f| f.flow != offline) {
-                    frames.push(Frame { flow: offline.clone(), ..Frame::default() });
-                }
-                out.update.push("flows", json!(frames));
-                "flow".to_string()
-            }
-            _ => offline,
-        };
-        // The offline handler writes the draft; this node only leaves its notes.
-        let mut update = out.update;
-        update.push("draft", json!([]));
-        Command { update, goto: vec![Goto::node(route)] }
+        self.hand_on(s, out.update, &offline)
     }
 
     /// The approval node's hook: a human decided on an agent's tool call; the agent resumes.

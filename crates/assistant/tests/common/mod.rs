@@ -17,10 +17,10 @@ pub fn cache_dir() -> PathBuf {
 
 /// Training happens once per cache key; building is serialised so two tests never write the
 /// same artifact directory at once.
-static BUILD: Mutex<()> = Mutex::new(());
+pub static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 pub fn build(spec: AssistantSpec) -> (Runtime, FakeExchange) {
-    let _g = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _g = BUILD_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let exchange = FakeExchange::seeded();
     let mut opts = AssistantOptions::new(cache_dir());
     opts.backend = Some(Arc::new(exchange.clone()));

@@ -131,6 +131,32 @@ impl RemoteError {
     }
 }
 
+/// A remote task that asked for input: the customer's next message continues it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingTask {
+    /// The remote task's id.
+    pub task_id: String,
+    /// Its context id.
+    pub context_id: String,
+}
+
+/// What a delegated turn produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delegated {
+    /// The remote's reply (already streamed as tokens).
+    Reply(String),
+    /// The remote asks the customer something before it can go on.
+    InputRequired {
+        /// What it asks.
+        question: String,
+        /// Text it streamed before asking (usually empty; the question itself when it sent the
+        /// question as an artifact).
+        partial: String,
+        /// The task to continue (absent when the remote named none).
+        task: Option<PendingTask>,
+    },
+}
+
 /// The result of one exchange with the remote agent.
 #[derive(Debug, Clone, PartialEq)]
 struct Exchange {
@@ -158,7 +184,7 @@ pub struct RemoteAgent {
     fallback: Option<Arc<dyn Node>>,
     endpoint: OnceCell<Endpoint>,
     /// Remote task waiting for input, by our conversation (its id comes back on resume).
-    waiting: Mutex<HashMap<String, (String, String)>>,
+    waiting: Mutex<HashMap<String, PendingTask>>,
 }
 
 impl std::fmt::Debug for RemoteAgent {
@@ -266,6 +292,65 @@ impl RemoteAgent {
         endpoint_from_card(&card).ok_or_else(|| RemoteError::Garbage("the agent card has no JSON-RPC interface".into()))
     }
 
+    /// Our name for the agent.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// One delegated turn: sends `text` (masked), with the context the policy shares from `state`
+    /// (nothing more when `continuing` a task that asked for input), under the breaker and the
+    /// timeouts. The reply streams as `token` events of `ctx` while it arrives.
+    ///
+    /// # Errors
+    /// [`RemoteError`] when the agent is unavailable, fails, or answers something that is not A2A
+    /// (health failures also count against the breaker).
+    pub async fn delegate(
+        &self,
+        ctx: &NodeContext,
+        state: &State,
+        text: &str,
+        continuing: Option<&PendingTask>,
+    ) -> Result<Delegated, RemoteError> {
+        let conv = ctx.conversation_id();
+        let permit =
+            self.breaker.admit(&self.breaker_id).map_err(|_| RemoteError::CircuitOpen(self.cfg.name.clone()))?;
+        let context = if continuing.is_none() { self.context(state) } else { None };
+        let r = tokio::time::timeout(self.cfg.timeout, self.exchange(ctx, conv, text, context, continuing))
+            .await
+            .unwrap_or(Err(RemoteError::Timeout(self.cfg.timeout)));
+        let ex = match r {
+            Ok(ex) => {
+                permit.succeeded();
+                ex
+            }
+            Err(e) => {
+                if e.is_health_failure() {
+                    permit.failed();
+                }
+                return Err(e);
+            }
+        };
+        match ex.state {
+            TaskState::InputRequired | TaskState::AuthRequired => {
+                let question = ex.question.unwrap_or_else(|| ex.reply.clone());
+                let task = match (ex.task_id, ex.context_id) {
+                    (Some(task_id), Some(context_id)) => Some(PendingTask { task_id, context_id }),
+                    _ => None,
+                };
+                Ok(Delegated::InputRequired { question, partial: ex.reply, task })
+            }
+            TaskState::Completed | TaskState::Working | TaskState::Submitted | TaskState::Unknown => {
+                if ex.reply.is_empty() {
+                    return Err(RemoteError::Garbage("the remote agent finished without a reply".into()));
+                }
+                Ok(Delegated::Reply(ex.reply))
+            }
+            TaskState::Failed | TaskState::Rejected | TaskState::Canceled => {
+                Err(RemoteError::TaskEnded(ex.state.v03()))
+            }
+        }
+    }
+
     async fn run(&self, input: NodeInput) -> NodeResult {
         let conv = input.ctx.conversation_id().to_string();
         // Resumed after the remote asked for input: the value is the customer's answer.
@@ -282,54 +367,29 @@ impl RemoteAgent {
                 (last, None)
             }
         };
-        let permit = match self.breaker.admit(&self.breaker_id) {
-            Ok(p) => p,
-            Err(_) => return self.fall_back(input, &RemoteError::CircuitOpen(self.cfg.name.clone())).await,
-        };
-        let context = if continuing.is_none() { self.context(&input.state) } else { None };
-        let r = tokio::time::timeout(
-            self.cfg.timeout,
-            self.exchange(&input.ctx, &conv, &text, context, continuing.as_ref()),
-        )
-        .await
-        .unwrap_or(Err(RemoteError::Timeout(self.cfg.timeout)));
-        let ex = match r {
-            Ok(ex) => {
-                permit.succeeded();
-                ex
-            }
-            Err(e) => {
-                if e.is_health_failure() {
-                    permit.failed();
-                }
-                return self.fall_back(input, &e).await;
-            }
-        };
-        match ex.state {
-            TaskState::InputRequired | TaskState::AuthRequired => {
-                let question = ex.question.clone().unwrap_or_else(|| ex.reply.clone());
-                if let (Some(t), Some(c)) = (&ex.task_id, &ex.context_id) {
-                    self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(conv, (t.clone(), c.clone()));
+        let r = self.delegate(&input.ctx, &input.state, &text, continuing.as_ref()).await;
+        match r {
+            Ok(Delegated::InputRequired { question, task, .. }) => {
+                let remote_task_id = task.as_ref().map(|t| t.task_id.clone());
+                if let Some(t) = task {
+                    self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(conv, t);
                 }
                 Err(NodeError::Interrupted(json!({
                     "reason": "remote_input_required", "agent": self.cfg.name, "question": question,
-                    "remote_task_id": ex.task_id,
+                    "remote_task_id": remote_task_id,
                 })))
             }
-            TaskState::Completed | TaskState::Working | TaskState::Submitted | TaskState::Unknown => {
+            Ok(Delegated::Reply(reply)) => {
                 self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv);
-                if ex.reply.is_empty() {
-                    return self
-                        .fall_back(input, &RemoteError::Garbage("the remote agent finished without a reply".into()))
-                        .await;
-                }
                 Ok(Update::new()
-                    .set("messages", json!({"role": "assistant", "content": ex.reply, "agent": self.cfg.name}))
+                    .set("messages", json!({"role": "assistant", "content": reply, "agent": self.cfg.name}))
                     .into())
             }
-            TaskState::Failed | TaskState::Rejected | TaskState::Canceled => {
-                self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv);
-                self.fall_back(input, &RemoteError::TaskEnded(ex.state.v03())).await
+            Err(e) => {
+                if matches!(e, RemoteError::TaskEnded(_)) {
+                    self.waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&conv);
+                }
+                self.fall_back(input, &e).await
             }
         }
     }
@@ -351,7 +411,7 @@ impl RemoteAgent {
         conv: &str,
         text: &str,
         context: Option<Value>,
-        continuing: Option<&(String, String)>,
+        continuing: Option<&PendingTask>,
     ) -> Result<Exchange, RemoteError> {
         let ep = self.endpoint().await?;
         let d = ep.dialect;
@@ -372,9 +432,9 @@ impl RemoteAgent {
             }
         }
         match continuing {
-            Some((task, context_id)) => {
-                message["taskId"] = json!(task);
-                message["contextId"] = json!(context_id);
+            Some(t) => {
+                message["taskId"] = json!(t.task_id);
+                message["contextId"] = json!(t.context_id);
             }
             None => message["contextId"] = json!(format!("sb-{conv}")),
         }
