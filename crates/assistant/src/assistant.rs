@@ -290,6 +290,8 @@ fn remote_agents(
         cfg.context = r.context;
         cfg.timeout = std::time::Duration::from_millis(r.timeout_ms);
         cfg.idle_timeout = std::time::Duration::from_millis(r.idle_timeout_ms);
+        // The reply reaches the customer only after the output guard (`respond`), which streams it.
+        cfg.stream_tokens = false;
         if let Some(var) = &r.api_key_env {
             let token = std::env::var(var)
                 .map_err(|_| AssistantError::Remote(format!("{name}: api_key_env ${var} is not set")))?;

@@ -23,6 +23,8 @@ enum Mode {
     Normal,
     Hang,
     Garbage,
+    /// Answers with a full card number, as a careless remote agent might.
+    Leaky,
 }
 
 #[derive(Clone)]
@@ -63,6 +65,18 @@ async fn rpc(AxState(a): AxState<Agent>, body: String) -> Response {
             return ().into_response();
         }
         Mode::Garbage => return sse(&[json!("<html>oops</html>")]),
+        Mode::Leaky => {
+            let update = json!({"taskId": "t1", "contextId": "c1", "status": {"state": "TASK_STATE_COMPLETED"},
+                "artifact": {"artifactId": "a1", "parts": [{"text": "Staked with the card 4111 1111 1111 1111, thanks."}]}});
+            let mut parts = update.clone();
+            parts.as_object_mut().unwrap().remove("status");
+            let mut done = update;
+            done.as_object_mut().unwrap().remove("artifact");
+            return sse(&[
+                result(&req["id"], json!({"artifactUpdate": parts})),
+                result(&req["id"], json!({"statusUpdate": done})),
+            ]);
+        }
         Mode::Normal => {}
     }
     let id = &req["id"];
@@ -140,9 +154,9 @@ async fn the_staking_intent_is_delegated_with_redacted_context_and_a_streamed_re
     assert_eq!(t.handler.as_deref(), Some("earn_specialist"));
     assert_eq!(t.routing.as_ref().unwrap()["handler"], "earn_specialist");
     assert_eq!(t.routing.as_ref().unwrap()["intent"], "staking");
-    // Streamed once, as the remote's chunks arrived, not again by `respond`. (`say_streaming`
-    // subscribes after the run has started, so a fast run may deliver no token to it at all; the
-    // Python test checks the streaming through the server.)
+    // Streamed once, by `respond` after the output guard, never as the remote's raw chunks.
+    // (`say_streaming` subscribes after the run has started, so a fast run may deliver no token to
+    // it at all; the Python test checks the streaming through the server.)
     assert!(tokens.is_empty() || tokens == reply, "{tokens:?}");
     let req = seen.lock().unwrap()[0].clone();
     assert_eq!(req["method"], "SendStreamingMessage");
@@ -154,6 +168,19 @@ async fn the_staking_intent_is_delegated_with_redacted_context_and_a_streamed_re
     let (t, _) = say(&rt, "r1", "I lost my card, please freeze it").await;
     assert_eq!(t.handler.as_deref(), Some("card_freeze"));
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_reply_reaches_the_customer_only_through_the_output_guard() {
+    let (url, _) = spawn_agent(Mode::Leaky).await;
+    let rt = with_remote(Some(&url), 5_000);
+    let (t, tokens) = say(&rt, "r9", STAKING).await;
+    assert_eq!(t.handler.as_deref(), Some("earn_specialist"));
+    let reply = all_replies(&t);
+    assert!(reply.starts_with("Staked with the card"), "{reply}");
+    for text in [&reply, &tokens] {
+        assert!(!text.contains("4111 1111 1111 1111") && !text.contains("4111111111111111"), "{text:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! The `remote` node: an intent delegated to an external A2A agent (`[remote_agents.NAME]`).
 //!
 //! The turn goes to the agent through [`RemoteAgent::delegate`]: the context its policy shares,
-//! masked by the guard; the reply streams as tokens while it arrives and then goes through
-//! `respond` (the output guard) like any draft. When the agent asks for input, the `remote` field
+//! masked by the guard; the whole reply goes through `respond` (the output guard) like any draft,
+//! and only the checked text is streamed to the customer (nothing of the agent's raw text is). When the agent asks for input, the `remote` field
 //! remembers its task, and the customer's next message goes back to it (unless a repair pattern
 //! takes the conversation elsewhere) until it completes. When the agent is unavailable (circuit
 //! open, timeout, transport error, garbage, a failed task), its `fallback` handler answers and the
@@ -55,13 +55,11 @@ impl Inner {
         let text = super::agent::last_customer_text(s);
         match agent.delegate(&i.ctx, s, &text, continuing.as_ref()).await {
             Ok(Delegated::Reply(reply)) => {
-                out.update.push("streamed", json!(reply));
                 out.say(reply);
                 self.with_resume(s, &mut out);
             }
             Ok(Delegated::InputRequired { question, partial, task }) => {
                 if !partial.is_empty() {
-                    out.update.push("streamed", json!(partial));
                     out.say(partial.clone());
                 }
                 if question != partial {

@@ -69,6 +69,9 @@ pub struct RemoteAgentConfig {
     pub idle_timeout: Duration,
     /// Said to the customer when the agent is unavailable and no fallback node is set.
     pub unavailable_message: String,
+    /// Emit the reply's text as token events while it arrives. Off when the caller must check the
+    /// whole reply (the output guard) before the customer sees any of it.
+    pub stream_tokens: bool,
 }
 
 impl RemoteAgentConfig {
@@ -85,6 +88,7 @@ impl RemoteAgentConfig {
             context: ContextPolicy::Summary,
             timeout: DEFAULT_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            stream_tokens: true,
         }
     }
 }
@@ -469,7 +473,7 @@ impl RemoteAgent {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let mut acc = Accumulator::default();
+        let mut acc = Accumulator { stream: self.cfg.stream_tokens, ..Accumulator::default() };
         if !sse {
             // A plain JSON-RPC answer: an upfront error, or a non-streaming agent.
             let bytes = tokio::time::timeout(self.cfg.idle_timeout, resp.bytes())
@@ -547,6 +551,8 @@ struct Accumulator {
     /// The artifact being received, and how many bytes of `reply` it holds.
     artifact: Option<String>,
     current: usize,
+    /// Whether text is emitted as token events while it arrives.
+    stream: bool,
 }
 
 impl Accumulator {
@@ -654,7 +660,9 @@ impl Accumulator {
         }
         self.reply.push_str(t);
         self.current += t.len();
-        ctx.emit_token(t);
+        if self.stream {
+            ctx.emit_token(t);
+        }
         Ok(())
     }
 
