@@ -134,7 +134,14 @@ impl Inner {
     }
 
     /// The first request of a turn: instructions, context per policy, passages, tools.
-    fn agent_request(&self, models: &Models, s: &State, customer: &str, name: &str, a: &AgentSpec) -> ChatRequest {
+    fn agent_request(
+        &self,
+        models: &Models,
+        s: &State,
+        (conversation, customer): (&str, &str),
+        name: &str,
+        a: &AgentSpec,
+    ) -> ChatRequest {
         let question = last_customer_text(s);
         let frames = stack(s);
         let mut system = format!(
@@ -163,6 +170,7 @@ impl Inner {
         let tools = a.tools.iter().filter_map(|t| tool_definition(t.get_ref())).collect();
         let mut meta = switchboard_providers::RequestMetadata::default();
         meta.tags.insert("agent".into(), name.into());
+        meta.conversation = Some(conversation.to_string());
         ChatRequest {
             system: Some(system),
             messages,
@@ -255,7 +263,7 @@ impl Inner {
                 } else {
                     used += 1;
                     let key = format!("{}:agent:{used}", i.ctx.idempotency_key(0));
-                    results.push(self.agent_tool(out, &customer, call, key));
+                    results.push(self.agent_tool(i, out, &customer, call, key));
                 }
             }
             if let Some((call, approval)) = paused {
@@ -276,12 +284,13 @@ impl Inner {
     }
 
     /// Runs one tool for the customer and records it like a flow's call.
-    fn agent_tool(&self, out: &mut Out, customer: &str, call: &ToolCall, key: String) -> ToolResult {
+    fn agent_tool(&self, i: &NodeInput, out: &mut Out, customer: &str, call: &ToolCall, key: String) -> ToolResult {
         let bc = BackendCall {
             name: call.name.clone(),
             customer_id: customer.into(),
             args: call.arguments.clone(),
             idempotency_key: Some(key.clone()),
+            conversation_id: Some(i.ctx.conversation_id().to_string()),
         };
         let res = self.backend.call(&bc);
         let mut rec = json!({"name": call.name, "args": call.arguments, "idempotency_key": key, "by": "agent"});
@@ -326,7 +335,7 @@ impl Inner {
                 let decision = run.decision.take().unwrap_or_default();
                 let result = if decision["approved"].as_bool() == Some(true) {
                     let key = format!("{}:{}", i.ctx.conversation_id(), run.approval_id);
-                    self.agent_tool(&mut out, &customer, &run.call, key)
+                    self.agent_tool(i, &mut out, &customer, &run.call, key)
                 } else {
                     ToolResult {
                         call_id: run.call.id.clone(),
@@ -340,7 +349,7 @@ impl Inner {
                 req.messages.push(Message::tool_results(results));
                 (req, run.tool_calls_used)
             }
-            None => (self.agent_request(models, s, &customer, &name, a), 0),
+            None => (self.agent_request(models, s, (i.ctx.conversation_id(), customer.as_str()), &name, a), 0),
         };
         let step = self.drive(i, models, chain, &name, a, req, used, &mut out, &mut usage).await;
         out.update.push("llm_usage", usage);
@@ -442,6 +451,10 @@ impl Inner {
             system: Some(format!("{system}\n\nPassages:\n{block}")),
             messages: vec![Message::user(models.mask(&last_customer_text(s)))],
             max_tokens: Some(600),
+            metadata: switchboard_providers::RequestMetadata {
+                conversation: Some(i.ctx.conversation_id().to_string()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let answer = match models.chat(chain, &req, i.ctx.cancellation()).await {
