@@ -143,16 +143,16 @@ async fn recorded_conversations_replay_unchanged_from_the_cassette_then_changes_
     assert!(diff.contains("+ Card 4242 is blocked now."), "{diff}");
     assert!(diff.lines().any(|l| l.starts_with("- Done: the card ending 4242 is now frozen")), "{diff}");
 
-    // An intent routed elsewhere: the handoff turn now goes to the FAQ.
+    // An intent routed elsewhere: the greeting now goes to the FAQ.
     let rerouted = replay_with(&back, &url, |s| {
-        *s.routes.get_mut("human_agent").unwrap().get_mut() = "faq".to_string();
+        *s.routes.get_mut("greeting").unwrap().get_mut() = "faq".to_string();
     })
     .await;
     let changed = changed_turns(&rerouted);
     assert_eq!(changed.len(), 1, "{changed:?}");
-    assert_eq!((changed[0].0, changed[0].1), (2, 2));
+    assert_eq!((changed[0].0, changed[0].1), (2, 1), "{changed:?}");
     assert!(
-        changed[0].2.contains(&"handler".to_string()) && changed[0].2.contains(&"handoff".to_string()),
+        changed[0].2.contains(&"handler".to_string()) && changed[0].2.contains(&"reply".to_string()),
         "{changed:?}"
     );
 

@@ -200,6 +200,68 @@ pub(crate) fn cassette(
     Ok(CassetteRecord { tenant, conversation_id, seq, assistant, customer_id, turn, created_at_ms })
 }
 
+/// The outcome of claiming an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and is now this request's.
+    New,
+    /// The key was taken by an earlier request.
+    Existing {
+        /// The hash of that request's body.
+        body_hash: String,
+        /// Its run, once started.
+        run_id: Option<String>,
+    },
+}
+
+/// The server's records, in SQLite (one process) or PostgreSQL (shared by replicas).
+#[derive(Clone)]
+pub struct Records {
+    pool: SqlitePool,
+    writer: Writer,
+    pg: Option<PgRecords>,
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records").finish_non_exhaustive()
+    }
+}
+
+const CONV_COLS: &str = "id, tenant, assistant, customer_id, metadata, status, created_at, updated_at";
+const RUN_COLS: &str = "id, tenant, conversation_id, kind, status, result, error, created_at, finished_at";
+/// Rows per multi-row event INSERT (4 parameters each).
+const EVENT_ROWS_PER_INSERT: usize = 200;
+
+fn conv(r: &SqliteRow) -> Result<ConversationRecord, StoreError> {
+    let meta: String = r.try_get(4).map_err(corrupt)?;
+    Ok(ConversationRecord {
+        id: r.try_get(0).map_err(corrupt)?,
+        tenant: r.try_get(1).map_err(corrupt)?,
+        assistant: r.try_get(2).map_err(corrupt)?,
+        customer_id: r.try_get(3).map_err(corrupt)?,
+        metadata: serde_json::from_str(&meta).map_err(corrupt)?,
+        status: r.try_get(5).map_err(corrupt)?,
+        created_at_ms: r.try_get(6).map_err(corrupt)?,
+        updated_at_ms: r.try_get(7).map_err(corrupt)?,
+    })
+}
+
+fn run(r: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let result: Option<String> = r.try_get(5).map_err(corrupt)?;
+    Ok(RunRecord {
+        id: r.try_get(0).map_err(corrupt)?,
+        tenant: r.try_get(1).map_err(corrupt)?,
+        conversation_id: r.try_get(2).map_err(corrupt)?,
+        kind: r.try_get(3).map_err(corrupt)?,
+        status: r.try_get(4).map_err(corrupt)?,
+        result: result.map(|s| serde_json::from_str(&s)).transpose().map_err(corrupt)?,
+        error: r.try_get(6).map_err(corrupt)?,
+        created_at_ms: r.try_get(7).map_err(corrupt)?,
+        finished_at_ms: r.try_get(8).map_err(corrupt)?,
+    })
+}
+
 /// The writes of the records, applied by the store's writer.
 enum Write {
     Key(ApiKeyRecord, String),
