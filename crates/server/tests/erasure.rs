@@ -124,7 +124,7 @@ async fn recorded_turns_are_erased_with_their_conversation_and_customer() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let two = conv_with_turn(&env, &env.a, "cust_rec").await;
     let kept = conv_with_turn(&env, &env.a, "cust_other").await;
-    let turns = records.cassette_turns(&[one.clone()]).await.unwrap();
+    let turns = records.cassette_turns(std::slice::from_ref(&one)).await.unwrap();
     assert_eq!(
         turns.iter().map(|t| (t.seq, t.turn.clone())).collect::<Vec<_>>(),
         vec![(1, json!({"user": "hello"})), (2, json!({"user": "again"}))]
