@@ -35,7 +35,22 @@ pub(crate) struct ChatArgs {
     /// Do not use the sentence encoder even if installed.
     #[arg(long)]
     lexical: bool,
+    /// Record every turn (LLM and tool calls, outcome) as a cassette in `chat.sqlite`, for
+    /// `switchboard eval export --store DATA_DIR/chat.sqlite`.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RECORDING",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value = "false"
+    )]
+    record: bool,
 }
+
+/// The tenant of conversations recorded by `switchboard chat`.
+const CHAT_TENANT: &str = "local";
 
 const HELP: &str =
     "commands: /state /history /handoff /reset /approve [ID] /deny [ID] /claim AGENT /agent TEXT /handback /help /quit";
@@ -72,9 +87,46 @@ struct Repl {
     conv: String,
     customer: String,
     show_routing: bool,
+    /// Where recorded turns go (`--record`).
+    records: Option<switchboard_store::Records>,
 }
 
 impl Repl {
+    /// The conversation's state before a turn, when recording.
+    async fn state_before(&self) -> Value {
+        match &self.records {
+            Some(_) => self.rt.engine.state(&self.conv).await.map(|s| s.to_json()).unwrap_or(Value::Null),
+            None => Value::Null,
+        }
+    }
+
+    /// Stores a turn's cassette entry, when recording.
+    async fn record(
+        &self,
+        input: switchboard_assistant::cassette::TurnInput,
+        before: &Value,
+        t: &TurnView,
+        took: std::time::Duration,
+    ) {
+        let (Some(records), Some(tape)) = (&self.records, self.rt.assistant.tape()) else { return };
+        let interrupts: Vec<Value> = t.interrupts.iter().map(|i| i.payload.clone()).collect();
+        let turn = tape.finish_turn(&self.conv, input, before, &t.state.to_json(), &interrupts, took);
+        let rec = switchboard_store::records::CassetteRecord {
+            tenant: CHAT_TENANT.into(),
+            conversation_id: self.conv.clone(),
+            seq: 0,
+            assistant: self.rt.assistant.spec().assistant.name.clone(),
+            customer_id: Some(self.customer.clone()),
+            turn: serde_json::to_value(turn).unwrap_or(Value::Null),
+            created_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
+        if let Err(e) = records.append_cassette_turn(&rec).await {
+            println!("{}", dim(&format!("[could not record the turn: {e}]")));
+        }
+    }
+
     fn print_turn(&self, t: &TurnView, streamed: bool) {
         if !streamed {
             for r in &t.replies {
@@ -125,7 +177,18 @@ impl Repl {
             let _ = write!(out, "{delta}");
             let _ = out.flush();
         };
+        let before = self.state_before().await;
+        let t0 = std::time::Instant::now();
         let t = self.rt.say_streaming(&self.conv, Some(&self.customer), text, Some(&mut cb)).await?;
+        let input = t
+            .state
+            .get_array("messages")
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .and_then(|m| m["content"].as_str());
+        let input = switchboard_assistant::cassette::TurnInput::User(input.unwrap_or(text).to_string());
+        self.record(input, &before, &t, t0.elapsed()).await;
         if started {
             println!();
         }
@@ -187,7 +250,11 @@ impl Repl {
             }
             "/approve" | "/deny" => {
                 let id = self.approval_id(arg).await?;
+                let before = self.state_before().await;
+                let t0 = std::time::Instant::now();
                 let t = self.rt.approve(&self.conv, Some(&self.customer), &id, cmd == "/approve", "terminal").await?;
+                let input = switchboard_assistant::cassette::TurnInput::Approve(cmd == "/approve");
+                self.record(input, &before, &t, t0.elapsed()).await;
                 self.print_turn(&t, false);
             }
             "/claim" => {
@@ -227,6 +294,9 @@ async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     // Vendor LLMs as in `serve` without a config file: every provider whose key is set.
     let llm_off = std::env::var("SWITCHBOARD_LLM").is_ok_and(|v| ["off", "false", "0"].contains(&v.trim()));
     opts.llm = (!llm_off).then(switchboard_providers::config::ProvidersConfig::default);
+    if args.record {
+        opts.tape = Some(switchboard_assistant::cassette::Tape::recorder());
+    }
     let assistant = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&config, opts)).await??;
     let r = assistant.router();
     eprintln!(
@@ -250,12 +320,14 @@ async fn chat(args: ChatArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("opening {}", path.display()))?,
     );
+    let records = args.record.then(|| switchboard_store::Records::on_store(&store));
     let engine = assistant.engine(store);
     let mut repl = Repl {
         rt: Runtime::new(assistant, engine),
         conv: args.conversation.unwrap_or_else(new_conversation_id),
         customer: args.customer,
         show_routing: args.show_routing,
+        records,
     };
     let interactive = std::io::stdin().is_terminal();
     if interactive {

@@ -102,6 +102,16 @@ pub(crate) struct RawConfig {
     redis_prefix: Option<String>,
     /// Turns a replica executes at once (with `database_url`).
     worker_concurrency: Option<usize>,
+    /// Recording of turns as cassettes (for `switchboard eval export` / `eval replay`).
+    recording: Option<RawRecording>,
+}
+
+/// The `[recording]` table: `enabled = true` (or `SWITCHBOARD_RECORDING=on`) stores every turn's
+/// LLM and tool calls and its outcome with the conversation (redacted, erased with it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRecording {
+    enabled: Option<bool>,
 }
 
 /// The `[retention]` table as written.
@@ -287,6 +297,8 @@ pub(crate) struct Config {
     /// Vendor LLM providers of the reference assistant (`None`: offline).
     pub(crate) llm: Option<switchboard_providers::config::ProvidersConfig>,
     pub(crate) postgres: Option<PgSettings>,
+    /// Record turns as cassettes.
+    pub(crate) recording: bool,
 }
 
 /// Where replicas share their state.
@@ -307,6 +319,15 @@ where
         *slot = Some(v.parse::<T>().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}"))?);
     }
     Ok(())
+}
+
+/// An on/off environment value.
+pub(crate) fn on_off(name: &str, v: &str) -> anyhow::Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => bail!("{name}={v:?}: expected on or off"),
+    }
 }
 
 impl RawConfig {
@@ -343,12 +364,11 @@ impl RawConfig {
             raw.retention.get_or_insert_with(RawRetention::default).days = Some(d);
         }
         if let Ok(v) = std::env::var("SWITCHBOARD_LLM") {
-            let on = match v.trim().to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                _ => bail!("SWITCHBOARD_LLM={v:?}: expected on or off"),
-            };
-            raw.llm.get_or_insert_with(RawLlm::default).enabled = Some(on);
+            raw.llm.get_or_insert_with(RawLlm::default).enabled = Some(on_off("SWITCHBOARD_LLM", &v)?);
+        }
+        if let Ok(v) = std::env::var("SWITCHBOARD_RECORDING") {
+            raw.recording.get_or_insert_with(RawRecording::default).enabled =
+                Some(on_off("SWITCHBOARD_RECORDING", &v)?);
         }
         Ok(raw)
     }
@@ -440,7 +460,9 @@ impl Config {
                 })
             }
         };
+        let recording = raw.recording.and_then(|r| r.enabled).unwrap_or(false);
         Ok(Self {
+            recording,
             postgres,
             addr,
             data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
@@ -560,6 +582,8 @@ async fn assistants<S: CheckpointStore + ContextStore + 'static>(
     }
     let mut opts = AssistantOptions::new(router_cache_dir(&config.data_dir));
     opts.llm = config.llm.clone();
+    let tape = config.recording.then(switchboard_assistant::cassette::Tape::recorder);
+    opts.tape = tape.clone();
     let exchange = tokio::task::spawn_blocking(move || ExchangeAssistant::load(&path, opts)).await??;
     let r = exchange.router();
     println!(
@@ -580,9 +604,13 @@ async fn assistants<S: CheckpointStore + ContextStore + 'static>(
     }
     let engine = exchange.engine_on(stores.api.clone(), shared);
     let desk = switchboard_assistant::desk::routes(Runtime::new(exchange.clone(), engine.clone()));
-    let assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine.clone()))
+    let mut assistants = Assistants::new(REFERENCE_ASSISTANT, exchange.server_assistant(engine.clone()))
         .with_message_resume(REFERENCE_ASSISTANT, exchange.resume_fn())
         .with("support", support);
+    if let Some(tape) = tape {
+        println!("Recording turns of {REFERENCE_ASSISTANT} as cassettes (switchboard eval export)");
+        assistants = assistants.with_recorder(REFERENCE_ASSISTANT, tape);
+    }
     let assistants = with_remote_agents(config, stores, assistants, &mut workers)?;
     Ok((assistants, desk, workers))
 }

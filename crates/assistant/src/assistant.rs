@@ -71,12 +71,14 @@ pub struct AssistantOptions {
     /// adds these providers and prices to the config's `[providers]`, and every model whose key
     /// is in the environment is used (see [`crate::llm`]).
     pub llm: Option<switchboard_providers::config::ProvidersConfig>,
+    /// Records or replays every LLM and tool call (see [`crate::cassette`]); `None`: neither.
+    pub tape: Option<Arc<crate::cassette::Tape>>,
 }
 
 impl AssistantOptions {
     /// Defaults with a cache directory.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
-        Self { cache_dir: cache_dir.into(), backend: None, sentence_encoder: true, llm: None }
+        Self { cache_dir: cache_dir.into(), backend: None, sentence_encoder: true, llm: None, tape: None }
     }
 }
 
@@ -86,6 +88,7 @@ pub struct ExchangeAssistant {
     inner: Arc<Inner>,
     router: RouterBuild,
     guard: Arc<Guard>,
+    tape: Option<Arc<crate::cassette::Tape>>,
 }
 
 impl std::fmt::Debug for ExchangeAssistant {
@@ -117,10 +120,15 @@ impl ExchangeAssistant {
         let bert = if opts.sentence_encoder { sentence_encoder(&spec) } else { None };
         let router = load_or_train(&spec, &opts.cache_dir, bert.clone())?;
         let help = HelpCentre::load(&spec.resolve(&spec.data.help_dir), bert)?;
-        let backend = opts.backend.unwrap_or_else(|| Arc::new(FakeExchange::seeded()));
+        let mut backend = opts.backend.unwrap_or_else(|| Arc::new(FakeExchange::seeded()));
+        if let Some(tape) = &opts.tape {
+            backend = tape.wrap_backend(backend);
+        }
         let models = match &opts.llm {
-            Some(cfg) => Some(Arc::new(crate::llm::Models::build(&spec, cfg).map_err(AssistantError::Llm)?))
-                .filter(|m| !m.is_empty()),
+            Some(cfg) => {
+                Some(Arc::new(crate::llm::Models::build(&spec, cfg, opts.tape.as_ref()).map_err(AssistantError::Llm)?))
+                    .filter(|m| !m.is_empty())
+            }
             None => None,
         };
         let remotes = remote_agents(&spec)?;
@@ -150,7 +158,7 @@ impl ExchangeAssistant {
         });
         // Built once here so that a bad graph fails at load, not at the first engine.
         graph::build(inner.clone())?;
-        Ok(Self { inner, router, guard: Arc::new(Guard::default()) })
+        Ok(Self { inner, router, guard: Arc::new(Guard::default()), tape: opts.tape })
     }
 
     /// The config.
@@ -179,6 +187,10 @@ impl ExchangeAssistant {
     /// The vendor LLMs in use (`None`: offline), per chain.
     pub fn llm(&self) -> Option<Vec<String>> {
         self.inner.models.as_ref().map(|m| m.describe())
+    }
+    /// The tape that records or replays its LLM and tool calls, if any.
+    pub fn tape(&self) -> Option<Arc<crate::cassette::Tape>> {
+        self.tape.clone()
     }
     /// The back end.
     pub fn backend(&self) -> Arc<dyn ToolBackend> {

@@ -66,10 +66,13 @@ pub struct ToolCall {
     pub args: Value,
     /// Deduplication key for side effects.
     pub idempotency_key: Option<String>,
+    /// The conversation it runs for, when it runs in one (recording and replay key calls by it).
+    pub conversation_id: Option<String>,
 }
 
 /// Why a tool call failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ToolError {
     /// No such tool.
     #[error("unknown tool `{0}`")]
@@ -511,7 +514,13 @@ mod tests {
     use super::*;
 
     fn call(name: &str, args: Value, key: Option<&str>) -> ToolCall {
-        ToolCall { name: name.into(), customer_id: "cust_001".into(), args, idempotency_key: key.map(Into::into) }
+        ToolCall {
+            name: name.into(),
+            customer_id: "cust_001".into(),
+            args,
+            idempotency_key: key.map(Into::into),
+            conversation_id: None,
+        }
     }
 
     #[test]

@@ -161,7 +161,23 @@ struct ApprovalBody {
 async fn approval(st: AppState, p: Principal, rt: Runtime, id: String, interrupt: String, body: ApprovalBody) -> Out {
     let customer = conversation(&st, &p, &rt, &id).await?;
     let by = assigned_agent(&rt, &id, &p).await?;
+    // Recording: a decision on an approval is a turn of the conversation's cassette.
+    let tape = rt.assistant.tape();
+    let before = match &tape {
+        Some(_) => rt.engine.state(&id).await.map(|s| s.to_json()).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let started = std::time::Instant::now();
     let t = rt.approve(&id, customer.as_deref(), &interrupt, body.approve, &by).await?;
+    if let Some(tape) = tape {
+        let interrupts: Vec<Value> = t.interrupts.iter().map(|i| i.payload.clone()).collect();
+        let input = crate::cassette::TurnInput::Approve(body.approve);
+        let turn = tape.finish_turn(&id, input, &before, &t.state.to_json(), &interrupts, started.elapsed());
+        if let Ok(turn) = serde_json::to_value(turn) {
+            let name = &rt.assistant.spec().assistant.name;
+            st.store_cassette_turn((p.tenant.as_str(), id.as_str()), name, customer.as_deref(), turn).await;
+        }
+    }
     let details = serde_json::json!({"interrupt": interrupt, "approved": body.approve, "agent": by});
     audit(&st, &p, "approval.resolve", &id, details).await;
     Ok(axum::Json(turn_json(&id, &t)))

@@ -71,6 +71,8 @@ pub struct FlowCx<'a> {
     pub repair: &'a Repair,
     /// Idempotency-key prefix of this task (`ctx.idempotency_key(0)`); calls append their number.
     pub key_prefix: String,
+    /// The conversation.
+    pub conversation: &'a str,
     /// Output.
     pub out: FlowOut,
 }
@@ -129,6 +131,7 @@ impl FlowCx<'_> {
             customer_id: self.customer.into(),
             args: args.clone(),
             idempotency_key: Some(key.clone()),
+            conversation_id: Some(self.conversation.to_string()),
         };
         // One `execute_tool` span per call: tool metrics and traces come from it. Arguments and
         // results are content: the telemetry layer drops them unless capture is on, then redacts.

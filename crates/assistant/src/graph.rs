@@ -536,6 +536,7 @@ impl Inner {
             backend: self.backend.as_ref(),
             repair: &self.repair,
             key_prefix: i.ctx.idempotency_key(0),
+            conversation: i.ctx.conversation_id(),
             out: flows::FlowOut::default(),
         };
         flows::step(&mut cx, &mut frame);
@@ -758,6 +759,7 @@ impl Inner {
                 backend: self.backend.as_ref(),
                 repair: &self.repair,
                 key_prefix: i.ctx.idempotency_key(0),
+                conversation: i.ctx.conversation_id(),
                 out: flows::FlowOut::default(),
             };
             flows::after_approval(&mut cx, &mut frame, &req, approve);

@@ -4,7 +4,8 @@
 //! It owns the assistant's declarative config ([`config`], `assistants/exchange-support/assistant.toml`),
 //! the fake exchange its tools run against ([`backend`]), the flows ([`flows`]), the help centre
 //! ([`faq`]), the router's training and cache ([`routing`]), the human handoff lifecycle
-//! ([`handoff`]) and the agent desk's HTTP endpoints ([`desk`]). [`graph`] compiles all of it into
+//! ([`handoff`]), the agent desk's HTTP endpoints ([`desk`]), what a turn did ([`observed`]) and
+//! the recording and replay of turns as cassettes ([`cassette`]). [`graph`] compiles all of it into
 //! one engine graph; [`Runtime`] is what clients (the terminal chat, tests, the desk) drive.
 //!
 //! It must not know how the engine stores checkpoints or how the server authenticates beyond its
@@ -15,6 +16,7 @@
 
 pub mod assistant;
 pub mod backend;
+pub mod cassette;
 pub mod config;
 pub mod desk;
 pub mod faq;
@@ -23,6 +25,7 @@ pub mod graph;
 pub mod handoff;
 pub mod llm;
 pub mod nlu;
+pub mod observed;
 pub mod routing;
 
 pub use assistant::{AssistantError, AssistantOptions, ExchangeAssistant, Runtime, TurnView};

@@ -13,9 +13,11 @@
 //! retry) and the chain is walked here rather than by `Fallback`, so the caller learns which
 //! model answered (for the cost) and why the others did not (for the trace).
 
+use crate::cassette::Mode;
 use crate::config::AssistantSpec;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_guard::Guard;
 use switchboard_providers::config::{ChainPolicy, ProviderEntry, ProvidersConfig, build_chain};
@@ -122,11 +124,16 @@ impl std::fmt::Debug for Models {
 
 impl Models {
     /// Builds the chains of `spec` with `overrides` (the server's `[llm.providers]` and prices)
-    /// on top of the file's `[providers]`.
+    /// on top of the file's `[providers]`, each model behind `tape` when given (a replaying
+    /// tape also keeps the models it answers for when their key is missing).
     ///
     /// # Errors
     /// A provider whose adapter cannot be built (unknown kind, bad URL).
-    pub fn build(spec: &AssistantSpec, overrides: &ProvidersConfig) -> Result<Self, String> {
+    pub fn build(
+        spec: &AssistantSpec,
+        overrides: &ProvidersConfig,
+        tape: Option<&Arc<crate::cassette::Tape>>,
+    ) -> Result<Self, String> {
         let mut cfg = ProvidersConfig { providers: spec.providers.clone(), prices: overrides.prices.clone() };
         for p in BUILTIN_PROVIDERS {
             cfg.providers.entry((*p).to_string()).or_insert_with(|| ProviderEntry::of_kind(*p));
@@ -157,7 +164,13 @@ impl Models {
                     skipped.push(format!("{item}: unknown provider"));
                     continue;
                 };
+                let name = format!("{p}/{m}");
                 match key_var(entry) {
+                    _ if tape.is_some_and(|t| t.serves_model(&name)) => {}
+                    _ if tape.is_some_and(|t| t.mode() == Mode::Replay { live: false }) => {
+                        skipped.push(format!("{item}: not called in the cassettes (replay without --live)"));
+                        continue;
+                    }
                     Some(var) if std::env::var(&var).is_ok_and(|v| !v.is_empty()) => {}
                     Some(var) => {
                         skipped.push(format!("{item}: ${var} is not set"));
@@ -168,9 +181,11 @@ impl Models {
                         continue;
                     }
                 }
-                let name = format!("{p}/{m}");
-                let model =
+                let mut model =
                     build_chain(&cfg, std::slice::from_ref(&name), &policy).map_err(|e| format!("{item}: {e}"))?;
+                if let Some(t) = tape {
+                    model = t.wrap_model(&name, model);
+                }
                 slots.push(ModelSlot { id: ModelId::new(p, m), name, model });
             }
             Ok(slots)

@@ -169,6 +169,7 @@ async fn idempotent_re_execution() {
             customer_id: "cust_001".into(),
             args: call["args"].clone(),
             idempotency_key: Some(call["idempotency_key"].as_str().unwrap().into()),
+            conversation_id: None,
         })
         .unwrap();
     assert_eq!(again, call["result"]);
@@ -179,6 +180,7 @@ async fn idempotent_re_execution() {
         customer_id: "cust_001".into(),
         args: json!({"last4": "1881"}),
         idempotency_key: Some(call["idempotency_key"].as_str().unwrap().into()),
+        conversation_id: None,
     });
     assert!(other.is_err());
     assert_eq!(x.card("cust_001", "1881").unwrap().status, "active");

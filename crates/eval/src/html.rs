@@ -225,3 +225,83 @@ fn failures(report: &RunReport) -> String {
     out.push_str("</section>\n");
     out
 }
+
+/// Renders a replay report: the summary figures, a row per conversation, and every changed
+/// turn's changes (the reply as a line diff) and cassette misses.
+pub fn replay_html(report: &crate::replay::ReplayReport, title: &str) -> String {
+    let sum = report.summary();
+    let mut out = String::with_capacity(32 << 10);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>{CSS}</style></head>\n<body><h1>{t}</h1>\n",
+        t = esc(title)
+    );
+    out.push_str("<section id=\"summary\"><h2>Summary</h2><table class=\"kv\">");
+    for (k, v) in [
+        ("conversations", sum.conversations),
+        ("turns", sum.turns),
+        ("changed turns", sum.changed_turns),
+        ("cassette misses", sum.cassette_misses),
+    ] {
+        let _ = write!(out, "<tr><th>{k}</th><td class=\"num\">{v}</td></tr>");
+    }
+    out.push_str("</table></section>\n<section id=\"conversations\"><h2>Conversations</h2><table>");
+    out.push_str("<tr><th>conversation</th><th>turns</th><th>changed</th><th>misses</th></tr>");
+    for c in &report.conversations {
+        let changed = c.changed_turns();
+        let misses: usize = c.turns.iter().map(|t| t.misses.len()).sum();
+        let _ = write!(
+            out,
+            "<tr{cls}><td>{id}</td><td class=\"num\">{}</td><td class=\"num\">{changed}</td><td class=\"num\">{misses}</td></tr>",
+            c.recorded_turns,
+            cls = if changed + misses > 0 { " class=\"failed\"" } else { "" },
+            id = esc(&c.conversation_id),
+        );
+    }
+    out.push_str("</table></section>\n<section id=\"changes\"><h2>Changes</h2>");
+    for c in
+        report.conversations.iter().filter(|c| c.changed_turns() > 0 || c.turns.iter().any(|t| !t.misses.is_empty()))
+    {
+        let _ = write!(out, "<h3>{}</h3><table class=\"turns\">", esc(&c.conversation_id));
+        out.push_str("<tr><th>turn</th><th>input</th><th>what</th><th>recorded</th><th>replayed</th></tr>");
+        for t in &c.turns {
+            let input = esc(&t.input);
+            if let Some(e) = &t.error {
+                let _ = write!(
+                    out,
+                    "<tr class=\"failed\"><td>{}</td><td>{input}</td><td>error</td><td colspan=\"2\">{}</td></tr>",
+                    t.turn,
+                    esc(e)
+                );
+            }
+            for ch in &t.changes {
+                let (a, b) = match &ch.diff {
+                    Some(d) => (format!("<pre>{}</pre>", esc(d)), String::new()),
+                    None => (
+                        format!("<pre>{}</pre>", esc(&ch.recorded.to_string())),
+                        format!("<pre>{}</pre>", esc(&ch.replayed.to_string())),
+                    ),
+                };
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{input}</td><td>{}</td><td>{a}</td><td>{b}</td></tr>",
+                    t.turn,
+                    esc(&ch.field)
+                );
+            }
+            for m in &t.misses {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td>{input}</td><td>{} miss: {}</td><td colspan=\"2\">{}</td></tr>",
+                    t.turn,
+                    esc(&m.kind),
+                    esc(&m.name),
+                    esc(&m.outcome)
+                );
+            }
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("</section></body></html>\n");
+    out
+}

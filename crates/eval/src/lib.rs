@@ -3,7 +3,9 @@
 //!
 //! It owns the scenario file format ([`scenario`]), what a turn did and the checks of it
 //! ([`check`]), the runner and its drivers ([`run`], [`local`], [`remote`]) and the reports
-//! ([`report`]: text, JSON lines, JUnit XML; [`html`]). The command line is `switchboard eval`.
+//! ([`report`]: text, JSON lines, JUnit XML; [`html`]), and the record and replay of
+//! conversations against another assistant version ([`replay`]). The command line is
+//! `switchboard eval`.
 //!
 //! It must not know how the assistant is built or configured beyond its public API: the caller
 //! hands the in-process driver built assistants. Key design decision: both drivers observe a turn
@@ -15,6 +17,7 @@ pub mod check;
 pub mod html;
 pub mod local;
 pub mod remote;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod scenario;

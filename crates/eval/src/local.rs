@@ -92,6 +92,13 @@ pub struct LocalConversation {
     customer: Option<String>,
 }
 
+impl LocalConversation {
+    /// Its conversation id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 async fn state_json(rt: &Runtime, conv: &str) -> Value {
     rt.engine.state(conv).await.map(|s| s.to_json()).unwrap_or(Value::Null)
 }

@@ -459,6 +459,14 @@ async fn execute(state: &AppState, d: &Arc<Distributed>, claim: &ClaimedRun) -> 
     let mut pump = Pump { seq: d.pg.last_seq(&job.run).await?, unflushed: Vec::new() };
     d.pg.mark_running(&job.run).await?;
     let opts = RunOptions { customer_id: job.customer_id.clone(), ..RunOptions::default() };
+    // Recording: the state before the turn, for the cassette entry written at its end.
+    let recorder = state.inner.assistants.recorder(&job.assistant).cloned();
+    let before = match &recorder {
+        Some(_) => engine.state(conv).await.map(|s| s.to_json()).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let recorded_input = input.clone();
+    let started = std::time::Instant::now();
     let handle = match engine.start(conv, input, opts).await {
         Ok(h) => h,
         Err(e) => return fail(d, claim, &job, conv, &e.to_string()).await,
@@ -538,6 +546,12 @@ async fn execute(state: &AppState, d: &Arc<Distributed>, claim: &ClaimedRun) -> 
     lock(&d.running).remove(&job.run);
     if lost.is_cancelled() {
         return Err(RuntimeError::Fenced(conv.to_string()));
+    }
+    if let Some(r) = &recorder {
+        let outcome = outcome.as_ref().map_err(|e| ApiError::Internal(e.to_string()));
+        let of = (job.tenant.clone(), job.assistant.clone(), job.customer_id.clone());
+        crate::turns::record_turn(state, r.as_ref(), of, conv, (&recorded_input, &before), &outcome, started.elapsed())
+            .await;
     }
     let result = match outcome {
         Ok(o) => TurnResult::from_outcome(&o),

@@ -29,6 +29,8 @@ pub struct Erased {
     pub feedback: u64,
     /// Idempotency keys.
     pub idempotency_keys: u64,
+    /// Recorded turns (cassettes).
+    pub cassette_turns: u64,
 }
 
 impl Erased {
@@ -39,6 +41,7 @@ impl Erased {
         self.events += o.events;
         self.feedback += o.feedback;
         self.idempotency_keys += o.idempotency_keys;
+        self.cassette_turns += o.cassette_turns;
     }
 }
 
@@ -68,6 +71,7 @@ pub(crate) async fn erase_conversation(
         events: d.events,
         feedback: d.feedback,
         idempotency_keys: d.idempotency_keys,
+        cassette_turns: d.cassette_turns,
     }))
 }
 

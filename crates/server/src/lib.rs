@@ -26,7 +26,7 @@ pub use dist::{DistConfig, Distributed};
 pub use error::ApiError;
 pub use state::{
     AppState, Assistant, Assistants, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_DEADLINE,
-    InputFn, Limits, RateLimit, ResumeFn,
+    InputFn, Limits, RateLimit, ResumeFn, TurnRecorder,
 };
 pub use switchboard_store::{AuditEvent, AuditLog};
 

@@ -61,10 +61,10 @@ fn schemas(assistants: Vec<String>) -> Value {
         "Deleted": {
             "type": "object", "required": ["id", "deleted"],
             "properties": {"id": {"type": "string"}, "deleted": {
-                "type": "object", "required": ["checkpoints", "messages", "runs", "events", "feedback", "idempotency_keys"],
+                "type": "object", "required": ["checkpoints", "messages", "runs", "events", "feedback", "idempotency_keys", "cassette_turns"],
                 "properties": {"checkpoints": {"type": "integer"}, "messages": {"type": "integer"}, "runs": {"type": "integer"},
                     "events": {"type": "integer"}, "feedback": {"type": "integer"},
-                    "idempotency_keys": {"type": "integer"}}
+                    "idempotency_keys": {"type": "integer"}, "cassette_turns": {"type": "integer"}}
             }}
         },
         "CustomerErasure": {
@@ -73,10 +73,10 @@ fn schemas(assistants: Vec<String>) -> Value {
                 "deleted": {"$ref": "#/components/schemas/Erased"}}
         },
         "Erased": {
-            "type": "object", "required": ["checkpoints", "messages", "runs", "events", "feedback", "idempotency_keys"],
+            "type": "object", "required": ["checkpoints", "messages", "runs", "events", "feedback", "idempotency_keys", "cassette_turns"],
             "properties": {"checkpoints": {"type": "integer"}, "messages": {"type": "integer"}, "runs": {"type": "integer"},
                 "events": {"type": "integer"}, "feedback": {"type": "integer"},
-                "idempotency_keys": {"type": "integer"}}
+                "idempotency_keys": {"type": "integer"}, "cassette_turns": {"type": "integer"}}
         },
         "Message": {
             "type": "object", "required": ["text"], "additionalProperties": false,

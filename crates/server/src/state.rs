@@ -38,6 +38,28 @@ pub struct Assistants {
     default: String,
     map: BTreeMap<String, Arc<Assistant>>,
     resume: BTreeMap<String, ResumeFn>,
+    recorders: BTreeMap<String, Arc<dyn TurnRecorder>>,
+}
+
+/// Records the turns of an assistant's conversations (cassettes, for `switchboard eval replay`).
+/// The server calls it at the end of every successful turn it runs in process and stores what
+/// it returns with the conversation (deleted with it).
+pub trait TurnRecorder: Send + Sync {
+    /// The turn to store (JSON, already redacted), from the input the run processed, the
+    /// conversation's state before and after it and the payloads of the interrupts pending
+    /// after it; `None` when the turn is not one to record (a desk action, a failed turn).
+    fn record(
+        &self,
+        conversation: &str,
+        input: &switchboard_engine::Input,
+        before: &Value,
+        after: &Value,
+        interrupts: &[Value],
+        latency: Duration,
+    ) -> Option<Value>;
+
+    /// Drops what was logged for a conversation's turn that will not be recorded.
+    fn discard(&self, conversation: &str);
 }
 
 /// Turns a customer's message into the value that resumes a pending interrupt, for assistants
@@ -51,7 +73,7 @@ impl Assistants {
         let name = name.into();
         let mut map = BTreeMap::new();
         map.insert(name.clone(), Arc::new(assistant));
-        Self { default: name, map, resume: BTreeMap::new() }
+        Self { default: name, map, resume: BTreeMap::new(), recorders: BTreeMap::new() }
     }
     /// Messages to a conversation of assistant `name` that waits on an interrupt resume it with
     /// `f(text, metadata)` instead of being refused with 409 `interrupt_pending`.
@@ -62,6 +84,15 @@ impl Assistants {
     /// The message-resume function of an assistant, if it has one.
     pub fn message_resume(&self, name: &str) -> Option<&ResumeFn> {
         self.resume.get(name)
+    }
+    /// Records the turns of assistant `name` with `r`.
+    pub fn with_recorder(mut self, name: impl Into<String>, r: Arc<dyn TurnRecorder>) -> Self {
+        self.recorders.insert(name.into(), r);
+        self
+    }
+    /// The recorder of an assistant, when its turns are recorded.
+    pub fn recorder(&self, name: &str) -> Option<&Arc<dyn TurnRecorder>> {
+        self.recorders.get(name)
     }
     /// Adds another assistant.
     pub fn with(mut self, name: impl Into<String>, assistant: Assistant) -> Self {
@@ -272,6 +303,29 @@ impl AppState {
     /// The records.
     pub fn records(&self) -> &Records {
         &self.inner.records
+    }
+
+    /// Appends a recorded turn (JSON from a [`TurnRecorder`] or the like) to a conversation's
+    /// cassette. A failure is logged, not returned: the turn itself has happened.
+    pub async fn store_cassette_turn(
+        &self,
+        (tenant, conversation): (&str, &str),
+        assistant: &str,
+        customer_id: Option<&str>,
+        turn: Value,
+    ) {
+        let rec = switchboard_store::records::CassetteRecord {
+            tenant: tenant.to_string(),
+            conversation_id: conversation.to_string(),
+            seq: 0,
+            assistant: assistant.to_string(),
+            customer_id: customer_id.map(str::to_string),
+            turn,
+            created_at_ms: now_ms(),
+        };
+        if let Err(e) = self.inner.records.append_cassette_turn(&rec).await {
+            tracing::warn!(error = %e, conversation_id = %conversation, "could not store a recorded turn");
+        }
     }
 
     /// The assistants.

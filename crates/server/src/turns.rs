@@ -12,11 +12,12 @@
 //! the run live finds all of its events stored.
 
 use crate::error::ApiError;
-use crate::state::{AppState, lock, now_ms};
+use crate::state::{AppState, TurnRecorder, lock, now_ms};
 use axum::response::sse;
 use futures::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -161,6 +162,14 @@ pub async fn start_keyed(
         .ok_or_else(|| ApiError::Conflict(format!("assistant `{}` is not served here", conv.assistant)))?
         .clone();
     let opts = RunOptions { customer_id: conv.customer_id.clone(), ..RunOptions::default() };
+    // Recording: the state before the turn and its input, for the cassette written at its end.
+    let recording = match inner.assistants.recorder(&conv.assistant) {
+        Some(r) => {
+            let before = assistant.engine.state(&conv.id).await.map(|s| s.to_json()).unwrap_or(Value::Null);
+            Some((r.clone(), before, input.clone()))
+        }
+        None => None,
+    };
     let t0 = Instant::now();
     let handle = assistant.engine.start(&conv.id, input, opts).await?;
     let events = handle.subscribe();
@@ -195,6 +204,7 @@ pub async fn start_keyed(
     let st = state.clone();
     let rid = run_id.clone();
     let conv_id = conv.id.clone();
+    let cassette_of = (conv.tenant.clone(), conv.assistant.clone(), conv.customer_id.clone());
     inner.tasks.spawn(async move {
         if let Some(mut rx) = events {
             loop {
@@ -214,6 +224,9 @@ pub async fn start_keyed(
             Ok((r, t)) => (r.map_err(ApiError::from), t),
             Err(_) => (Err(ApiError::Internal("run task failed".into())), t0.elapsed()),
         };
+        if let Some((recorder, before, input)) = recording {
+            record_turn(&st, recorder.as_ref(), cassette_of, &conv_id, (&input, &before), &outcome, engine_time).await;
+        }
         let result = outcome.map(|o| TurnResult { engine_time, ..TurnResult::from_outcome(&o) });
         let (status, result_json, error) = match &result {
             Ok(r) => (r.status.clone(), serde_json::to_value(r).ok(), None),
@@ -253,6 +266,27 @@ pub async fn start_keyed(
         let _ = done_tx.send(result);
     });
     Ok(Started { run_id, result: done_rx })
+}
+
+/// Stores the cassette turn of a finished run, when the recorder makes one (in process, and by
+/// the queue workers of replicas).
+pub(crate) async fn record_turn<O: Borrow<RunOutcome>>(
+    st: &AppState,
+    recorder: &dyn TurnRecorder,
+    (tenant, assistant, customer_id): (String, String, Option<String>),
+    conversation: &str,
+    (input, before): (&Input, &Value),
+    outcome: &Result<O, ApiError>,
+    latency: Duration,
+) {
+    let Ok(o): Result<&RunOutcome, _> = outcome.as_ref().map(|o| o.borrow()) else {
+        recorder.discard(conversation);
+        return;
+    };
+    let interrupts: Vec<Value> = o.interrupts.iter().map(|i| i.payload.clone()).collect();
+    if let Some(turn) = recorder.record(conversation, input, before, &o.state.to_json(), &interrupts, latency) {
+        st.store_cassette_turn((tenant.as_str(), conversation), &assistant, customer_id.as_deref(), turn).await;
+    }
 }
 
 /// Parses a `Last-Event-ID` (`<run_id>:<seq>`, or a bare `<seq>`).

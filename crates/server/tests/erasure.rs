@@ -89,6 +89,61 @@ async fn erasing_a_customer_removes_only_that_customers_conversations() {
     assert!(env.audit.verify().await.unwrap().is_ok());
 }
 
+/// Records every turn as `{"user": <the new message's text>}`.
+struct Recorder;
+
+impl switchboard_server::TurnRecorder for Recorder {
+    fn record(
+        &self,
+        _conversation: &str,
+        _input: &switchboard_engine::Input,
+        before: &Value,
+        after: &Value,
+        _interrupts: &[Value],
+        _latency: Duration,
+    ) -> Option<Value> {
+        let seen = before["messages"].as_array().map_or(0, Vec::len);
+        Some(json!({"user": after["messages"][seen]["text"]}))
+    }
+    fn discard(&self, _conversation: &str) {}
+}
+
+#[tokio::test]
+async fn recorded_turns_are_erased_with_their_conversation_and_customer() {
+    let env = setup_recorded(std::sync::Arc::new(Recorder)).await;
+    let records = env.state.records();
+    let one = conv_with_turn(&env, &env.a, "cust_rec").await;
+    let (s, v) = call(
+        &env.app,
+        "POST",
+        &format!("/v1/conversations/{one}/messages"),
+        Some(&env.a),
+        Some(json!({"text": "again"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let two = conv_with_turn(&env, &env.a, "cust_rec").await;
+    let kept = conv_with_turn(&env, &env.a, "cust_other").await;
+    let turns = records.cassette_turns(std::slice::from_ref(&one)).await.unwrap();
+    assert_eq!(
+        turns.iter().map(|t| (t.seq, t.turn.clone())).collect::<Vec<_>>(),
+        vec![(1, json!({"user": "hello"})), (2, json!({"user": "again"}))]
+    );
+    assert_eq!(turns[0].customer_id.as_deref(), Some("cust_rec"));
+
+    let (s, v) = call(&env.app, "DELETE", &format!("/v1/conversations/{one}"), Some(&env.a), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["deleted"]["cassette_turns"], 2, "{v}");
+    assert!(records.cassette_turns(&[one]).await.unwrap().is_empty());
+
+    let (s, v) = call(&env.app, "DELETE", "/v1/customers/cust_rec", Some(&env.a), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["deleted"]["cassette_turns"], 1, "{v}");
+    let left: Vec<String> = records.cassette_turns(&[]).await.unwrap().into_iter().map(|t| t.conversation_id).collect();
+    assert_eq!(left, vec![kept]);
+    assert!(!left.contains(&two));
+}
+
 async fn conversations_of(env: &Env, customer: &str, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for _ in 0..n {

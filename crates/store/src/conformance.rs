@@ -120,3 +120,50 @@ pub async fn context_store(store: &dyn ContextStore) {
     assert!(store.load(Scope::Customer, "cust_1").await.expect("load").is_empty());
     assert_eq!(store.load(Scope::Assistant, "cust_1").await.expect("load").len(), 1, "scopes are separate");
 }
+
+/// Checks the recorded turns (cassettes) of [`crate::Records`]: appended in order with their
+/// position assigned, listed per conversation or all, deleted with their conversation (and only
+/// with the tenant's own).
+///
+/// # Panics
+/// When the records break a property.
+pub async fn cassette_records(r: &crate::Records) {
+    use crate::records::{CassetteRecord, ConversationRecord};
+    for (tenant, id) in [("t1", "cas-a"), ("t1", "cas-b"), ("t2", "cas-c")] {
+        let conv = ConversationRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            assistant: "a".into(),
+            customer_id: Some("cust".into()),
+            metadata: json!({}),
+            status: "idle".into(),
+            created_at_ms: 1,
+            updated_at_ms: 1,
+        };
+        r.insert_conversation(&conv).await.expect("insert conversation");
+    }
+    let turn = |tenant: &str, conv: &str, n: u32| CassetteRecord {
+        tenant: tenant.into(),
+        conversation_id: conv.into(),
+        seq: 0,
+        assistant: "a".into(),
+        customer_id: Some("cust".into()),
+        turn: json!({"input": {"user": format!("message {n}")}}),
+        created_at_ms: 1_700_000_000_000,
+    };
+    for t in [turn("t1", "cas-a", 1), turn("t1", "cas-b", 1), turn("t1", "cas-a", 2), turn("t2", "cas-c", 1)] {
+        r.append_cassette_turn(&t).await.expect("append a recorded turn");
+    }
+    let a = r.cassette_turns(&["cas-a".to_string()]).await.expect("list");
+    let got: Vec<(i64, Value)> = a.iter().map(|t| (t.seq, t.turn["input"]["user"].clone())).collect();
+    assert_eq!(got, vec![(1, json!("message 1")), (2, json!("message 2"))], "turns in order, numbered from 1");
+    assert_eq!(a[0].customer_id.as_deref(), Some("cust"));
+    let all: Vec<String> =
+        r.cassette_turns(&[]).await.expect("list all").into_iter().map(|t| t.conversation_id).collect();
+    assert_eq!(all, ["cas-a", "cas-a", "cas-b", "cas-c"], "every conversation, grouped and in order");
+    assert!(r.delete_conversation("t2", "cas-a").await.expect("delete").is_none(), "another tenant's is not deleted");
+    let d = r.delete_conversation("t1", "cas-a").await.expect("delete").expect("it existed");
+    assert_eq!(d.cassette_turns, 2, "a conversation's recorded turns are deleted with it");
+    let left: Vec<String> = r.cassette_turns(&[]).await.expect("list").into_iter().map(|t| t.conversation_id).collect();
+    assert_eq!(left, ["cas-b", "cas-c"]);
+}

@@ -13,6 +13,7 @@ pub(crate) const SQLITE: Embedded = &[
     (1, "checkpoints", include_str!("../migrations/sqlite/0001_checkpoints.sql")),
     (2, "server", include_str!("../migrations/sqlite/0002_server.sql")),
     (3, "audit", include_str!("../migrations/sqlite/0003_audit.sql")),
+    (4, "cassettes", include_str!("../migrations/sqlite/0004_cassettes.sql")),
 ];
 
 /// PostgreSQL migrations.
@@ -21,6 +22,7 @@ pub(crate) const POSTGRES: Embedded = &[
     (2, "runtime", include_str!("../migrations/postgres/0002_runtime.sql")),
     (3, "server", include_str!("../migrations/postgres/0003_server.sql")),
     (4, "audit", include_str!("../migrations/postgres/0004_audit.sql")),
+    (5, "cassettes", include_str!("../migrations/postgres/0005_cassettes.sql")),
 ];
 
 #[derive(Debug)]

@@ -165,6 +165,39 @@ pub struct Deleted {
     pub feedback: u64,
     /// Idempotency keys of its turns.
     pub idempotency_keys: u64,
+    /// Recorded turns (cassettes).
+    pub cassette_turns: u64,
+}
+
+/// One recorded turn of a conversation (see `switchboard_assistant::cassette`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CassetteRecord {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Conversation id.
+    pub conversation_id: String,
+    /// Position in the conversation, from 1 (assigned when stored).
+    pub seq: i64,
+    /// Assistant name.
+    pub assistant: String,
+    /// The customer, when known.
+    pub customer_id: Option<String>,
+    /// The turn (redacted JSON).
+    pub turn: Value,
+    /// Unix time, ms.
+    pub created_at_ms: i64,
+}
+
+pub(crate) const CASSETTE_COLS: &str = "tenant, conversation_id, seq, assistant, customer_id, turn, created_at";
+
+/// A recorded turn's columns ([`CASSETTE_COLS`]), as both databases return them.
+pub(crate) type CassetteRow = (String, String, i64, String, Option<String>, String, i64);
+
+pub(crate) fn cassette(
+    (tenant, conversation_id, seq, assistant, customer_id, turn, created_at_ms): CassetteRow,
+) -> Result<CassetteRecord, StoreError> {
+    let turn = serde_json::from_str(&turn).map_err(corrupt)?;
+    Ok(CassetteRecord { tenant, conversation_id, seq, assistant, customer_id, turn, created_at_ms })
 }
 
 /// The outcome of claiming an idempotency key.
@@ -282,6 +315,7 @@ enum Write {
     IdempotencyRun { tenant: String, key: String, run_id: String },
     Release { tenant: String, key: String },
     Feedback(FeedbackRecord),
+    Cassette(CassetteRecord),
 }
 
 async fn exec<'q>(
@@ -411,8 +445,15 @@ impl SqlWrite for Write {
                     c,
                 )
                 .await?;
+                let cassette_turns = exec(
+                    sqlx::query("DELETE FROM srv_cassettes WHERE tenant = ? AND conversation_id = ?")
+                        .bind(tenant)
+                        .bind(id),
+                    c,
+                )
+                .await?;
                 *out.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Deleted { runs, events, feedback, idempotency_keys });
+                    Some(Deleted { runs, events, feedback, idempotency_keys, cassette_turns });
                 Ok(gone)
             }
             Write::Claim { tenant, key, body_hash, conversation_id, now_ms } => {
@@ -450,6 +491,21 @@ impl SqlWrite for Write {
                 .bind(f.rating)
                 .bind(&f.comment)
                 .bind(f.created_at_ms);
+                exec(q, c).await
+            }
+            Write::Cassette(t) => {
+                let q = sqlx::query(
+                    "INSERT INTO srv_cassettes (tenant, conversation_id, seq, assistant, customer_id, turn, created_at) \
+                     VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM srv_cassettes WHERE conversation_id = ?), \
+                     ?, ?, ?, ?)",
+                )
+                .bind(&t.tenant)
+                .bind(&t.conversation_id)
+                .bind(&t.conversation_id)
+                .bind(&t.assistant)
+                .bind(&t.customer_id)
+                .bind(t.turn.to_string())
+                .bind(t.created_at_ms);
                 exec(q, c).await
             }
         }
@@ -741,6 +797,34 @@ impl Records {
         Ok(d)
     }
 
+    /// Appends a recorded turn to its conversation's cassette (its `seq` is assigned here).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn append_cassette_turn(&self, t: &CassetteRecord) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.append_cassette_turn(t).await;
+        }
+
+        self.write(Write::Cassette(t.clone())).await.map(drop)
+    }
+
+    /// Recorded turns, ordered by conversation and position: of the given conversations (of any
+    /// tenant), or of every conversation when `conversations` is empty.
+    ///
+    /// # Errors
+    /// Store failures; a row that does not parse is [`StoreError::Corrupt`].
+    pub async fn cassette_turns(&self, conversations: &[String]) -> Result<Vec<CassetteRecord>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.cassette_turns(conversations).await;
+        }
+
+        let sql = format!("SELECT {CASSETTE_COLS} FROM srv_cassettes ORDER BY conversation_id, seq");
+        let rows: Vec<CassetteRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await.map_err(unavailable)?;
+        let all = rows.into_iter().map(cassette).collect::<Result<Vec<_>, _>>()?;
+        Ok(all.into_iter().filter(|r| conversations.is_empty() || conversations.contains(&r.conversation_id)).collect())
+    }
+
     /// Records a run that started and marks its conversation `running`, in one transaction.
     ///
     /// # Errors
@@ -961,5 +1045,12 @@ mod tests {
         assert!(r.delete_conversation("t1", "c1").await.unwrap().is_some());
         assert!(r.conversation_for_turn("t1", "c1").await.unwrap().is_none());
         assert!(r.turn_cache.get("t1", "c1").is_none());
+    }
+
+    #[tokio::test]
+    async fn recorded_turns_conform() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Records::open(dir.path().join("x.sqlite"), Duration::from_secs(5)).await.unwrap();
+        crate::conformance::cassette_records(&r).await;
     }
 }

@@ -44,6 +44,15 @@ async fn postgres_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_records_keep_and_erase_recorded_turns() {
+    let (s, schema) = fresh("replay_cassettes").await;
+    let records = switchboard_store::Records::on_postgres(s.pool().clone());
+    conformance::cassette_records(&records).await;
+    drop(s);
+    schema.drop_now().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_applies_no_migration_twice() {
     let url = database_url();
     let schema = ScratchSchema::new(&url, "reopen");

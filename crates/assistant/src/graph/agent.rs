@@ -161,7 +161,7 @@ impl Inner {
         &self,
         models: &Models,
         s: &State,
-        customer: &str,
+        (conversation, customer): (&str, &str),
         (name, a): (&str, &AgentSpec),
         mcp: &McpView<'_>,
     ) -> ChatRequest {
@@ -198,6 +198,7 @@ impl Inner {
         }));
         let mut meta = switchboard_providers::RequestMetadata::default();
         meta.tags.insert("agent".into(), name.into());
+        meta.conversation = Some(conversation.to_string());
         ChatRequest {
             system: Some(system),
             messages,
@@ -349,6 +350,7 @@ impl Inner {
             customer_id: customer.into(),
             args: call.arguments.clone(),
             idempotency_key: Some(key.clone()),
+            conversation_id: Some(i.ctx.conversation_id().to_string()),
         };
         let res = self.backend.call(&bc);
         let mut rec = json!({"name": call.name, "args": call.arguments, "idempotency_key": key, "by": "agent"});
@@ -408,7 +410,7 @@ impl Inner {
                 req.messages.push(Message::tool_results(results));
                 (req, run.tool_calls_used)
             }
-            None => (self.agent_request(models, s, &customer, (&name, a), &mcp), 0),
+            None => (self.agent_request(models, s, (i.ctx.conversation_id(), &customer), (&name, a), &mcp), 0),
         };
         let step = self.drive(i, models, chain, &name, a, req, used, &mut out, &mut usage, &mcp).await;
         out.update.push("llm_usage", usage);
@@ -495,6 +497,10 @@ impl Inner {
             system: Some(format!("{system}\n\nPassages:\n{block}")),
             messages: vec![Message::user(models.mask(&last_customer_text(s)))],
             max_tokens: Some(600),
+            metadata: switchboard_providers::RequestMetadata {
+                conversation: Some(i.ctx.conversation_id().to_string()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let answer = match models.chat(chain, &req, i.ctx.cancellation()).await {

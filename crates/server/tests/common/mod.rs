@@ -81,18 +81,24 @@ pub fn engine(store: Arc<SqliteStore>, step: Duration) -> Engine {
 }
 
 pub async fn setup_with(limits: Limits, step: Duration) -> Env {
-    setup_full(limits, step, None).await
+    setup_full(limits, step, None, None).await
 }
 
 /// With JWT bearer tokens accepted too.
 pub async fn setup_jwt(jwt: switchboard_server::auth::jwt::JwtVerifier) -> Env {
-    setup_full(Limits::default(), Duration::from_millis(200), Some(jwt)).await
+    setup_full(Limits::default(), Duration::from_millis(200), Some(jwt), None).await
+}
+
+/// With the echo assistant's turns recorded by `recorder`.
+pub async fn setup_recorded(recorder: Arc<dyn switchboard_server::TurnRecorder>) -> Env {
+    setup_full(Limits::default(), Duration::from_millis(200), None, Some(recorder)).await
 }
 
 pub async fn setup_full(
     limits: Limits,
     step: Duration,
     jwt: Option<switchboard_server::auth::jwt::JwtVerifier>,
+    recorder: Option<Arc<dyn switchboard_server::TurnRecorder>>,
 ) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sb.sqlite");
@@ -105,6 +111,10 @@ pub async fn setup_full(
         "echo",
         Assistant { description: "echoes".into(), version: "1".into(), engine: engine(store, step), input },
     );
+    let assistants = match recorder {
+        Some(r) => assistants.with_recorder("echo", r),
+        None => assistants,
+    };
     let a = create_key(&records, "acme", &[Scope::Admin]).await.unwrap().0;
     let b = create_key(&records, "globex", &[Scope::Admin]).await.unwrap().0;
     let a_chat = create_key(&records, "acme", &[Scope::Chat]).await.unwrap().0;

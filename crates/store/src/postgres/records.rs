@@ -5,9 +5,10 @@
 
 use super::{corrupt, unavailable};
 use crate::records::{
-    ApiKeyRecord, Claim, ConversationFilter, ConversationRecord, Deleted, EventRecord, FeedbackRecord, RunEnd,
-    RunRecord,
+    ApiKeyRecord, CassetteRecord, Claim, ConversationFilter, ConversationRecord, Deleted, EventRecord, FeedbackRecord,
+    RunEnd, RunRecord,
 };
+use crate::records::{CASSETTE_COLS, CassetteRow, cassette};
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
@@ -269,20 +270,49 @@ impl PgRecords {
         if gone == 0 {
             return Ok(None);
         }
-        let mut counts = [0u64; 4];
+        let mut counts = [0u64; 5];
         let sqls = [
             "DELETE FROM srv_run_events WHERE run_id IN \
              (SELECT id FROM srv_runs WHERE tenant = $1 AND conversation_id = $2)",
             "DELETE FROM srv_runs WHERE tenant = $1 AND conversation_id = $2",
             "DELETE FROM srv_idempotency WHERE tenant = $1 AND conversation_id = $2",
             "DELETE FROM srv_feedback WHERE tenant = $1 AND conversation_id = $2",
+            "DELETE FROM srv_cassettes WHERE tenant = $1 AND conversation_id = $2",
         ];
         for (n, sql) in counts.iter_mut().zip(sqls) {
             *n = sqlx::query(sql).bind(tenant).bind(id).execute(&mut *tx).await.map_err(unavailable)?.rows_affected();
         }
         tx.commit().await.map_err(unavailable)?;
-        let [events, runs, idempotency_keys, feedback] = counts;
-        Ok(Some(Deleted { runs, events, feedback, idempotency_keys }))
+        let [events, runs, idempotency_keys, feedback, cassette_turns] = counts;
+        Ok(Some(Deleted { runs, events, feedback, idempotency_keys, cassette_turns }))
+    }
+
+    pub(crate) async fn append_cassette_turn(&self, t: &CassetteRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO srv_cassettes (tenant, conversation_id, seq, assistant, customer_id, turn, created_at) \
+             VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM srv_cassettes WHERE conversation_id = $2), \
+             $3, $4, $5, $6)",
+        )
+        .bind(&t.tenant)
+        .bind(&t.conversation_id)
+        .bind(&t.assistant)
+        .bind(&t.customer_id)
+        .bind(t.turn.to_string())
+        .bind(t.created_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn cassette_turns(&self, conversations: &[String]) -> Result<Vec<CassetteRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {CASSETTE_COLS} FROM srv_cassettes \
+             WHERE cardinality($1::text[]) = 0 OR conversation_id = ANY($1) ORDER BY conversation_id, seq"
+        );
+        let rows: Vec<CassetteRow> =
+            sqlx::query_as(&sql).bind(conversations).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.into_iter().map(cassette).collect()
     }
 
     pub(crate) async fn start_run(&self, r: &RunRecord) -> Result<(), StoreError> {
