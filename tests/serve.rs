@@ -204,3 +204,84 @@ fn serve_picks_the_reference_assistants_llm_up_from_its_config() {
     assert_eq!(reqs[0].body["model"], "gpt-4o-mini");
     assert_eq!(reqs[0].headers["authorization"], "Bearer sk-test");
 }
+
+#[test]
+fn turns_served_with_recording_on_export_and_replay_without_the_llm_and_without_change() {
+    use switchboard_testkit::{FakeServer, Reply, Scenario, Vendor};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeServer::start(Vendor::OpenAi)).unwrap();
+    fake.push(Scenario::reply(Reply::text("Withdrawals usually arrive within an hour.")));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("sb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[recording]\nenabled = true\n\n[llm.providers.openai]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
+             api_key_env = \"SB_RECORD_TEST_LLM_KEY\"\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("SB_RECORD_TEST_LLM_KEY", "sk-test")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("SWITCHBOARD_LLM")
+        .env_remove("SWITCHBOARD_RECORDING")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut key = String::new();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if is_key(&line) {
+            key = line.clone();
+        }
+        if let Some(rest) = line.strip_prefix("Switchboard listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let resp = post(&addr, "/v1/conversations", &key, r#"{"customer_id":"cust_001"}"#);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap();
+    let id = body.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let mut replies = Vec::new();
+    for text in ["hello", "My crypto withdrawal to my external wallet has not arrived yet", "I lost my card"] {
+        let body = format!(r#"{{"text":"{text}"}}"#);
+        replies.push(post(&addr, &format!("/v1/conversations/{id}/messages"), &key, &body));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let _ = child.wait();
+    for r in &replies {
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    assert!(replies[1].contains("Withdrawals usually arrive within an hour."), "{}", replies[1]);
+    drop(fake);
+
+    let file = dir.path().join("cassettes.jsonl");
+    let out = bin().args(["eval", "export", "--data-dir"]).arg(&data).arg("--out").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cassettes = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(cassettes.lines().count(), 1, "{cassettes}");
+    assert!(cassettes.contains("Withdrawals usually arrive within an hour."), "the LLM answer is on the cassette");
+
+    // The fake vendor is gone: the agent's turn can only be answered from the cassette.
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = bin()
+        .args(["eval", "replay", "--json", "--fail-on-change", "--from"])
+        .arg(&file)
+        .arg("--assistant")
+        .arg(root.join("assistants/exchange-support"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary, serde_json::json!({"conversations": 1, "turns": 3, "changed_turns": 0, "cassette_misses": 0}));
+}

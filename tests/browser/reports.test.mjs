@@ -1,6 +1,6 @@
 // The self-contained HTML reports open in Debian's headless Chromium without errors: the scenario
-// report (`switchboard eval scenarios --html`) and the intent evaluation report
-// (`switchboard router eval --html`). Each is generated here by the real binary into a temporary
+// report (`switchboard eval scenarios --html`), the intent evaluation report
+// (`switchboard router eval --html`) and the replay report (`switchboard eval replay --html`). Each is generated here by the real binary into a temporary
 // directory and opened from its file:// address; any console error, uncaught page error or request
 // for a resource outside the file fails the test. Screenshots go to ./artifacts/.
 //
@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -27,10 +27,11 @@ let browser;
 let work;
 
 /** Runs the binary from the repo root; returns its exit code and output. */
-function sb(args, { expectStatus = 0 } = {}) {
+function sb(args, { expectStatus = 0, input } = {}) {
   const r = spawnSync(BIN, args, {
     cwd: ROOT,
     encoding: 'utf8',
+    input,
     timeout: 600_000,
     // The router trained for the scenarios is cached by content hash; share it with the Rust tests.
     env: { ...process.env, SWITCHBOARD_CACHE_DIR: join(tmpdir(), 'switchboard-eval-tests'), RUST_LOG: 'warn' },
@@ -99,6 +100,36 @@ test('the router evaluation report opens without errors and shows its figures', 
   assert.match(await page.locator('h1').textContent(), /Intent evaluation/);
   assert.match(await page.locator('#summary').textContent(), /macro-F1/);
   assert.ok((await page.locator('svg').count()) >= 2, 'inline SVG plots');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('the replay report opens without errors and shows the changed turn with its diff', async () => {
+  const data = join(work, 'recorded');
+  const script = 'I lost my card, block it please\nthe one ending 4242\n/approve\n';
+  sb(['chat', '--record', '--lexical', '--customer', 'cust_001', '--conversation', 'conv_freeze', '--data-dir', data], {
+    input: script,
+  });
+  const cassettes = join(work, 'cassettes.jsonl');
+  sb(['eval', 'export', '--store', join(data, 'chat.sqlite'), '--out', cassettes]);
+  // A new version of the assistant whose freeze confirmation is reworded.
+  const v2 = join(work, 'exchange-support-v2');
+  cpSync(join(ROOT, 'assistants/exchange-support'), v2, { recursive: true });
+  const toml = join(v2, 'assistant.toml');
+  const old = 'frozen = "Done: the card ending {last4} is now frozen.';
+  const text = readFileSync(toml, 'utf8');
+  assert.ok(text.includes(old), 'the freeze confirmation is in assistant.toml');
+  writeFileSync(toml, text.replace(old, 'frozen = "Card {last4} is blocked.'));
+  const html = join(work, 'replay.html');
+  sb(['eval', 'replay', '--lexical', '--fail-on-change', '--from', cassettes, '--assistant', v2, '--html', html], {
+    expectStatus: 1,
+  });
+  const { page, errors } = await open(html, 'report-replay');
+  assert.match(await page.locator('h1').textContent(), /Replay/);
+  assert.equal(await page.locator('#conversations tr.failed').count(), 1);
+  const changes = await page.locator('#changes').textContent();
+  assert.match(changes, /reply/);
+  assert.match(changes, /Card 4242 is blocked/);
   assert.deepEqual(errors, []);
   await page.close();
 });

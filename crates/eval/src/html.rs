@@ -275,19 +275,16 @@ pub fn replay_html(report: &crate::replay::ReplayReport, title: &str) -> String 
                 );
             }
             for ch in &t.changes {
-                let (a, b) = match &ch.diff {
-                    Some(d) => (format!("<pre>{}</pre>", esc(d)), String::new()),
-                    None => (
-                        format!("<pre>{}</pre>", esc(&ch.recorded.to_string())),
-                        format!("<pre>{}</pre>", esc(&ch.replayed.to_string())),
+                // A reply's line diff spans both columns (`-` recorded, `+` replayed).
+                let cells = match &ch.diff {
+                    Some(d) => format!("<td colspan=\"2\" class=\"diff\"><pre>{}</pre></td>", esc(d)),
+                    None => format!(
+                        "<td><pre>{}</pre></td><td><pre>{}</pre></td>",
+                        esc(&ch.recorded.to_string()),
+                        esc(&ch.replayed.to_string())
                     ),
                 };
-                let _ = write!(
-                    out,
-                    "<tr><td>{}</td><td>{input}</td><td>{}</td><td>{a}</td><td>{b}</td></tr>",
-                    t.turn,
-                    esc(&ch.field)
-                );
+                let _ = write!(out, "<tr><td>{}</td><td>{input}</td><td>{}</td>{cells}</tr>", t.turn, esc(&ch.field));
             }
             for m in &t.misses {
                 let _ = write!(
