@@ -138,6 +138,60 @@ fn post(addr: &str, path: &str, key: &str, body: &str) -> String {
     out
 }
 
+/// A `switchboard serve` on a free port whose config points the `openai` provider at `llm_url`
+/// (with `extra` TOML before it), its key in `SB_SERVE_TEST_LLM_KEY`. Returns the child, its
+/// address, the admin key printed at first start, and the stdout lines before "listening".
+fn serve_with_llm(
+    dir: &std::path::Path,
+    extra: &str,
+    llm_url: &str,
+) -> (std::process::Child, String, String, Vec<String>) {
+    let cfg = dir.join("sb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{extra}[llm.providers.openai]\nkind = \"openai\"\nbase_url = \"{llm_url}/v1\"\n\
+             api_key_env = \"SB_SERVE_TEST_LLM_KEY\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("SB_SERVE_TEST_LLM_KEY", "sk-test")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("SWITCHBOARD_LLM")
+        .env_remove("SWITCHBOARD_RECORDING")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut key, mut seen) = (String::new(), Vec::new());
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if is_key(&line) {
+            key = line.clone();
+        }
+        if let Some(rest) = line.strip_prefix("Switchboard listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+        seen.push(line);
+    };
+    (child, addr, key, seen)
+}
+
+/// Creates a conversation for `cust_001`; returns its id.
+fn new_conversation(addr: &str, key: &str) -> String {
+    let resp = post(addr, "/v1/conversations", key, r#"{"customer_id":"cust_001"}"#);
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap();
+    body.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap().to_string()
+}
+
 #[test]
 fn serve_picks_the_reference_assistants_llm_up_from_its_config() {
     use switchboard_testkit::{FakeServer, Reply, Scenario, Vendor};
@@ -147,48 +201,11 @@ fn serve_picks_the_reference_assistants_llm_up_from_its_config() {
         fake.push(Scenario::reply(Reply::text("Written by the configured model.")));
     }
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sb.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[llm.providers.openai]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key_env = \"SB_SERVE_TEST_LLM_KEY\"\n",
-            fake.base_url()
-        ),
-    )
-    .unwrap();
-    let mut child = bin()
-        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("SB_SERVE_TEST_LLM_KEY", "sk-test")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("SWITCHBOARD_LLM")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut key, mut llm) = (String::new(), String::new());
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if is_key(&line) {
-            key = line.clone();
-        }
-        if let Some(rest) = line.strip_prefix("LLM for exchange-support: ") {
-            llm = rest.to_string();
-        }
-        if let Some(rest) = line.strip_prefix("Switchboard listening on http://") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let (mut child, addr, key, lines) = serve_with_llm(dir.path(), "", &fake.base_url());
+    let llm = lines.iter().find_map(|l| l.strip_prefix("LLM for exchange-support: ")).unwrap_or_default().to_string();
     assert!(llm.contains("help_agent: openai/gpt-4o-mini"), "{llm}");
     assert!(llm.contains("not used: anthropic:claude-haiku-4-5: $ANTHROPIC_API_KEY is not set"), "{llm}");
-    let resp = post(&addr, "/v1/conversations", &key, r#"{"customer_id":"cust_001"}"#);
-    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
-    let body = resp.split("\r\n\r\n").nth(1).unwrap();
-    let id = body.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let id = new_conversation(&addr, &key);
     let resp = post(
         &addr,
         &format!("/v1/conversations/{id}/messages"),
@@ -213,44 +230,8 @@ fn turns_served_with_recording_on_export_and_replay_without_the_llm_and_without_
     fake.push(Scenario::reply(Reply::text("Withdrawals usually arrive within an hour.")));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let cfg = dir.path().join("sb.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[recording]\nenabled = true\n\n[llm.providers.openai]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\
-             api_key_env = \"SB_RECORD_TEST_LLM_KEY\"\n",
-            fake.base_url()
-        ),
-    )
-    .unwrap();
-    let mut child = bin()
-        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&data)
-        .env("SB_RECORD_TEST_LLM_KEY", "sk-test")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("SWITCHBOARD_LLM")
-        .env_remove("SWITCHBOARD_RECORDING")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut key = String::new();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if is_key(&line) {
-            key = line.clone();
-        }
-        if let Some(rest) = line.strip_prefix("Switchboard listening on http://") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let resp = post(&addr, "/v1/conversations", &key, r#"{"customer_id":"cust_001"}"#);
-    let body = resp.split("\r\n\r\n").nth(1).unwrap();
-    let id = body.split("\"id\":\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let (mut child, addr, key, _) = serve_with_llm(dir.path(), "[recording]\nenabled = true\n\n", &fake.base_url());
+    let id = new_conversation(&addr, &key);
     let mut replies = Vec::new();
     for text in ["hello", "My crypto withdrawal to my external wallet has not arrived yet", "I lost my card"] {
         let body = format!(r#"{{"text":"{text}"}}"#);
