@@ -181,6 +181,8 @@ fn serve_with_llm(
         }
         seen.push(line);
     };
+    // Keep reading what it prints after that: a closed pipe would fail the server's next write.
+    std::thread::spawn(move || lines.for_each(drop));
     (child, addr, key, seen)
 }
 
