@@ -13,11 +13,11 @@
 //! a transaction-scoped advisory lock, so replicas append one at a time.
 
 use crate::SqliteStore;
-use crate::sqlite::{SqlWrite, Writer};
-use async_trait::async_trait;
+use crate::sqlite::{SqlWrite, Writer, exec};
+use rusqlite::OptionalExtension as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Row, SqliteConnection, SqlitePool};
+use sqlx::{PgPool, Row, SqlitePool};
 use std::sync::{Arc, Mutex};
 use switchboard_engine::StoreError;
 
@@ -191,11 +191,32 @@ struct Append {
     out: Arc<Mutex<Option<AuditRecord>>>,
 }
 
-#[async_trait]
 impl SqlWrite for Append {
-    async fn apply(&self, conn: &mut SqliteConnection) -> Result<u64, StoreError> {
+    fn apply(&self, c: &rusqlite::Connection) -> Result<u64, StoreError> {
         // Inside the writer's transaction, so the head read here is still the head at commit.
-        let rec = append_on!(&mut *conn, "?, ?, ?, ?, ?, ?, ?, ?, ?", self.at_ms, &self.event, &self.details_text);
+        let head: Option<(i64, String)> = c
+            .prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(corrupt)?;
+        let (prev_seq, prev_hash) = head.unwrap_or_else(|| (0, GENESIS.to_string()));
+        let rec = chain(prev_seq + 1, self.at_ms, &self.event, &self.details_text, prev_hash);
+        let e = &rec.event;
+        exec(
+            c,
+            "INSERT INTO audit_log (seq, at_ms, tenant, actor, action, subject, details, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rusqlite::params![
+                rec.seq,
+                rec.at_ms,
+                e.tenant,
+                e.actor,
+                e.action,
+                e.subject,
+                rec.details_text,
+                rec.prev_hash,
+                rec.hash
+            ],
+        )?;
         *self.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rec);
         Ok(1)
     }

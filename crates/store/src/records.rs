@@ -10,12 +10,11 @@
 //! run's events, its result and the conversation's status, in one transaction).
 
 pub use crate::postgres::records::PgRecords;
-use crate::sqlite::{SqlWrite, Writer};
+use crate::sqlite::{SqlWrite, Writer, exec};
 use crate::{SqliteConfig, SqliteStore};
-use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -271,8 +270,6 @@ impl std::fmt::Debug for Records {
 
 const CONV_COLS: &str = "id, tenant, assistant, customer_id, metadata, status, created_at, updated_at";
 const RUN_COLS: &str = "id, tenant, conversation_id, kind, status, result, error, created_at, finished_at";
-/// Rows per multi-row event INSERT (4 parameters each).
-const EVENT_ROWS_PER_INSERT: usize = 200;
 
 fn conv(r: &SqliteRow) -> Result<ConversationRecord, StoreError> {
     let meta: String = r.try_get(4).map_err(corrupt)?;
@@ -318,196 +315,144 @@ enum Write {
     Cassette(CassetteRecord),
 }
 
-async fn exec<'q>(
-    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    c: &mut SqliteConnection,
-) -> Result<u64, StoreError> {
-    Ok(q.execute(c).await.map_err(unavailable)?.rows_affected())
-}
-
-async fn set_status(c: &mut SqliteConnection, id: &str, status: &str, now_ms: i64) -> Result<u64, StoreError> {
+fn set_status(c: &rusqlite::Connection, id: &str, status: &str, now_ms: i64) -> Result<u64, StoreError> {
     exec(
-        sqlx::query("UPDATE srv_conversations SET status = ?, updated_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(now_ms)
-            .bind(id),
         c,
+        "UPDATE srv_conversations SET status = ?, updated_at = ? WHERE id = ?",
+        rusqlite::params![status, now_ms, id],
     )
-    .await
 }
 
-#[async_trait]
 impl SqlWrite for Write {
-    async fn apply(&self, c: &mut SqliteConnection) -> Result<u64, StoreError> {
+    fn apply(&self, c: &rusqlite::Connection) -> Result<u64, StoreError> {
         match self {
-            Write::Key(key, hash) => {
-                let q = sqlx::query(
-                    "INSERT INTO srv_api_keys (id, tenant, key_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(&key.id)
-                .bind(&key.tenant)
-                .bind(hash)
-                .bind(key.scopes.join(","))
-                .bind(key.created_at_ms);
-                exec(q, c).await
-            }
-            Write::Conversation(v) => {
-                let sql = format!("INSERT INTO srv_conversations ({CONV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-                let q = sqlx::query(&sql)
-                    .bind(&v.id)
-                    .bind(&v.tenant)
-                    .bind(&v.assistant)
-                    .bind(&v.customer_id)
-                    .bind(v.metadata.to_string())
-                    .bind(&v.status)
-                    .bind(v.created_at_ms)
-                    .bind(v.updated_at_ms);
-                exec(q, c).await
-            }
-            Write::Status { id, status, now_ms } => set_status(c, id, status, *now_ms).await,
+            Write::Key(key, hash) => exec(
+                c,
+                "INSERT INTO srv_api_keys (id, tenant, key_hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
+                rusqlite::params![key.id, key.tenant, hash, key.scopes.join(","), key.created_at_ms],
+            ),
+            Write::Conversation(v) => exec(
+                c,
+                &format!("INSERT INTO srv_conversations ({CONV_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                rusqlite::params![
+                    v.id,
+                    v.tenant,
+                    v.assistant,
+                    v.customer_id,
+                    v.metadata.to_string(),
+                    v.status,
+                    v.created_at_ms,
+                    v.updated_at_ms
+                ],
+            ),
+            Write::Status { id, status, now_ms } => set_status(c, id, status, *now_ms),
             Write::StartRun(r) => {
-                let sql = format!("INSERT INTO srv_runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
-                let q = sqlx::query(&sql)
-                    .bind(&r.id)
-                    .bind(&r.tenant)
-                    .bind(&r.conversation_id)
-                    .bind(&r.kind)
-                    .bind(&r.status)
-                    .bind(r.result.as_ref().map(Value::to_string))
-                    .bind(&r.error)
-                    .bind(r.created_at_ms)
-                    .bind(r.finished_at_ms);
-                let n = exec(q, c).await?;
-                set_status(c, &r.conversation_id, "running", r.created_at_ms).await?;
+                let n = exec(
+                    c,
+                    &format!("INSERT INTO srv_runs ({RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                    rusqlite::params![
+                        r.id,
+                        r.tenant,
+                        r.conversation_id,
+                        r.kind,
+                        r.status,
+                        r.result.as_ref().map(Value::to_string),
+                        r.error,
+                        r.created_at_ms,
+                        r.finished_at_ms
+                    ],
+                )?;
+                set_status(c, &r.conversation_id, "running", r.created_at_ms)?;
                 Ok(n)
             }
             Write::FinishRun(end) => {
                 // Applying it again (a batch retried write by write) must not duplicate events.
-                for chunk in end.events.chunks(EVENT_ROWS_PER_INSERT) {
-                    let mut sql =
-                        String::from("INSERT OR REPLACE INTO srv_run_events (run_id, seq, event, data) VALUES ");
-                    for i in 0..chunk.len() {
-                        sql.push_str(if i == 0 { "(?, ?, ?, ?)" } else { ", (?, ?, ?, ?)" });
-                    }
-                    let mut q = sqlx::query(&sql);
-                    for e in chunk {
-                        q = q.bind(&end.run_id).bind(e.seq as i64).bind(&e.event).bind(&e.data);
-                    }
-                    exec(q, c).await?;
+                let mut stmt = c
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO srv_run_events (run_id, seq, event, data) VALUES (?, ?, ?, ?)",
+                    )
+                    .map_err(unavailable)?;
+                for e in &end.events {
+                    stmt.execute(rusqlite::params![end.run_id, e.seq as i64, e.event, e.data]).map_err(unavailable)?;
                 }
-                let q =
-                    sqlx::query("UPDATE srv_runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?")
-                        .bind(&end.status)
-                        .bind(end.result.as_ref().map(Value::to_string))
-                        .bind(&end.error)
-                        .bind(end.finished_at_ms)
-                        .bind(&end.run_id);
-                let n = exec(q, c).await?;
-                set_status(c, &end.conversation_id, &end.conversation_status, end.finished_at_ms).await?;
+                let n = exec(
+                    c,
+                    "UPDATE srv_runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ?",
+                    rusqlite::params![
+                        end.status,
+                        end.result.as_ref().map(Value::to_string),
+                        end.error,
+                        end.finished_at_ms,
+                        end.run_id
+                    ],
+                )?;
+                set_status(c, &end.conversation_id, &end.conversation_status, end.finished_at_ms)?;
                 Ok(n)
             }
             Write::Delete { tenant, id, out } => {
-                let gone = exec(
-                    sqlx::query("DELETE FROM srv_conversations WHERE tenant = ? AND id = ?").bind(tenant).bind(id),
-                    c,
-                )
-                .await?;
+                let gone = exec(c, "DELETE FROM srv_conversations WHERE tenant = ? AND id = ?", [tenant, id])?;
                 if gone == 0 {
                     *out.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     return Ok(0);
                 }
                 let events = exec(
-                    sqlx::query(
-                        "DELETE FROM srv_run_events WHERE run_id IN \
-                         (SELECT id FROM srv_runs WHERE tenant = ? AND conversation_id = ?)",
-                    )
-                    .bind(tenant)
-                    .bind(id),
                     c,
-                )
-                .await?;
-                let runs = exec(
-                    sqlx::query("DELETE FROM srv_runs WHERE tenant = ? AND conversation_id = ?").bind(tenant).bind(id),
-                    c,
-                )
-                .await?;
-                let idempotency_keys = exec(
-                    sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND conversation_id = ?")
-                        .bind(tenant)
-                        .bind(id),
-                    c,
-                )
-                .await?;
-                let feedback = exec(
-                    sqlx::query("DELETE FROM srv_feedback WHERE tenant = ? AND conversation_id = ?")
-                        .bind(tenant)
-                        .bind(id),
-                    c,
-                )
-                .await?;
-                let cassette_turns = exec(
-                    sqlx::query("DELETE FROM srv_cassettes WHERE tenant = ? AND conversation_id = ?")
-                        .bind(tenant)
-                        .bind(id),
-                    c,
-                )
-                .await?;
+                    "DELETE FROM srv_run_events WHERE run_id IN \
+                     (SELECT id FROM srv_runs WHERE tenant = ? AND conversation_id = ?)",
+                    [tenant, id],
+                )?;
+                let runs = exec(c, "DELETE FROM srv_runs WHERE tenant = ? AND conversation_id = ?", [tenant, id])?;
+                let idempotency_keys =
+                    exec(c, "DELETE FROM srv_idempotency WHERE tenant = ? AND conversation_id = ?", [tenant, id])?;
+                let feedback =
+                    exec(c, "DELETE FROM srv_feedback WHERE tenant = ? AND conversation_id = ?", [tenant, id])?;
+                let cassette_turns =
+                    exec(c, "DELETE FROM srv_cassettes WHERE tenant = ? AND conversation_id = ?", [tenant, id])?;
                 *out.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some(Deleted { runs, events, feedback, idempotency_keys, cassette_turns });
                 Ok(gone)
             }
-            Write::Claim { tenant, key, body_hash, conversation_id, now_ms } => {
-                let q = sqlx::query(
-                    "INSERT OR IGNORE INTO srv_idempotency (tenant, key, body_hash, conversation_id, run_id, created_at) \
-                     VALUES (?, ?, ?, ?, NULL, ?)",
-                )
-                .bind(tenant)
-                .bind(key)
-                .bind(body_hash)
-                .bind(conversation_id)
-                .bind(now_ms);
-                exec(q, c).await
-            }
+            Write::Claim { tenant, key, body_hash, conversation_id, now_ms } => exec(
+                c,
+                "INSERT OR IGNORE INTO srv_idempotency (tenant, key, body_hash, conversation_id, run_id, created_at) \
+                 VALUES (?, ?, ?, ?, NULL, ?)",
+                rusqlite::params![tenant, key, body_hash, conversation_id, now_ms],
+            ),
             Write::IdempotencyRun { tenant, key, run_id } => {
-                let q = sqlx::query("UPDATE srv_idempotency SET run_id = ? WHERE tenant = ? AND key = ?")
-                    .bind(run_id)
-                    .bind(tenant)
-                    .bind(key);
-                exec(q, c).await
+                exec(c, "UPDATE srv_idempotency SET run_id = ? WHERE tenant = ? AND key = ?", [run_id, tenant, key])
             }
             Write::Release { tenant, key } => {
-                exec(sqlx::query("DELETE FROM srv_idempotency WHERE tenant = ? AND key = ?").bind(tenant).bind(key), c)
-                    .await
+                exec(c, "DELETE FROM srv_idempotency WHERE tenant = ? AND key = ?", [tenant, key])
             }
-            Write::Feedback(f) => {
-                let q = sqlx::query(
-                    "INSERT INTO srv_feedback (id, tenant, conversation_id, message_id, rating, comment, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&f.id)
-                .bind(&f.tenant)
-                .bind(&f.conversation_id)
-                .bind(&f.message_id)
-                .bind(f.rating)
-                .bind(&f.comment)
-                .bind(f.created_at_ms);
-                exec(q, c).await
-            }
-            Write::Cassette(t) => {
-                let q = sqlx::query(
-                    "INSERT INTO srv_cassettes (tenant, conversation_id, seq, assistant, customer_id, turn, created_at) \
-                     VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM srv_cassettes WHERE conversation_id = ?), \
-                     ?, ?, ?, ?)",
-                )
-                .bind(&t.tenant)
-                .bind(&t.conversation_id)
-                .bind(&t.conversation_id)
-                .bind(&t.assistant)
-                .bind(&t.customer_id)
-                .bind(t.turn.to_string())
-                .bind(t.created_at_ms);
-                exec(q, c).await
-            }
+            Write::Feedback(f) => exec(
+                c,
+                "INSERT INTO srv_feedback (id, tenant, conversation_id, message_id, rating, comment, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rusqlite::params![
+                    f.id,
+                    f.tenant,
+                    f.conversation_id,
+                    f.message_id,
+                    f.rating,
+                    f.comment,
+                    f.created_at_ms
+                ],
+            ),
+            Write::Cassette(t) => exec(
+                c,
+                "INSERT INTO srv_cassettes (tenant, conversation_id, seq, assistant, customer_id, turn, created_at) \
+                 VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM srv_cassettes WHERE conversation_id = ?), \
+                 ?, ?, ?, ?)",
+                rusqlite::params![
+                    t.tenant,
+                    t.conversation_id,
+                    t.conversation_id,
+                    t.assistant,
+                    t.customer_id,
+                    t.turn.to_string(),
+                    t.created_at_ms
+                ],
+            ),
         }
     }
 }

@@ -1,13 +1,20 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
-//! All writes go through one writer task that owns one connection and commits whatever writes are
+//! All writes go through one writer thread that owns one connection and commits whatever writes are
 //! waiting in a single transaction (group commit): with `synchronous=FULL`, a thousand concurrent
 //! conversations share one fsync instead of queueing for a thousand. Reads use a small pool of
 //! reader connections, which WAL lets run beside the writer. If a batch fails, its writes are retried
 //! one transaction each, so one bad write never takes the others down with it.
+//!
+//! The writer is a plain OS thread with a `rusqlite` connection (the same SQLite library sqlx links),
+//! not an async connection: a batch's statements (BEGIN, the checkpoints, the server's records,
+//! COMMIT) run back to back on that thread, where an async connection would hand every statement to
+//! its worker thread and wait for the answer — two thread wake-ups per statement, which on a busy
+//! machine were most of the store's CPU and a good part of a turn's latency.
 
 use crate::migrate;
 use async_trait::async_trait;
+use rusqlite::{OpenFlags, OptionalExtension as _, TransactionBehavior};
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
@@ -23,7 +30,7 @@ use tracing::warn;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
-/// Times the writer yields to other tasks while it gathers a batch.
+/// Times the writer yields its core to other threads while it gathers a batch.
 const LINGER_YIELDS: usize = 3;
 
 /// How the SQLite file is opened.
@@ -70,11 +77,11 @@ enum Op {
 /// A write to other tables of the file, applied by the store's writer inside its group-commit
 /// transaction: the file keeps one writer (no lock contention, no busy waits between two
 /// writers), and concurrent writes of any kind share one commit (and one fsync).
-#[async_trait]
 pub(crate) trait SqlWrite: Send + Sync + 'static {
-    /// Runs the write's statements on the writer's connection, inside its transaction; if it
-    /// fails, the batch is retried write by write, so it must be safe to apply again.
-    async fn apply(&self, conn: &mut SqliteConnection) -> Result<u64, StoreError>;
+    /// Runs the write's statements on the writer's connection, inside its transaction (on the
+    /// writer's thread: it must not block on anything but SQLite); if it fails, the batch is
+    /// retried write by write, so it must be safe to apply again.
+    fn apply(&self, conn: &rusqlite::Connection) -> Result<u64, StoreError>;
 }
 
 /// A handle on a store's writer, for [`SqlWrite`]s.
@@ -170,9 +177,10 @@ impl SqliteStore {
             .synchronous(if config.fsync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
             .foreign_keys(true)
             .busy_timeout(config.busy_timeout);
-        let mut writer = SqliteConnection::connect_with(&opts).await.map_err(unavailable)?;
+        let mut migrating = SqliteConnection::connect_with(&opts).await.map_err(unavailable)?;
         let migrator = migrate::migrator(migrate::SQLITE).await.map_err(unavailable)?;
-        migrator.run(&mut writer).await.map_err(unavailable)?;
+        migrator.run(&mut migrating).await.map_err(unavailable)?;
+        migrating.close().await.map_err(unavailable)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(config.readers.max(1))
             .acquire_timeout(config.busy_timeout)
@@ -181,7 +189,21 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(writer_loop(writer, rx, stats.clone()));
+        let (ready_tx, ready) = oneshot::channel();
+        let (file, thread_stats) = (path.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || match open_writer(&file, &config) {
+                Ok(conn) => {
+                    let _ = ready_tx.send(Ok(()));
+                    writer_loop(conn, rx, &thread_stats);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(unavailable)?;
+        ready.await.map_err(|_| unavailable("sqlite writer did not start"))??;
         Ok(Self { pool, tx, path, stats })
     }
 
@@ -234,10 +256,25 @@ impl SqliteStore {
     }
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver<Job>, stats: Arc<WriterStats>) {
+/// The writer's connection: the file's journal and sync settings, foreign keys on.
+fn open_writer(path: &Path, config: &SqliteConfig) -> Result<rusqlite::Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = rusqlite::Connection::open_with_flags(path, flags).map_err(unavailable)?;
+    conn.busy_timeout(config.busy_timeout).map_err(unavailable)?;
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(unavailable)?;
+    conn.pragma_update(None, "synchronous", if config.fsync { "FULL" } else { "NORMAL" }).map_err(unavailable)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(unavailable)?;
+    // Room for every statement of a batch (the multi-row INSERTs vary with the batch's size).
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The writer thread: gathers what is waiting into one batch, applies it in one transaction, acks
+/// each write; ends when every sender is gone.
+fn writer_loop(mut conn: rusqlite::Connection, mut rx: mpsc::UnboundedReceiver<Job>, stats: &WriterStats) {
     let mut ids: HashMap<String, i64> = HashMap::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
+    while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         // Let runs that are mid-step add their next checkpoint to this commit: a few yields cost
         // microseconds, a commit costs an fsync.
@@ -251,11 +288,11 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver
             if batch.len() >= MAX_BATCH {
                 break;
             }
-            tokio::task::yield_now().await;
+            std::thread::yield_now();
         }
         let ops: Vec<&Op> = batch.iter().map(|j| &j.op).collect();
         let n = ops.len() as u64;
-        match apply(&mut conn, &mut ids, &ops).await {
+        match apply(&mut conn, &mut ids, &ops) {
             Ok(results) => {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.writes.fetch_add(n, Ordering::Relaxed);
@@ -271,7 +308,7 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver
             Err(e) => {
                 warn!(error = %e, writes = batch.len(), "sqlite batch failed; retrying its writes one by one");
                 for job in batch.drain(..) {
-                    let r = apply(&mut conn, &mut ids, &[&job.op]).await.map(|mut v| v.pop().unwrap_or(0));
+                    let r = apply(&mut conn, &mut ids, &[&job.op]).map(|mut v| v.pop().unwrap_or(0));
                     let _ = job.ack.send(r);
                 }
             }
@@ -279,14 +316,17 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::UnboundedReceiver
     }
 }
 
+/// Runs one statement (prepared once per connection) with these parameters; rows changed.
+pub(crate) fn exec(c: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64, StoreError> {
+    let mut stmt = c.prepare_cached(sql).map_err(unavailable)?;
+    Ok(stmt.execute(params).map_err(unavailable)? as u64)
+}
+
 /// Applies writes in one transaction; returns a count per write.
-async fn apply(
-    conn: &mut SqliteConnection,
-    ids: &mut HashMap<String, i64>,
-    ops: &[&Op],
-) -> Result<Vec<u64>, StoreError> {
+fn apply(conn: &mut rusqlite::Connection, ids: &mut HashMap<String, i64>, ops: &[&Op]) -> Result<Vec<u64>, StoreError> {
     let mut new_ids = Vec::new();
-    let mut tx = conn.begin().await.map_err(unavailable)?;
+    // Rolled back when dropped without a commit (an error below).
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
     let mut out = Vec::with_capacity(ops.len());
     // Checkpoints of the whole batch go in one multi-row INSERT: one statement, not one per row.
     let puts: Vec<&CheckpointRecord> = ops
@@ -297,80 +337,61 @@ async fn apply(
         })
         .collect();
     if !puts.is_empty() {
-        insert_checkpoints(&mut tx, ids, &mut new_ids, &puts).await?;
+        insert_checkpoints(&tx, ids, &mut new_ids, &puts)?;
     }
     for op in ops {
         let n = match op {
             Op::Put(_) => 1,
             Op::Writes { conversation, checkpoint, writes } => {
-                let conv = conv_id(&mut tx, ids, &mut new_ids, conversation).await?;
+                let conv = conv_id(&tx, ids, &mut new_ids, conversation)?;
                 for w in writes {
-                    sqlx::query(
+                    exec(
+                        &tx,
                         "INSERT INTO pending_writes (conv, checkpoint, task, payload) VALUES (?1, ?2, ?3, ?4) \
                          ON CONFLICT (conv, checkpoint, task) DO UPDATE SET payload = excluded.payload",
-                    )
-                    .bind(conv)
-                    .bind(*checkpoint as i64)
-                    .bind(&w.task_id)
-                    .bind(&w.payload)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+                        rusqlite::params![conv, *checkpoint as i64, w.task_id, w.payload],
+                    )?;
                 }
                 writes.len() as u64
             }
             Op::Context { scope, owner, values } => {
                 for (k, v) in values {
-                    sqlx::query(
+                    exec(
+                        &tx,
                         "INSERT INTO scoped_context (scope, owner, field, value) VALUES (?1, ?2, ?3, ?4) \
                          ON CONFLICT (scope, owner, field) DO UPDATE SET value = excluded.value",
-                    )
-                    .bind(scope_name(*scope))
-                    .bind(owner)
-                    .bind(k)
-                    .bind(v.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+                        rusqlite::params![scope_name(*scope), owner, k, v.to_string()],
+                    )?;
                 }
                 values.len() as u64
             }
-            Op::DeleteOwner { scope, owner } => {
-                sqlx::query("DELETE FROM scoped_context WHERE scope = ?1 AND owner = ?2")
-                    .bind(scope_name(*scope))
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
-                    .rows_affected()
-            }
+            Op::DeleteOwner { scope, owner } => exec(
+                &tx,
+                "DELETE FROM scoped_context WHERE scope = ?1 AND owner = ?2",
+                rusqlite::params![scope_name(*scope), owner],
+            )?,
             Op::Delete { conversation } => {
-                let id: Option<i64> = sqlx::query_scalar("SELECT id FROM conversations WHERE key = ?1")
-                    .bind(conversation)
-                    .fetch_optional(&mut *tx)
-                    .await
+                let id: Option<i64> = tx
+                    .prepare_cached("SELECT id FROM conversations WHERE key = ?1")
+                    .and_then(|mut s| s.query_row([conversation], |r| r.get(0)).optional())
                     .map_err(unavailable)?;
                 let mut n = 0;
                 if let Some(id) = id {
                     // One statement per table: the parent foreign key is checked at the statement's end.
                     for sql in ["DELETE FROM pending_writes WHERE conv = ?1", "DELETE FROM checkpoints WHERE conv = ?1"]
                     {
-                        n += sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(unavailable)?.rows_affected();
+                        n += exec(&tx, sql, [id])?;
                     }
-                    sqlx::query("DELETE FROM conversations WHERE id = ?1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(unavailable)?;
+                    exec(&tx, "DELETE FROM conversations WHERE id = ?1", [id])?;
                 }
                 ids.remove(conversation);
                 n
             }
-            Op::External(w) => w.apply(&mut tx).await?,
+            Op::External(w) => w.apply(&tx)?,
         };
         out.push(n);
     }
-    tx.commit().await.map_err(unavailable)?;
+    tx.commit().map_err(unavailable)?;
     ids.extend(new_ids);
     Ok(out)
 }
@@ -378,15 +399,20 @@ async fn apply(
 /// Rows per INSERT statement (9 parameters each, well under SQLite's parameter limit).
 const ROWS_PER_INSERT: usize = 256;
 
-async fn insert_checkpoints(
-    tx: &mut SqliteConnection,
+/// Whether an error is a violated constraint of this extended kind.
+fn violates(e: &rusqlite::Error, extended: std::ffi::c_int) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == extended)
+}
+
+fn insert_checkpoints(
+    tx: &rusqlite::Connection,
     ids: &HashMap<String, i64>,
     new_ids: &mut Vec<(String, i64)>,
     puts: &[&CheckpointRecord],
 ) -> Result<(), StoreError> {
     let mut convs = Vec::with_capacity(puts.len());
     for r in puts {
-        convs.push(conv_id(tx, ids, new_ids, &r.conversation_id).await?);
+        convs.push(conv_id(tx, ids, new_ids, &r.conversation_id)?);
     }
     for (chunk, conv_chunk) in puts.chunks(ROWS_PER_INSERT).zip(convs.chunks(ROWS_PER_INSERT)) {
         let mut sql = String::from(
@@ -398,34 +424,48 @@ async fn insert_checkpoints(
             }
             sql.push_str("(?,?,?,?,?,?,?,?,?)");
         }
-        let mut q = sqlx::query(&sql);
-        for (r, conv) in chunk.iter().zip(conv_chunk) {
-            q = q
-                .bind(*conv)
-                .bind(r.id as i64)
-                .bind(r.parent.map(|p| p as i64))
-                .bind(&r.run_id)
-                .bind(r.step)
-                .bind(r.created_at_ms)
-                .bind(i64::from(r.schema_version))
-                .bind(i64::from(r.snapshot))
-                .bind(&r.payload);
-        }
-        q.execute(&mut *tx).await.map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() && chunk.len() == 1 => {
-                StoreError::Conflict { conversation: chunk[0].conversation_id.clone(), id: chunk[0].id }
+        let run = || -> rusqlite::Result<usize> {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut i = 0;
+            let mut bind = |v: &dyn rusqlite::ToSql| -> rusqlite::Result<()> {
+                i += 1;
+                stmt.raw_bind_parameter(i, v)
+            };
+            for (r, conv) in chunk.iter().zip(conv_chunk) {
+                bind(conv)?;
+                bind(&(r.id as i64))?;
+                bind(&r.parent.map(|p| p as i64))?;
+                bind(&r.run_id)?;
+                bind(&r.step)?;
+                bind(&r.created_at_ms)?;
+                bind(&i64::from(r.schema_version))?;
+                bind(&i64::from(r.snapshot))?;
+                bind(&r.payload)?;
             }
-            sqlx::Error::Database(d) if d.is_foreign_key_violation() && chunk.len() == 1 => StoreError::Unavailable(
-                format!("parent checkpoint {:?} of {} does not exist", chunk[0].parent, chunk[0].id),
-            ),
-            _ => unavailable(e),
+            stmt.raw_execute()
+        };
+        run().map_err(|e| {
+            let one = chunk.len() == 1;
+            if one
+                && (violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+                    || violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE))
+            {
+                StoreError::Conflict { conversation: chunk[0].conversation_id.clone(), id: chunk[0].id }
+            } else if one && violates(&e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY) {
+                StoreError::Unavailable(format!(
+                    "parent checkpoint {:?} of {} does not exist",
+                    chunk[0].parent, chunk[0].id
+                ))
+            } else {
+                unavailable(e)
+            }
         })?;
     }
     Ok(())
 }
 
-async fn conv_id(
-    tx: &mut SqliteConnection,
+fn conv_id(
+    tx: &rusqlite::Connection,
     ids: &HashMap<String, i64>,
     new_ids: &mut Vec<(String, i64)>,
     key: &str,
@@ -436,14 +476,13 @@ async fn conv_id(
     if let Some((_, id)) = new_ids.iter().find(|(k, _)| k == key) {
         return Ok(*id);
     }
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO conversations (key, created_at) VALUES (?1, unixepoch()) \
-         ON CONFLICT (key) DO UPDATE SET key = excluded.key RETURNING id",
-    )
-    .bind(key)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(unavailable)?;
+    let id: i64 = tx
+        .prepare_cached(
+            "INSERT INTO conversations (key, created_at) VALUES (?1, unixepoch()) \
+             ON CONFLICT (key) DO UPDATE SET key = excluded.key RETURNING id",
+        )
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)))
+        .map_err(unavailable)?;
     new_ids.push((key.to_string(), id));
     Ok(id)
 }
