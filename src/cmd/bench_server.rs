@@ -13,7 +13,11 @@
 //!    the same turn, measured by the server from its call to the engine until the run's outcome
 //!    (checkpoints durable) and returned in `Server-Timing: engine;dur=MS`. It is what the HTTP
 //!    layer, authentication, the run and event records (one group commit after the run),
-//!    serialisation, the client and the scheduler add to the engine.
+//!    serialisation, the client and the scheduler add to the engine. It is also reported counted
+//!    from the moment the client actually started sending (`overhead_from_send_*`), with that
+//!    send delay on its own (`send_delay_*`): the client's timer has a 1 ms granularity, so a send
+//!    starts up to a millisecond after its scheduled time even on an idle machine, and that delay
+//!    is the client's, not the API's.
 //! 3. **Memory**: a server in a child process (so the client's sockets do not count) with an
 //!    assistant whose fake LLM never answers within the test; N conversations each get a turn with
 //!    `Accept: text/event-stream`, and the client keeps every stream open after its first event.
@@ -260,6 +264,9 @@ struct Sample {
     e2e: Duration,
     /// The engine's time, from `Server-Timing`.
     engine: Duration,
+    /// How late the client started sending, after the turn's scheduled time (its timer's
+    /// granularity and scheduling; zero-ish in the closed loop).
+    send_delay: Duration,
 }
 
 impl Client {
@@ -289,6 +296,7 @@ impl Client {
 
     /// Posts a turn; `Err` for a transport error or a non-2xx answer.
     async fn turn(&self, conv: &str, text: &str, since: Instant) -> anyhow::Result<Sample> {
+        let send_delay = since.elapsed();
         let r = self
             .http
             .post(format!("{}/v1/conversations/{conv}/messages", self.base))
@@ -309,7 +317,7 @@ impl Client {
         if !status.is_success() {
             bail!("turn: {status}: {}", String::from_utf8_lossy(&body));
         }
-        Ok(Sample { e2e, engine: engine.context("no Server-Timing header")? })
+        Ok(Sample { e2e, engine: engine.context("no Server-Timing header")?, send_delay })
     }
 }
 
@@ -330,6 +338,11 @@ struct Stats {
     engine_p99: f64,
     overhead_p50: f64,
     overhead_p99: f64,
+    send_delay_p50: f64,
+    send_delay_p99: f64,
+    /// Overhead counted from the moment the client sent (without its send delay).
+    sent_overhead_p50: f64,
+    sent_overhead_p99: f64,
 }
 
 impl Stats {
@@ -343,6 +356,8 @@ impl Stats {
         let e2e = sorted(&|s| ms(s.e2e));
         let engine = sorted(&|s| ms(s.engine));
         let overhead = sorted(&|s| ms(s.e2e.saturating_sub(s.engine)));
+        let send_delay = sorted(&|s| ms(s.send_delay));
+        let sent_overhead = sorted(&|s| ms(s.e2e.saturating_sub(s.send_delay).saturating_sub(s.engine)));
         Self {
             n: samples.len(),
             p50: pct(&e2e, 0.50),
@@ -352,6 +367,10 @@ impl Stats {
             engine_p99: pct(&engine, 0.99),
             overhead_p50: pct(&overhead, 0.50),
             overhead_p99: pct(&overhead, 0.99),
+            send_delay_p50: pct(&send_delay, 0.50),
+            send_delay_p99: pct(&send_delay, 0.99),
+            sent_overhead_p50: pct(&sent_overhead, 0.50),
+            sent_overhead_p99: pct(&sent_overhead, 0.99),
         }
     }
 }
@@ -507,13 +526,17 @@ async fn open_loop(
             "p50_ms": r2(s.p50), "p99_ms": r2(s.p99), "max_ms": r2(s.max),
             "engine_p50_ms": r2(s.engine_p50), "engine_p99_ms": r2(s.engine_p99),
             "overhead_p50_ms": r2(s.overhead_p50), "overhead_p99_ms": r2(s.overhead_p99),
+            "send_delay_p50_ms": r2(s.send_delay_p50), "send_delay_p99_ms": r2(s.send_delay_p99),
+            "overhead_from_send_p50_ms": r2(s.sent_overhead_p50), "overhead_from_send_p99_ms": r2(s.sent_overhead_p99),
             "server_cpu_us_per_turn": cpu_us.round(), "client_cpu_us_per_turn": client_us.round(),
             "commits_per_turn": r2(commits), "store_writes_per_turn": r2(writes), "load_avg_before": load}),
         format!(
             "open loop, {rate} turns/s offered for {seconds} s: {achieved:.0} turns/s done ({} turns, {errors} errors, {late} sends late); \
              latency p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; engine p50 {:.2} ms, p99 {:.2} ms; \
-             API overhead p50 {:.2} ms, p99 {:.2} ms; server CPU {:.0} us/turn (client {:.0}); {:.2} commits per turn; load avg {load}",
-            s.n, s.p50, s.p99, s.max, s.engine_p50, s.engine_p99, s.overhead_p50, s.overhead_p99, cpu_us, client_us, commits
+             API overhead p50 {:.2} ms, p99 {:.2} ms (from the send: p50 {:.2} ms, p99 {:.2} ms; send delay p50 {:.2} ms, p99 {:.2} ms); \
+             server CPU {:.0} us/turn (client {:.0}); {:.2} commits per turn; load avg {load}",
+            s.n, s.p50, s.p99, s.max, s.engine_p50, s.engine_p99, s.overhead_p50, s.overhead_p99, s.sent_overhead_p50,
+            s.sent_overhead_p99, s.send_delay_p50, s.send_delay_p99, cpu_us, client_us, commits
         ),
     );
     Ok(())
