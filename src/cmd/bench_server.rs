@@ -15,9 +15,10 @@
 //!    layer, authentication, the run and event records (one group commit after the run),
 //!    serialisation, the client and the scheduler add to the engine. It is also reported counted
 //!    from the moment the client actually started sending (`overhead_from_send_*`), with that
-//!    send delay on its own (`send_delay_*`): the client's timer has a 1 ms granularity, so a send
-//!    starts up to a millisecond after its scheduled time even on an idle machine, and that delay
-//!    is the client's, not the API's.
+//!    send delay on its own (`send_delay_*`, the client's own lateness: a starved client, or a
+//!    pacing thread woken late). The sends are paced by an OS thread (sleep precision: tens of µs)
+//!    rather than the async runtime's timer, whose 1 ms granularity made every send up to a
+//!    millisecond late.
 //! 3. **Memory**: a server in a child process (so the client's sockets do not count) with an
 //!    assistant whose fake LLM never answers within the test; N conversations each get a turn with
 //!    `Accept: text/event-stream`, and the client keeps every stream open after its first event.
@@ -264,8 +265,8 @@ struct Sample {
     e2e: Duration,
     /// The engine's time, from `Server-Timing`.
     engine: Duration,
-    /// How late the client started sending, after the turn's scheduled time (its timer's
-    /// granularity and scheduling; zero-ish in the closed loop).
+    /// How late the client started sending, after the turn's scheduled time (zero-ish in the
+    /// closed loop).
     send_delay: Duration,
 }
 
@@ -490,31 +491,49 @@ async fn open_loop(
     let costs = Costs::start(server);
     let samples = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = tokio::time::Instant::now();
+    // The sends are paced by a thread of their own, which sleeps with the OS timer's precision
+    // (tens of µs) and spawns each turn on the client runtime at its time: the runtime's own timer
+    // has a 1 ms granularity, which would make every send up to a millisecond late.
+    let runtime = tokio::runtime::Handle::current();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let start = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
-    let mut late = 0usize;
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..total {
-        let due = start + interval.mul_f64(i as f64);
-        if tokio::time::Instant::now() > due + Duration::from_millis(1) {
-            late += 1;
-        }
-        tokio::time::sleep_until(due).await;
+    let pacer = {
         let (c, convs, samples, errors) = (c.clone(), convs.clone(), samples.clone(), errors.clone());
-        tasks.spawn(async move {
-            let conv = &convs[i % convs.len()];
-            let text = UTTERANCES[i % UTTERANCES.len()];
-            // Measured from the scheduled time: a late send counts against the latency.
-            match c.turn(conv, text, due.into_std()).await {
-                Ok(s) => lock(&samples).push(s),
-                Err(_) => {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::Builder::new().name(CLIENT_THREAD.into()).spawn(move || {
+            let mut late = 0usize;
+            for i in 0..total {
+                let due = start + interval.mul_f64(i as f64);
+                let now = Instant::now();
+                if now > due + Duration::from_millis(1) {
+                    late += 1;
+                } else if due > now {
+                    std::thread::sleep(due - now);
                 }
+                let (c, convs, samples, errors, done) =
+                    (c.clone(), convs.clone(), samples.clone(), errors.clone(), done_tx.clone());
+                runtime.spawn(async move {
+                    let conv = &convs[i % convs.len()];
+                    let text = UTTERANCES[i % UTTERANCES.len()];
+                    // Measured from the scheduled time: a late send counts against the latency.
+                    match c.turn(conv, text, due).await {
+                        Ok(s) => lock(&samples).push(s),
+                        Err(_) => {
+                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    let _ = done.send(());
+                });
             }
-        });
-        while tasks.try_join_next().is_some() {}
+            late
+        })?
+    };
+    for _ in 0..total {
+        if done_rx.recv().await.is_none() {
+            break;
+        }
     }
-    while tasks.join_next().await.is_some() {}
+    let late = pacer.join().map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     let samples = std::mem::take(&mut *lock(&samples));
     let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
     let (cpu_us, commits, writes, client_us, secs) = costs.per_turn(server, samples.len() + errors);
