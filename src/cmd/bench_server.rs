@@ -53,7 +53,7 @@ pub(crate) struct Args {
     /// One JSON object per line instead of text.
     #[arg(long)]
     json: bool,
-    /// Concurrency levels of the closed-loop phase (empty: skip it).
+    /// Concurrency levels of the closed-loop phase (`0`: skip it).
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,128")]
     concurrency: Vec<usize>,
     /// Seconds per closed-loop level.
@@ -80,7 +80,7 @@ pub(crate) struct Args {
 }
 
 /// Entry point.
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(mut args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.serve_child {
         return serve_child(dir, !args.no_fsync);
     }
@@ -95,6 +95,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             if fsync { "on" } else { "off" }
         ),
     );
+    args.concurrency.retain(|&n| n > 0);
     if !args.concurrency.is_empty() || args.rate > 0 {
         let dir = tempfile::tempdir().context("temporary data directory")?;
         let server = InProcess::start(dir.path(), fsync)?;
