@@ -176,3 +176,33 @@ fn keys_are_audited_and_audit_verify_finds_tampering() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `bench server` on a small scale: every phase runs, every turn succeeds, and each figure the
+/// README quotes is present and plausible (latency covers the engine, overhead is what remains).
+#[test]
+fn bench_server_measures_every_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        bin()
+            .args(["bench", "server", "--json", "--concurrency", "2", "--closed-seconds", "0.5"])
+            .args(["--rate", "200", "--open-seconds", "1", "--streams", "50"])
+            .current_dir(dir.path()),
+    );
+    let lines = json_lines(&out);
+    let case = |name: &str| lines.iter().find(|l| l["case"] == name).unwrap_or_else(|| panic!("no {name} in {out}"));
+    let closed = case("closed_loop");
+    assert_eq!(closed["concurrency"], 2);
+    assert_eq!(closed["errors"], 0, "{closed}");
+    assert!(closed["turns"].as_u64().unwrap() > 0, "{closed}");
+    let open = case("open_loop");
+    assert_eq!(open["turns"], 200, "every scheduled turn is answered: {open}");
+    assert_eq!(open["errors"], 0, "{open}");
+    let f = |k: &str| open[k].as_f64().unwrap_or_else(|| panic!("{k} in {open}"));
+    assert!(f("p99_ms") >= f("p50_ms") && f("p50_ms") > 0.0, "{open}");
+    assert!(f("engine_p50_ms") > 0.0 && f("engine_p50_ms") <= f("p50_ms"), "{open}");
+    assert!(f("overhead_from_send_p99_ms") <= f("overhead_p99_ms") + 1e-9, "{open}");
+    assert!(f("send_delay_p50_ms") >= 0.0 && f("server_cpu_us_per_turn") > 0.0, "{open}");
+    assert!(f("commits_per_turn") > 0.0 && f("store_writes_per_turn") >= 2.0, "{open}");
+    let mem = case("sse_memory");
+    assert_eq!(mem["opened"], 50, "{mem}");
+}
