@@ -473,6 +473,8 @@ mod tests {
         let (warm, warm_report) = LogReg::fit_from(&refs, &labels, 5, cfg, Some(&cold)).expect("fit");
         assert!(warm_report.iterations < cold_report.iterations, "{warm_report:?} vs {cold_report:?}");
         assert!((warm_report.loss - cold_report.loss).abs() < 1e-6, "{warm_report:?} vs {cold_report:?}");
+        let apart = warm.weights.iter().zip(&cold.weights).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(apart < 1e-2, "weights {apart} apart");
         let wrong = LogReg { weights: vec![0.0; 3], bias: vec![0.0; 3], dim: 1, classes: 3 };
         assert!(LogReg::fit_from(&refs, &labels, 5, cfg, Some(&wrong)).is_err());
     }
