@@ -5,10 +5,10 @@
 //!
 //! The design matrix is stored in two blocks, found from the data: the leading columns that are
 //! mostly non-zero (the sentence embedding) as a dense matrix multiplied with candle, and the rest
-//! (the hashed n-gram TF-IDF, about 5% non-zero) in compressed sparse rows, so that a gradient
-//! costs what the non-zeros cost rather than `n × dim × classes`. The sparse products run on
-//! several threads, but every output element is computed by one thread in a fixed order, so the
-//! result does not depend on the thread count.
+//! (the hashed n-gram TF-IDF, about 4% non-zero on BANKING77) in compressed sparse rows and
+//! columns, so that a gradient costs what the non-zeros cost rather than `n × dim × classes`.
+//! The sparse products run on several threads, but every output element is computed by one
+//! thread in a fixed order, so the result does not depend on the thread count.
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
