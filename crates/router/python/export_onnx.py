@@ -1,16 +1,20 @@
 """Build an ONNX graph of a BERT encoder from its safetensors weights, without PyTorch.
 
-    python export_onnx.py [--standard-ops] MODEL_DIR OUT.onnx
+    python export_onnx.py [--fused-ops] MODEL_DIR OUT.onnx
 
 MODEL_DIR is a sentence-transformers folder (config.json, model.safetensors). The graph computes
 BERT's last hidden state: embeddings (word + position + token type, LayerNorm), then
 `num_hidden_layers` encoder layers (multi-head self-attention with the additive padding mask,
 residual + LayerNorm, feed-forward with the exact erf GELU, residual + LayerNorm).
 
-By default the attention, residual + LayerNorm and bias + GELU steps are emitted as ONNX Runtime's
-fused CPU operators (domain com.microsoft: Attention, SkipLayerNormalization, BiasGelu) — the
-graph its own transformer optimiser would produce, measured faster for single sentences here;
-`--standard-ops` emits the same computation in standard ONNX operators only.
+By default the graph uses standard ONNX operators only, in the shapes ONNX Runtime's own load-time
+optimiser recognises (it fuses the erf GELU with its bias into BiasGelu and the scaled Q·Kᵀ into
+FusedMatMul, and prepacks the weights). `--fused-ops` emits the attention, residual + LayerNorm
+and bias + GELU steps as ONNX Runtime's contrib CPU operators instead (domain com.microsoft:
+Attention, SkipLayerNormalization, BiasGelu — what `onnxruntime.transformers.optimizer` produces
+for BERT). With onnxruntime 1.31 on the AVX-512 machine this was measured on, the standard graph
+was faster: about 15% more sentences per second in batches of 32 at one thread and about 3%
+lower single-sentence latency, at the same parity (see the crate README).
 
 Inputs: input_ids, attention_mask, token_type_ids — int64, shape (batch, sequence), both axes
 dynamic. Output: last_hidden_state — float32, (batch, sequence, hidden_size). Pooling and
@@ -199,10 +203,10 @@ def build(model_dir, fused):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--standard-ops"]
+    args = [a for a in sys.argv[1:] if a != "--fused-ops"]
     if len(args) != 2:
-        raise SystemExit("usage: export_onnx.py [--standard-ops] MODEL_DIR OUT.onnx")
-    model, summary = build(args[0], fused="--standard-ops" not in sys.argv[1:])
+        raise SystemExit("usage: export_onnx.py [--fused-ops] MODEL_DIR OUT.onnx")
+    model, summary = build(args[0], fused="--fused-ops" in sys.argv[1:])
     with open(args[1], "wb") as f:
         f.write(model.SerializeToString())
     print(json.dumps(summary))

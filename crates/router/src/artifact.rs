@@ -42,6 +42,21 @@ pub struct TrainMetrics {
     pub train_seconds: f64,
     /// Wall time spent embedding, seconds.
     pub embed_seconds: f64,
+    /// Wall time of the head fits (the fit on the fit part, and the refit on everything),
+    /// seconds.
+    #[serde(default)]
+    pub head_seconds: f64,
+    /// Wall time of calibration and thresholds (temperature, OOS and prototype thresholds),
+    /// seconds.
+    #[serde(default)]
+    pub calibration_seconds: f64,
+    /// L-BFGS iterations of the first fit (on the fit part, before calibration).
+    #[serde(default)]
+    pub lbfgs_iterations_first: usize,
+    /// Why L-BFGS stopped, first fit then final fit (`gradient`, `loss`, `line-search`,
+    /// `max-iter`).
+    #[serde(default)]
+    pub lbfgs_stop: Vec<String>,
 }
 
 /// `router.json`.

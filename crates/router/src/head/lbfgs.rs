@@ -22,6 +22,31 @@ impl Default for LbfgsConfig {
     }
 }
 
+/// Why the optimiser stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbfgsStop {
+    /// The largest gradient component fell below `grad_tol`.
+    Gradient,
+    /// One step decreased the loss by less than `rel_tol` (relative).
+    Loss,
+    /// No step along the search direction decreased the loss enough.
+    LineSearch,
+    /// `max_iter` iterations ran.
+    MaxIter,
+}
+
+impl LbfgsStop {
+    /// Lower-case name, for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gradient => "gradient",
+            Self::Loss => "loss",
+            Self::LineSearch => "line-search",
+            Self::MaxIter => "max-iter",
+        }
+    }
+}
+
 /// What the optimiser did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LbfgsReport {
@@ -29,6 +54,10 @@ pub struct LbfgsReport {
     pub iterations: usize,
     /// Final loss.
     pub loss: f64,
+    /// Why it stopped.
+    pub stop: LbfgsStop,
+    /// Loss and gradient evaluations (line-search trials included).
+    pub evaluations: usize,
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -47,6 +76,8 @@ pub fn minimize<E>(
     let n = x.len();
     let mut g = vec![0f32; n];
     let mut loss = f(x, &mut g)?;
+    let mut evaluations = 1;
+    let mut stop = LbfgsStop::MaxIter;
     let mut s_hist: Vec<Vec<f32>> = Vec::new();
     let mut y_hist: Vec<Vec<f32>> = Vec::new();
     let mut rho: Vec<f64> = Vec::new();
@@ -57,6 +88,7 @@ pub fn minimize<E>(
         iterations = it + 1;
         let gmax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
         if f64::from(gmax) < cfg.grad_tol {
+            stop = LbfgsStop::Gradient;
             break;
         }
         // Two-loop recursion: d = -H g.
@@ -98,6 +130,7 @@ pub fn minimize<E>(
                 *xn = xv + (step * f64::from(dv)) as f32;
             }
             new_loss = f(&x_new, &mut g_new)?;
+            evaluations += 1;
             if new_loss.is_finite() && new_loss <= loss + 1e-4 * step * slope {
                 accepted = true;
                 let s: Vec<f32> = x_new.iter().zip(x.iter()).map(|(a, b)| a - b).collect();
@@ -118,17 +151,18 @@ pub fn minimize<E>(
                 let rel = (loss - new_loss).abs() / loss.abs().max(1e-12);
                 loss = new_loss;
                 if rel < cfg.rel_tol {
-                    return Ok(LbfgsReport { iterations, loss });
+                    return Ok(LbfgsReport { iterations, loss, stop: LbfgsStop::Loss, evaluations });
                 }
                 break;
             }
             step *= 0.5;
         }
         if !accepted {
+            stop = LbfgsStop::LineSearch;
             break;
         }
     }
-    Ok(LbfgsReport { iterations, loss })
+    Ok(LbfgsReport { iterations, loss, stop, evaluations })
 }
 
 #[cfg(test)]
