@@ -245,7 +245,19 @@ impl TurnCache {
     }
 
     fn put(&self, c: &ConversationRecord) {
+        Self::insert(&mut self.map(), c);
+    }
+
+    /// Caches a record read when the delete count was `epoch`, unless a delete began since (the
+    /// record could then be a deleted conversation's).
+    fn put_read_at(&self, epoch: u64, c: &ConversationRecord) {
         let mut m = self.map();
+        if self.epoch() == epoch {
+            Self::insert(&mut m, c);
+        }
+    }
+
+    fn insert(m: &mut std::collections::HashMap<(String, String), ConversationRecord>, c: &ConversationRecord) {
         if m.len() >= TURN_CACHE_MAX {
             m.clear();
         }
@@ -598,14 +610,7 @@ impl Records {
         if self.pg.is_none()
             && let Some(c) = &c
         {
-            let mut m = self.turn_cache.map();
-            // No delete began since the read: it cannot be a deleted conversation's record.
-            if self.turn_cache.epoch() == epoch {
-                if m.len() >= TURN_CACHE_MAX {
-                    m.clear();
-                }
-                m.insert((c.tenant.clone(), c.id.clone()), c.clone());
-            }
+            self.turn_cache.put_read_at(epoch, c);
         }
         Ok(c)
     }
@@ -764,10 +769,15 @@ impl Records {
             return pg.cassette_turns(conversations).await;
         }
 
-        let sql = format!("SELECT {CASSETTE_COLS} FROM srv_cassettes ORDER BY conversation_id, seq");
-        let rows: Vec<CassetteRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await.map_err(unavailable)?;
-        let all = rows.into_iter().map(cassette).collect::<Result<Vec<_>, _>>()?;
-        Ok(all.into_iter().filter(|r| conversations.is_empty() || conversations.contains(&r.conversation_id)).collect())
+        // The ids as one JSON array parameter, filtered in SQL (as PostgreSQL does with an array).
+        let ids = serde_json::to_string(conversations).map_err(unavailable)?;
+        let sql = format!(
+            "SELECT {CASSETTE_COLS} FROM srv_cassettes \
+             WHERE json_array_length(?1) = 0 OR conversation_id IN (SELECT value FROM json_each(?1)) \
+             ORDER BY conversation_id, seq"
+        );
+        let rows: Vec<CassetteRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&self.pool).await.map_err(unavailable)?;
+        rows.into_iter().map(cassette).collect()
     }
 
     /// Records a run that started and marks its conversation `running`, in one transaction.
