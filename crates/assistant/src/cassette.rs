@@ -237,7 +237,13 @@ impl Tape {
 
     /// Takes the calls logged for `conversation` since the last take.
     pub fn take(&self, conversation: &str) -> TurnLog {
-        self.with_reel(conversation, |r| std::mem::take(&mut r.log))
+        let mut reels = self.reels.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.mode == Mode::Record {
+            // Recording keeps nothing between turns: the conversation's entry leaves with its log
+            // (or every conversation ever recorded would stay in memory).
+            return reels.remove(conversation).map(|r| r.log).unwrap_or_default();
+        }
+        reels.get_mut(conversation).map(|r| std::mem::take(&mut r.log)).unwrap_or_default()
     }
 
     /// Drops everything kept for `conversation`.
@@ -262,9 +268,7 @@ impl Tape {
 
     /// `observed` with personal data replaced by typed placeholders, as cassettes store it.
     pub fn redact_observed(&self, observed: Observed) -> Observed {
-        let mut v = serde_json::to_value(&observed).unwrap_or(Value::Null);
-        self.scrub(&mut v);
-        serde_json::from_value(v).unwrap_or(observed)
+        self.scrubbed(&observed)
     }
 
     /// Normalises a value for matching and storage: whitespace runs collapsed, null fields

@@ -2,11 +2,11 @@
 //!
 //! The turn goes to the agent through [`RemoteAgent::delegate`]: the context its policy shares,
 //! masked by the guard; the whole reply goes through `respond` (the output guard) like any draft,
-//! and only the checked text is streamed to the customer (nothing of the agent's raw text is). When the agent asks for input, the `remote` field
-//! remembers its task, and the customer's next message goes back to it (unless a repair pattern
-//! takes the conversation elsewhere) until it completes. When the agent is unavailable (circuit
-//! open, timeout, transport error, garbage, a failed task), its `fallback` handler answers and the
-//! routing trace notes why.
+//! and only the checked text is streamed to the customer (nothing of the agent's raw text is).
+//! When the agent asks for input, the `remote` field remembers its task, and the customer's next
+//! message goes back to it (unless a repair pattern takes the conversation elsewhere) until it
+//! completes. When the agent is unavailable (circuit open, timeout, transport error, garbage, a
+//! failed task), its `fallback` handler answers and the routing trace notes why.
 
 use super::{Inner, Out};
 use serde_json::{Value, json};
