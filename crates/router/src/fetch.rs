@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::encoder::bert::file_name;
 use crate::error::{Result, RouterError};
 
 /// The Python package that carries the default model.
@@ -284,15 +285,27 @@ impl OnnxInfo {
     /// # Errors
     /// [`RouterError::HashMismatch`] when either differs.
     pub fn verify(&self, model_dir: &Path) -> Result<()> {
+        let weights = sha256_file(&model_dir.join("model.safetensors"))?;
+        self.verify_with_weights(model_dir, &weights)
+    }
+
+    /// [`OnnxInfo::verify`] for a caller that has already hashed `model.safetensors`
+    /// (`weights_sha256`), so the weights are not read twice.
+    ///
+    /// # Errors
+    /// [`RouterError::HashMismatch`] when either differs.
+    pub fn verify_with_weights(&self, model_dir: &Path, weights_sha256: &str) -> Result<()> {
         let onnx = model_dir.join(&self.file);
         let found = sha256_file(&onnx)?;
         if found != self.sha256 {
             return Err(RouterError::HashMismatch { file: onnx, expected: self.sha256.clone(), found });
         }
-        let weights = model_dir.join("model.safetensors");
-        let found = sha256_file(&weights)?;
-        if found != self.weights_sha256 {
-            return Err(RouterError::HashMismatch { file: weights, expected: self.weights_sha256.clone(), found });
+        if weights_sha256 != self.weights_sha256 {
+            return Err(RouterError::HashMismatch {
+                file: model_dir.join("model.safetensors"),
+                expected: self.weights_sha256.clone(),
+                found: weights_sha256.to_string(),
+            });
         }
         Ok(())
     }
@@ -477,10 +490,6 @@ pub fn export_onnx(
     std::fs::write(&info_path, bytes).map_err(|e| RouterError::io(&info_path, e))?;
     progress(&format!("{ONNX_FILE} ready (sha256 {})", info.sha256));
     Ok(info)
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 #[cfg(test)]

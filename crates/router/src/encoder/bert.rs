@@ -214,7 +214,7 @@ impl BertEncoder {
             .map_err(|e| RouterError::Tokenizer(e.to_string()))?;
 
         let engine = match options.backend {
-            EncoderBackend::Ort => match OrtEngine::load(dir, options.threads) {
+            EncoderBackend::Ort => match OrtEngine::load(dir, options.threads, &weights_hash) {
                 Ok(e) => Engine::Ort(e),
                 Err(RouterError::OrtUnavailable(why)) if options.fallback => {
                     tracing::warn!(reason = %why, "ONNX Runtime encoder unavailable; using the candle encoder");
@@ -393,7 +393,8 @@ pub(crate) fn mean_pool_normalize(
     Ok(rows)
 }
 
-fn file_name(p: &Path) -> String {
+/// The last component of a path, as text (empty when there is none).
+pub(crate) fn file_name(p: &Path) -> String {
     p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 

@@ -48,13 +48,14 @@ impl std::fmt::Debug for OrtEngine {
 }
 
 impl OrtEngine {
-    /// Load `model.onnx` of `dir`, checked against the hash `models fetch` recorded for it.
+    /// Load `model.onnx` of `dir`, checked against the hash `models fetch` recorded for it (and
+    /// the weights, whose hash the caller computed, against the ones it was built from).
     ///
     /// # Errors
     /// [`RouterError::OrtUnavailable`] when the library or the graph is missing or does not
     /// load; [`RouterError::HashMismatch`] when the graph (or the weights it was built from)
     /// is not what was recorded.
-    pub(crate) fn load(dir: &Path, threads: usize) -> Result<Self> {
+    pub(crate) fn load(dir: &Path, threads: usize, weights_sha256: &str) -> Result<Self> {
         let onnx = dir.join(ONNX_FILE);
         if !onnx.is_file() {
             return Err(RouterError::OrtUnavailable(format!(
@@ -65,7 +66,7 @@ impl OrtEngine {
         let info = OnnxInfo::read(dir)?;
         let onnx_sha256 = match &info {
             Some(info) => {
-                info.verify(dir)?;
+                info.verify_with_weights(dir, weights_sha256)?;
                 info.sha256.clone()
             }
             None => fetch::sha256_file(&onnx)?,

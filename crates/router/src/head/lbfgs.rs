@@ -56,8 +56,6 @@ pub struct LbfgsReport {
     pub loss: f64,
     /// Why it stopped.
     pub stop: LbfgsStop,
-    /// Loss and gradient evaluations (line-search trials included).
-    pub evaluations: usize,
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -76,7 +74,6 @@ pub fn minimize<E>(
     let n = x.len();
     let mut g = vec![0f32; n];
     let mut loss = f(x, &mut g)?;
-    let mut evaluations = 1;
     let mut stop = LbfgsStop::MaxIter;
     let mut s_hist: Vec<Vec<f32>> = Vec::new();
     let mut y_hist: Vec<Vec<f32>> = Vec::new();
@@ -130,7 +127,6 @@ pub fn minimize<E>(
                 *xn = xv + (step * f64::from(dv)) as f32;
             }
             new_loss = f(&x_new, &mut g_new)?;
-            evaluations += 1;
             if new_loss.is_finite() && new_loss <= loss + 1e-4 * step * slope {
                 accepted = true;
                 let s: Vec<f32> = x_new.iter().zip(x.iter()).map(|(a, b)| a - b).collect();
@@ -151,7 +147,7 @@ pub fn minimize<E>(
                 let rel = (loss - new_loss).abs() / loss.abs().max(1e-12);
                 loss = new_loss;
                 if rel < cfg.rel_tol {
-                    return Ok(LbfgsReport { iterations, loss, stop: LbfgsStop::Loss, evaluations });
+                    return Ok(LbfgsReport { iterations, loss, stop: LbfgsStop::Loss });
                 }
                 break;
             }
@@ -162,7 +158,7 @@ pub fn minimize<E>(
             break;
         }
     }
-    Ok(LbfgsReport { iterations, loss, stop, evaluations })
+    Ok(LbfgsReport { iterations, loss, stop })
 }
 
 #[cfg(test)]
