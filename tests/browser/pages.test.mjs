@@ -330,7 +330,10 @@ test('story: lost card, human handoff, an agent approves the freeze in the desk 
           return refused || (all.length > n && !document.querySelector('.msg.streaming'));
         },
         before,
-        { timeout: 60_000 },
+        // Checked on a timer, not on animation frames: a renderer starved of CPU (the rest of the
+        // suite building beside it) may paint no frame for a long time, and a frame-polled wait
+        // then misses a reply that is already on the page.
+        { timeout: 60_000, polling: 100 },
       );
     } catch (e) {
       // Say what the page and the server were doing, not only that the wait timed out.

@@ -110,11 +110,14 @@ function renderPending() {
 }
 
 async function refresh() {
-  if (!chat.id) return;
+  const id = chat.id;
+  if (!id) return;
   const [state, conv] = await Promise.all([
-    api('GET', `/v1/conversations/${chat.id}/state`),
-    api('GET', `/v1/conversations/${chat.id}`),
+    api('GET', `/v1/conversations/${id}/state`),
+    api('GET', `/v1/conversations/${id}`),
   ]);
+  // Another conversation was opened while this one was read: its answer is stale.
+  if (chat.id !== id) return;
   const messages = (state.values && state.values.messages) || [];
   const json = JSON.stringify(messages);
   if (json !== chat.shown) {
