@@ -244,7 +244,10 @@ mod tests {
         assert_eq!(issuer.exchange(&form(&jwt), AUD).expect_err("scope").body["error"], "invalid_scope");
         let jwt = assertion(TEST_PRIVATE_KEY_PEM, TEST_CLIENT_EMAIL, AUD, CLOUD_PLATFORM_SCOPE);
         let mut parts: Vec<&str> = jwt.split('.').collect();
-        let forged_sig = format!("A{}", &parts[2][1..]);
+        // Change the signature's first character to a different one (a fixed "A" left it
+        // unchanged whenever the signature already began with "A", one run in 64).
+        let first = if parts[2].starts_with('A') { 'B' } else { 'A' };
+        let forged_sig = format!("{first}{}", &parts[2][1..]);
         parts[2] = &forged_sig;
         assert!(issuer.exchange(&form(&parts.join(".")), AUD).is_err());
         // Unknown accounts are refused unless the issuer trusts them.
