@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use switchboard_router::artifact::ENCODER_DIR;
 use switchboard_router::data::{self, DataFormat};
 use switchboard_router::encoder::{BertEncoder, EmbeddingCache, EncoderBackend, EncoderOptions};
-use switchboard_router::fetch::resolve_model_dir;
+use switchboard_router::fetch::{self, resolve_model_dir};
+use switchboard_router::finetune::{FineTuneOptions, fine_tune};
 use switchboard_router::head::LogRegConfig;
 use switchboard_router::rules::{RuleSpec, Rules};
-use switchboard_router::train::{TrainOptions, train};
+use switchboard_router::train::{TrainOptions, fit_part, train};
 use switchboard_router::{Router, eval};
 
 /// Router subcommands.
@@ -86,6 +88,23 @@ pub(crate) struct TrainArgs {
     /// Ship rules from a JSON file: `[{"intent": "...", "patterns": ["regex", ...]}]`.
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// Fine-tune the sentence encoder's top layers on the training data first (the part the
+    /// head is fitted on; the calibration part stays unseen). The new encoder is written to
+    /// OUT/encoder, exported for ONNX Runtime when it is installed, and used by the artifact.
+    #[arg(long)]
+    fine_tune: bool,
+    /// Top transformer layers trained by --fine-tune.
+    #[arg(long, default_value_t = 2)]
+    fine_tune_layers: usize,
+    /// Passes over the data of --fine-tune.
+    #[arg(long, default_value_t = 2)]
+    fine_tune_epochs: usize,
+    /// Peak learning rate of --fine-tune.
+    #[arg(long, default_value_t = 1e-4)]
+    fine_tune_lr: f64,
+    /// Python interpreter that runs the ONNX exporter for a fine-tuned encoder.
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
 
 #[derive(Debug, Args)]
@@ -211,14 +230,9 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         rules.extend(more);
     }
     Rules::new(rules.clone())?;
-    let bert = load_encoder(a.model_dir.as_deref(), a.lexical_only, a.backend)?;
-    let cache = match (&a.embed_cache, &bert) {
-        (Some(p), Some(b)) => Some(Arc::new(EmbeddingCache::open(p, &b.info().hash))),
-        _ => None,
-    };
-    let opts = TrainOptions {
-        embedding_cache: cache.clone(),
-        oos_label: Some(a.oos_label),
+    let mut bert = load_encoder(a.model_dir.as_deref(), a.lexical_only, a.backend)?;
+    let mut opts = TrainOptions {
+        oos_label: Some(a.oos_label.clone()),
         seed: a.seed,
         target_rejection: a.target_rejection,
         clarify_margin: a.clarify_margin,
@@ -228,7 +242,43 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         rules,
         ..TrainOptions::default()
     };
-    let artifact = train(&examples, val.as_deref(), bert.clone(), &opts)?;
+    let mut fine_tune_report = None;
+    if a.fine_tune {
+        let (Some(base), Some(loc)) = (&bert, resolve_model_dir(a.model_dir.as_deref())) else {
+            bail!("--fine-tune needs the sentence encoder (run `switchboard models fetch` or pass --model-dir)");
+        };
+        let ft = FineTuneOptions {
+            layers: a.fine_tune_layers,
+            epochs: a.fine_tune_epochs,
+            learning_rate: a.fine_tune_lr,
+            seed: a.seed,
+            ..FineTuneOptions::default()
+        };
+        let fit = fit_part(&examples, val.as_deref(), &opts);
+        let out = a.out.join(ENCODER_DIR);
+        let mut progress = |m: &str| eprintln!("router train: {m}");
+        let report = fine_tune(&loc.dir, base, &fit, &ft, &out, &mut progress)?;
+        export_fine_tuned(&out, &a.python, &mut progress);
+        let mut options = EncoderOptions::from_env();
+        if let Some(b) = a.backend {
+            options.backend = b;
+        }
+        bert = Some(Arc::new(
+            BertEncoder::load_with(&out, false, &options)
+                .with_context(|| format!("loading the fine-tuned encoder from {}", out.display()))?,
+        ));
+        fine_tune_report = Some(report);
+    }
+    let cache = match (&a.embed_cache, &bert) {
+        (Some(p), Some(b)) => Some(Arc::new(EmbeddingCache::open(p, &b.info().hash))),
+        _ => None,
+    };
+    opts.embedding_cache = cache.clone();
+    let mut artifact = train(&examples, val.as_deref(), bert.clone(), &opts)?;
+    if let Some(r) = fine_tune_report {
+        artifact.manifest.metrics.fine_tune_seconds = r.frozen_seconds + r.train_seconds;
+        artifact.manifest.metrics.train_seconds += artifact.manifest.metrics.fine_tune_seconds;
+    }
     artifact.save(&a.out)?;
     if let (Some(p), Some(c), Some(b)) = (&a.embed_cache, &cache, &bert) {
         c.save(p, &b.info().hash)?;
@@ -243,6 +293,24 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// Export a fine-tuned encoder for ONNX Runtime when the runtime is installed; without it (or
+/// when the export fails) the encoder runs on candle, with a warning.
+fn export_fine_tuned(dir: &Path, python: &str, progress: &mut dyn FnMut(&str)) {
+    let Some(cache) = fetch::models_cache_dir() else {
+        eprintln!("warning: no models cache; the fine-tuned encoder will run on candle");
+        return;
+    };
+    let Some(lib) = fetch::resolve_ort_library() else {
+        eprintln!(
+            "warning: ONNX Runtime is not installed (`switchboard models fetch`); the fine-tuned encoder will run on candle"
+        );
+        return;
+    };
+    if let Err(e) = fetch::export_onnx(&cache, python, dir, Some(&lib.path), progress) {
+        eprintln!("warning: exporting the fine-tuned encoder failed ({e}); it will run on candle");
+    }
 }
 
 fn eval_cmd(a: EvalArgs) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@
 //! lexical.json       the lexical encoder's IDF table (when the features use it)
 //! prototypes.json    centroids of the trained intents and of few-shot intents added later
 //! rules.json         compliance rules (optional)
+//! encoder/           the fine-tuned sentence encoder (optional; see [`crate::finetune`])
 //! ```
 
 use std::collections::HashMap;
@@ -19,6 +20,15 @@ use crate::encoder::{EncoderInfo, LexicalEncoder};
 use crate::error::{Result, RouterError};
 use crate::head::{LogReg, LogRegConfig, PrototypeHead};
 use crate::rules::RuleSpec;
+
+/// Sub-folder of an artifact holding its own (fine-tuned) sentence encoder, when it has one.
+pub const ENCODER_DIR: &str = "encoder";
+
+/// The artifact's own sentence encoder folder, if it has one.
+pub fn own_encoder_dir(dir: &Path) -> Option<std::path::PathBuf> {
+    let d = dir.join(ENCODER_DIR);
+    d.join("config.json").is_file().then_some(d)
+}
 
 /// Format version of `router.json`.
 pub const ARTIFACT_VERSION: u32 = 1;
@@ -57,6 +67,10 @@ pub struct TrainMetrics {
     /// `max-iter`).
     #[serde(default)]
     pub lbfgs_stop: Vec<String>,
+    /// Wall time of fine-tuning the encoder (included in `train_seconds`), seconds; 0 when the
+    /// encoder was not fine-tuned.
+    #[serde(default)]
+    pub fine_tune_seconds: f64,
 }
 
 /// `router.json`.

@@ -265,18 +265,25 @@ pub struct OnnxInfo {
     pub runtime_library: Option<PathBuf>,
 }
 
+/// A JSON record of a model folder; `None` when the file does not exist.
+///
+/// # Errors
+/// [`RouterError::Json`] or [`RouterError::Io`] when it exists but cannot be read.
+pub(crate) fn read_json_if_present<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).map_err(|e| RouterError::io(path, e))?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| RouterError::json(path, e))
+}
+
 impl OnnxInfo {
     /// Read `onnx.json` of a model folder; `None` when there is none.
     ///
     /// # Errors
     /// [`RouterError::Json`] or [`RouterError::Io`] when it exists but cannot be read.
     pub fn read(model_dir: &Path) -> Result<Option<Self>> {
-        let p = model_dir.join(ONNX_INFO_FILE);
-        if !p.is_file() {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(&p).map_err(|e| RouterError::io(&p, e))?;
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| RouterError::json(&p, e))
+        read_json_if_present(&model_dir.join(ONNX_INFO_FILE))
     }
 
     /// Check `model.onnx` of `model_dir` against the recorded hash, and that it was built

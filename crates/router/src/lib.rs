@@ -22,6 +22,7 @@ pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod fetch;
+pub mod finetune;
 pub mod head;
 pub mod llm;
 pub mod report;

@@ -34,8 +34,9 @@ fn check_text(text: &str) -> Result<()> {
 }
 
 impl Router {
-    /// Load an artifact directory. The sentence encoder is found with
-    /// [`resolve_model_dir`] (`model_dir` first) and must be the one the head was trained on.
+    /// Load an artifact directory. The sentence encoder is the artifact's own (fine-tuned) one
+    /// when it has one, else found with [`resolve_model_dir`] (`model_dir` first); it must be
+    /// the one the head was trained on.
     ///
     /// # Errors
     /// [`RouterError::BadArtifact`], [`RouterError::BadModelDir`] (model needed but absent),
@@ -45,7 +46,9 @@ impl Router {
         let bert = match &artifact.manifest.encoder {
             None => None,
             Some(expected) => {
-                let loc = resolve_model_dir(model_dir).ok_or_else(|| RouterError::BadModelDir {
+                let own =
+                    crate::artifact::own_encoder_dir(dir).map(|dir| crate::fetch::ModelLocation { dir, pinned: false });
+                let loc = own.or_else(|| resolve_model_dir(model_dir)).ok_or_else(|| RouterError::BadModelDir {
                     dir: model_dir.map(Path::to_path_buf).unwrap_or_default(),
                     reason: format!(
                         "this router needs the sentence encoder {expected}; run `switchboard models fetch` or pass --model-dir"

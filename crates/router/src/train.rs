@@ -70,6 +70,16 @@ fn texts(ex: &[Example]) -> Vec<&str> {
     ex.iter().map(|e| e.text.as_str()).collect()
 }
 
+/// The examples the head is first fitted on (and a fine-tuned encoder is trained on): all of
+/// `train` when validation data is given, else the part left after holding out the
+/// calibration part — the same split [`train`] makes.
+pub fn fit_part(train: &[Example], val: Option<&[Example]>, opts: &TrainOptions) -> Vec<Example> {
+    match val {
+        Some(_) => train.to_vec(),
+        None => stratified_split(train, opts.calibration_fraction, opts.seed).0,
+    }
+}
+
 /// Train a router on `train` (and `val` when given) with an optional sentence encoder.
 ///
 /// # Errors
@@ -243,6 +253,7 @@ pub fn train(
             calibration_seconds,
             lbfgs_iterations_first: report.iterations,
             lbfgs_stop: vec![report.stop.as_str().to_owned(), final_report.stop.as_str().to_owned()],
+            fine_tune_seconds: 0.0,
         },
     };
     Ok(Artifact { manifest, head, lexical, prototypes, rules: opts.rules.clone() })

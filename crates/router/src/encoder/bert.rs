@@ -196,7 +196,20 @@ impl BertEncoder {
         }
         let weights_hash = sha256_file(&weights_path)?;
         let tokenizer_hash = sha256_file(&tokenizer_path)?;
-        check_pinned(&weights_path, &weights_hash)?;
+        // A fine-tuned folder records the hash of its own weights (which may have the default
+        // model's name and size): they must have that hash.
+        let fine_tuned = crate::finetune::FineTuneRecord::read(dir)?;
+        match &fine_tuned {
+            Some(record) if record.weights_sha256 != weights_hash => {
+                return Err(RouterError::HashMismatch {
+                    file: weights_path,
+                    expected: record.weights_sha256.clone(),
+                    found: weights_hash,
+                });
+            }
+            Some(_) => {}
+            None => check_pinned(&weights_path, &weights_hash)?,
+        }
         check_pinned(&tokenizer_path, &tokenizer_hash)?;
 
         let max_seq_len = read_max_seq_len(dir)?.min(config.max_position_embeddings);
@@ -225,7 +238,7 @@ impl BertEncoder {
             EncoderBackend::Candle => load_candle(dir, &weights_path, &config)?,
         };
 
-        let id = model_id(dir);
+        let id = fine_tuned.map_or_else(|| model_id(dir), |r| format!("{}, fine-tuned", r.base.id));
         let info = EncoderInfo {
             kind: "bert".into(),
             id,
