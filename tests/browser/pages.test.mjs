@@ -360,7 +360,23 @@ test('story: lost card, human handoff, an agent approves the freeze in the desk 
   await desk.locator('#agent').fill('alex');
   await desk.locator('#agent').dispatchEvent('change');
   const row = desk.locator(`#queue tr[data-conversation="${conv}"]`);
-  await row.waitFor({ timeout: 15_000 });
+  try {
+    await row.waitFor({ timeout: 15_000 });
+  } catch (e) {
+    // Say what the server's queue held and what the page showed, not only that the wait timed out.
+    const q = await api('GET', '/v1/desk/queue');
+    const page = await desk
+      .evaluate(() => ({
+        visibility: document.visibilityState,
+        rows: [...document.querySelectorAll('#queue tbody tr')].map((r) => r.dataset.conversation),
+        error: document.querySelector('#error')?.textContent ?? '',
+      }))
+      .catch((err) => ({ unreadable: String(err) }));
+    throw new Error(
+      `the desk queue never showed ${conv}: ${e.message}\n--- GET /v1/desk/queue ---\n${q.status} ${JSON.stringify(q.body)}` +
+        `\n--- desk page ---\n${JSON.stringify(page)}\n--- server log (last 4 KB) ---\n${serverLog.slice(-4096)}`,
+    );
+  }
   await shot(desk, '12-story-desk-queue');
   await desk.locator(`[data-claim="${conv}"]`).click();
   await desk.locator('#action-result', { hasText: 'Claimed by alex' }).waitFor();
