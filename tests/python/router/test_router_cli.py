@@ -141,3 +141,35 @@ def test_sentence_encoder_router_when_model_present(tmp_path):
     # A head trained on the sentence encoder refuses to run on another model folder.
     p = run("router", "eval", "--model", out, "--data", test, "--model-dir", tmp_path, "--json", check=False)
     assert p.returncode != 0
+
+
+def test_fine_tuned_encoder_travels_with_the_artifact(tmp_path):
+    probe = run("bench", "router", "--json", "--n", "4", check=False)
+    if probe.returncode != 0:
+        if os.environ.get("CI") or os.environ.get("SWITCHBOARD_REQUIRE_MODEL"):
+            pytest.fail("no sentence encoder: run `switchboard models fetch` first: " + probe.stderr)
+        pytest.skip("*** no sentence encoder: run `switchboard models fetch` to run this test ***")
+    train, test = banking_slice(tmp_path, intents=5, train_n=20, test_n=10)
+    out = tmp_path / "router"
+    p = run("router", "train", "--data", train, "--out", out, "--target-rejection", "0",
+            "--fine-tune", "--fine-tune-layers", "1", "--fine-tune-epochs", "2")
+    metrics = json.loads(p.stdout)
+    assert metrics["fine_tune_seconds"] > 0
+    enc = out / "encoder"
+    record = json.loads((enc / "fine_tune.json").read_text())
+    assert record["base"]["kind"] == "bert" and len(record["weights_sha256"]) == 64
+    assert record["report"]["initial_agreement"] >= 0.999
+    losses = record["report"]["epoch_loss"]
+    assert len(losses) == 2 and losses[1] < losses[0]
+    # Exported for ONNX Runtime (installed by `models fetch`), and the artifact names the new encoder.
+    assert (enc / "model.onnx").is_file() and (enc / "onnx.json").is_file()
+    manifest = json.loads((out / "router.json").read_text())
+    assert "fine-tuned" in manifest["encoder"]["id"]
+    assert manifest["encoder"]["hash"] != record["base"]["hash"]
+    report = json.loads(run("router", "eval", "--model", out, "--data", test, "--json").stdout)
+    assert report["accuracy"] > 0.75
+    d = json.loads(run("router", "predict", "--model", out, "I still have not received my new card").stdout)
+    assert d["candidates"]
+    # Fine-tuning needs the sentence encoder.
+    p = run("router", "train", "--data", train, "--out", tmp_path / "lex", "--lexical-only", "--fine-tune", check=False)
+    assert p.returncode != 0 and "sentence encoder" in p.stderr
