@@ -9,6 +9,9 @@
 //! [`llm::LlmFallback`]. Every [`Decision`] records its candidates, scores, thresholds and the
 //! rung that decided.
 //!
+//! The encoder's top layers can be fine-tuned on the training data first ([`finetune`]); the
+//! artifact then carries its own encoder.
+//!
 //! This crate knows nothing of conversations or HTTP. Training and evaluation run in-process
 //! ([`train::train`], [`eval::evaluate`]); a trained router is a directory ([`artifact`]).
 //! Heavy work is synchronous; [`AsyncRouter`] moves it to the blocking pool and micro-batches
