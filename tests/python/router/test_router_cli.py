@@ -69,6 +69,17 @@ def model_available():
         os.environ.get("SWITCHBOARD_MODEL_DIR") or os.environ.get("SWITCHBOARD_MODELS_DIR") or os.environ.get("HOME"))
 
 
+def require_model():
+    """A short `bench router` run on the sentence encoder; without the model the test fails in CI
+    (or with SWITCHBOARD_REQUIRE_MODEL) and is skipped loudly elsewhere."""
+    probe = run("bench", "router", "--json", "--n", "4", check=False)
+    if probe.returncode != 0:
+        if os.environ.get("CI") or os.environ.get("SWITCHBOARD_REQUIRE_MODEL"):
+            pytest.fail("no sentence encoder: run `switchboard models fetch` first: " + probe.stderr)
+        pytest.skip("*** no sentence encoder: run `switchboard models fetch` to run this test ***")
+    return probe
+
+
 def test_train_eval_predict_banking77_lexical(tmp_path):
     train, test = banking_slice(tmp_path)
     out = tmp_path / "router"
@@ -124,12 +135,7 @@ def test_compliance_rules_and_bad_input(tmp_path):
 
 
 def test_sentence_encoder_router_when_model_present(tmp_path):
-    probe = run("bench", "router", "--json", "--n", "4", check=False)
-    if probe.returncode != 0:
-        if os.environ.get("CI") or os.environ.get("SWITCHBOARD_REQUIRE_MODEL"):
-            pytest.fail("no sentence encoder: run `switchboard models fetch` first: " + probe.stderr)
-        pytest.skip("*** no sentence encoder: run `switchboard models fetch` to run this test ***")
-    bench = json.loads(probe.stdout)
+    bench = json.loads(require_model().stdout)
     assert bench["single_ms"]["p50"] > 0 and bench["batch_sentences_per_s"] > 0
     train, test = banking_slice(tmp_path, intents=6, train_n=30, test_n=10)
     out = tmp_path / "router"
@@ -144,11 +150,7 @@ def test_sentence_encoder_router_when_model_present(tmp_path):
 
 
 def test_fine_tuned_encoder_travels_with_the_artifact(tmp_path):
-    probe = run("bench", "router", "--json", "--n", "4", check=False)
-    if probe.returncode != 0:
-        if os.environ.get("CI") or os.environ.get("SWITCHBOARD_REQUIRE_MODEL"):
-            pytest.fail("no sentence encoder: run `switchboard models fetch` first: " + probe.stderr)
-        pytest.skip("*** no sentence encoder: run `switchboard models fetch` to run this test ***")
+    require_model()
     train, test = banking_slice(tmp_path, intents=5, train_n=20, test_n=10)
     out = tmp_path / "router"
     p = run("router", "train", "--data", train, "--out", out, "--target-rejection", "0",
