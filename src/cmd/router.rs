@@ -73,6 +73,13 @@ pub(crate) struct TrainArgs {
     /// Clarify when the top two probabilities are closer than this.
     #[arg(long, default_value_t = 0.0)]
     clarify_margin: f32,
+    /// Do not keep the training sentences' embeddings: no neighbour vote, and the
+    /// out-of-scope test is on the top probability alone.
+    #[arg(long)]
+    no_neighbours: bool,
+    /// Weight of the similarity to the nearest in-scope examples in the out-of-scope score.
+    #[arg(long, default_value_t = switchboard_router::train::NEIGHBOUR_OOS_WEIGHT)]
+    neighbour_oos_weight: f32,
     /// Lexical block width (0 disables it next to the sentence encoder).
     #[arg(long, default_value_t = 4096)]
     lexical_dim: usize,
@@ -240,6 +247,8 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
         lexical_dim: a.lexical_dim,
         lexical_weight: a.lexical_weight,
         rules,
+        neighbours: !a.no_neighbours,
+        neighbour_oos_weight: a.neighbour_oos_weight,
         ..TrainOptions::default()
     };
     let mut fine_tune_report = None;

@@ -91,6 +91,14 @@ pub struct RouterSpec {
     pub target_rejection: f32,
     /// Ship the compliance rules (fraud, stolen card, account takeover, recovery-phrase scams).
     pub compliance_rules: bool,
+    /// Keep the training examples' embeddings for the neighbour vote and the out-of-scope score
+    /// (default true; only with the sentence encoder).
+    #[serde(default = "yes")]
+    pub neighbours: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One slot of a flow.

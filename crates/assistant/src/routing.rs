@@ -76,9 +76,15 @@ fn cache_key(spec: &AssistantSpec, examples: &[Example], rules: &Rules, bert: Op
     let r = &spec.router;
     let mut h = sha2::Sha256::new();
     h.update(hash_examples(examples));
+    h.update(switchboard_router::train::RECIPE);
     h.update(format!(
-        "|{}|{}|{}|{}|{}",
-        r.max_examples_per_intent, r.lexical_dim, r.clarify_margin, r.target_rejection, r.compliance_rules
+        "|{}|{}|{}|{}|{}|{}",
+        r.max_examples_per_intent,
+        r.lexical_dim,
+        r.clarify_margin,
+        r.target_rejection,
+        r.compliance_rules,
+        r.neighbours
     ));
     h.update(serde_json::to_string(rules.specs()).unwrap_or_default());
     h.update(bert.map_or("lexical".to_string(), |b| b.info().to_string()));
@@ -121,6 +127,7 @@ pub fn load_or_train(
         target_rejection: spec.router.target_rejection,
         lexical_dim: spec.router.lexical_dim,
         rules: rules.specs().to_vec(),
+        neighbours: spec.router.neighbours,
         ..TrainOptions::default()
     };
     let artifact = train(&examples, None, bert.clone(), &opts)?;

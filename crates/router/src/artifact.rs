@@ -5,6 +5,8 @@
 //! head.safetensors   logistic-regression weights `w` (dim × classes) and `b` (classes)
 //! lexical.json       the lexical encoder's IDF table (when the features use it)
 //! prototypes.json    centroids of the trained intents and of few-shot intents added later
+//! neighbours.safetensors  the training sentences' embeddings (f16) and classes (when the
+//!                    thresholds use neighbours)
 //! rules.json         compliance rules (optional)
 //! encoder/           the fine-tuned sentence encoder (optional; see [`crate::finetune`])
 //! ```
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::Thresholds;
 use crate::encoder::{EncoderInfo, LexicalEncoder};
 use crate::error::{Result, RouterError};
-use crate::head::{LogReg, LogRegConfig, PrototypeHead};
+use crate::head::{LogReg, LogRegConfig, Neighbours, PrototypeHead};
 use crate::rules::RuleSpec;
 
 /// Sub-folder of an artifact holding its own (fine-tuned) sentence encoder, when it has one.
@@ -29,6 +31,9 @@ pub fn own_encoder_dir(dir: &Path) -> Option<std::path::PathBuf> {
     let d = dir.join(ENCODER_DIR);
     d.join("config.json").is_file().then_some(d)
 }
+
+/// File of the neighbour memory inside an artifact.
+pub const NEIGHBOURS_FILE: &str = "neighbours.safetensors";
 
 /// Format version of `router.json`.
 pub const ARTIFACT_VERSION: u32 = 1;
@@ -111,6 +116,8 @@ pub struct Artifact {
     pub lexical: Option<LexicalEncoder>,
     /// Prototypes.
     pub prototypes: PrototypeHead,
+    /// The training examples' embeddings, when the thresholds use neighbours.
+    pub neighbours: Option<Neighbours>,
     /// Rules.
     pub rules: Vec<RuleSpec>,
 }
@@ -145,6 +152,9 @@ impl Artifact {
             write_json(&dir.join("lexical.json"), lex)?;
         }
         write_json(&dir.join("prototypes.json"), &self.prototypes)?;
+        if let Some(n) = &self.neighbours {
+            n.save(&dir.join(NEIGHBOURS_FILE))?;
+        }
         write_json(&dir.join("rules.json"), &self.rules)?;
         Ok(())
     }
@@ -187,8 +197,30 @@ impl Artifact {
         }
         let p = dir.join("prototypes.json");
         let prototypes = if p.is_file() { read_json(&p)? } else { PrototypeHead::default() };
+        let neighbours = match manifest.thresholds.neighbours {
+            None => None,
+            Some(_) => {
+                let p = dir.join(NEIGHBOURS_FILE);
+                if !p.is_file() {
+                    return Err(bad(dir, format!("the thresholds use neighbours but {NEIGHBOURS_FILE} is missing")));
+                }
+                let n = Neighbours::load(&p)?;
+                let want = manifest.encoder.as_ref().map_or(0, |e| e.dim);
+                if n.dim() != want || n.max_label().is_some_and(|l| l >= classes) {
+                    return Err(bad(
+                        dir,
+                        format!(
+                            "{NEIGHBOURS_FILE} holds {}-d vectors with classes up to {:?}; expected {want}-d and fewer than {classes}",
+                            n.dim(),
+                            n.max_label()
+                        ),
+                    ));
+                }
+                Some(n)
+            }
+        };
         let r = dir.join("rules.json");
         let rules = if r.is_file() { read_json(&r)? } else { Vec::new() };
-        Ok(Self { manifest, head, lexical, prototypes, rules })
+        Ok(Self { manifest, head, lexical, prototypes, neighbours, rules })
     }
 }

@@ -44,7 +44,8 @@ pub struct Candidate {
 /// The thresholds in force for this decision.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
-    /// Below this top probability the text is out of scope.
+    /// Below this top probability the text is out of scope (without `neighbours`; with them
+    /// the combined score decides and this is 0).
     pub oos: f32,
     /// Below this top-two margin the router asks to clarify.
     pub clarify_margin: f32,
@@ -52,6 +53,18 @@ pub struct Thresholds {
     pub prototype: f32,
     /// Softmax temperature from calibration.
     pub temperature: f32,
+    /// The nearest-neighbour vote and out-of-scope score, when the router keeps its training
+    /// examples (routers with a sentence encoder, unless trained without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbours: Option<crate::head::NeighbourThresholds>,
+}
+
+impl Thresholds {
+    /// The out-of-scope threshold in force: on the combined score with neighbours, else on the
+    /// top probability.
+    pub fn oos_threshold(&self) -> f32 {
+        self.neighbours.map_or(self.oos, |n| n.oos_score)
+    }
 }
 
 impl Outcome {
@@ -132,7 +145,7 @@ impl Decision {
         let candidates: Vec<String> =
             self.candidates.iter().take(5).map(|c| format!("{}={:.3}", c.intent, c.score)).collect();
         span.record("switchboard.route.candidates", candidates.join(",").as_str());
-        span.record("switchboard.route.threshold", f64::from(self.thresholds.oos));
+        span.record("switchboard.route.threshold", f64::from(self.thresholds.oos_threshold()));
         span.record("switchboard.route.reason", self.reasons.join("; ").as_str());
     }
 

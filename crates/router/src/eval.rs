@@ -42,6 +42,10 @@ pub struct EvalReport {
     pub clarify_rate: f64,
     /// Fraction of in-scope items rejected as out of scope.
     pub in_scope_rejection_rate: f64,
+    /// Of the in-scope items, the fraction whose top candidate is the gold intent, whatever
+    /// the decision (no rejection, no clarify): the closed-set accuracy that benchmarks
+    /// without out-of-scope items, such as BANKING77, report.
+    pub top1_accuracy: f64,
     /// Per-utterance latency of `route`, one utterance at a time.
     pub latency_ms: Latency,
 }
@@ -156,6 +160,10 @@ pub fn summarize(items: &[Item], oos_label: &str) -> EvalReport {
         ece: expected_calibration_error(&conf, &conf_ok, 15),
         clarify_rate: ratio(items.iter().filter(|i| i.clarify).count(), n),
         in_scope_rejection_rate: ratio(in_rejected, in_scope),
+        top1_accuracy: ratio(
+            items.iter().filter(|i| !is_oos(i) && i.top_intent.as_deref() == Some(i.gold.as_str())).count(),
+            in_scope,
+        ),
         latency_ms: Latency { p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99) },
     }
 }
@@ -232,5 +240,22 @@ mod tests {
         assert_eq!(percentile(&v, 0.5), 2.0);
         assert_eq!(percentile(&v, 0.99), 4.0);
         assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn top1_accuracy_ignores_rejection_and_out_of_scope_items() {
+        let item = |gold: &str, pred: &str, top: &str| Item {
+            gold: gold.into(),
+            pred: pred.into(),
+            top_intent: Some(top.into()),
+            top_score: 0.5,
+            clarify: false,
+            latency_ms: 1.0,
+        };
+        // a rejected-but-right item, a wrong one, a right one, and an oos item.
+        let items = [item("a", "oos", "a"), item("a", "b", "b"), item("b", "b", "b"), item("oos", "oos", "a")];
+        let r = summarize(&items, "oos");
+        assert!((r.top1_accuracy - 2.0 / 3.0).abs() < 1e-12, "{r:?}");
+        assert!((r.in_scope_accuracy - 1.0 / 3.0).abs() < 1e-12, "{r:?}");
     }
 }

@@ -4,8 +4,10 @@
 //! The ladder, in order: compliance [`rules`]; a multinomial logistic-regression head over
 //! sentence-transformer embeddings (all-MiniLM-L6-v2 by default, run by ONNX Runtime through
 //! `ort`, or by candle — see [`encoder::bert`]) and hashed n-gram
-//! TF-IDF features; run-time prototype intents; an out-of-scope threshold fitted on held-out
-//! data for a target in-scope rejection rate; a clarify margin; and an optional
+//! TF-IDF features, mixed with a vote of the nearest training examples
+//! ([`head::Neighbours`]); run-time prototype intents; an out-of-scope test on a score that
+//! combines the top confidence with the similarity to the nearest in-scope examples, fitted on
+//! held-out data for a target in-scope rejection rate; a clarify margin; and an optional
 //! [`llm::LlmFallback`]. Every [`Decision`] records its candidates, scores, thresholds and the
 //! rung that decided.
 //!

@@ -28,12 +28,13 @@ pub fn html(eval: &Evaluation, title: &str) -> String {
     out.push_str("<section id=\"summary\"><h2>Summary</h2><table class=\"kv\">");
     let pct = |x: f64| format!("{:.2}%", 100.0 * x);
     let opt = |x: Option<f64>| x.map_or_else(|| "n/a (no out-of-scope items)".to_owned(), pct);
-    let rows: [(&str, String); 10] = [
+    let rows: [(&str, String); 11] = [
         ("utterances", r.n.to_string()),
         ("accuracy", pct(r.accuracy)),
         ("macro-F1", format!("{:.4}", r.macro_f1)),
         ("in-scope accuracy", pct(r.in_scope_accuracy)),
         ("in-scope rejection rate", pct(r.in_scope_rejection_rate)),
+        ("top-1 accuracy (closed set)", pct(r.top1_accuracy)),
         ("out-of-scope recall", opt(r.oos_recall)),
         ("out-of-scope precision", opt(r.oos_precision)),
         ("expected calibration error (15 bins)", format!("{:.4}", r.ece)),
@@ -44,10 +45,19 @@ pub fn html(eval: &Evaluation, title: &str) -> String {
         let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
     }
     let th = &eval.thresholds;
+    let oos_rule = match th.neighbours {
+        Some(n) => format!(
+            "out of scope below a score of {:.3} (standardised log top confidence + {:.1} × standardised mean cosine to the {} nearest in-scope training examples), neighbour vote weight {:.2}",
+            n.oos_score, n.sim_weight, n.sim_k, n.vote_weight
+        ),
+        None => format!("out of scope below {:.3}", th.oos),
+    };
     let _ = writeln!(
         out,
-        "</table><p class=\"note\">Thresholds: out of scope below {:.3}, clarify below a margin of {:.3}, temperature {:.3}.</p></section>",
-        th.oos, th.clarify_margin, th.temperature
+        "</table><p class=\"note\">Thresholds: {}, clarify below a margin of {:.3}, temperature {:.3}.</p></section>",
+        esc(&oos_rule),
+        th.clarify_margin,
+        th.temperature
     );
     out.push_str(&reliability_section(eval));
     out.push_str(&oos_section(eval));
@@ -220,7 +230,11 @@ fn oos_section(eval: &Evaluation) -> String {
         points = thresholds.iter().map(|&t| (t, below(&ins, t))).collect();
         marker = (current, below(&ins, current));
     } else {
-        out.push_str("<p class=\"note\">Each point is a threshold on the top confidence: the fraction of in-scope items it rejects (x) and of out-of-scope items it catches (y). The dot is the router's fitted threshold.</p>");
+        out.push_str(if eval.thresholds.neighbours.is_some() {
+            "<p class=\"note\">Each point is a threshold on the top confidence alone: the fraction of in-scope items it rejects (x) and of out-of-scope items it catches (y). This router decides on a combined score (confidence and similarity to its training examples), so its operating point is not on this curve; the dot marks a threshold of 0.</p>"
+        } else {
+            "<p class=\"note\">Each point is a threshold on the top confidence: the fraction of in-scope items it rejects (x) and of out-of-scope items it catches (y). The dot is the router's fitted threshold.</p>"
+        });
         let xmax = thresholds.iter().map(|&t| below(&ins, t)).fold(0.05f64, f64::max).min(1.0);
         f = Frame { w: 520.0, h: 340.0, left: 48.0, bottom: 36.0, x: (0.0, xmax), y: (0.0, 1.0) };
         f.open(&mut out, "out-of-scope trade-off", "in-scope rejection rate", "out-of-scope recall", 5);
@@ -405,7 +419,13 @@ mod tests {
             report: summarize(&items, "oos"),
             items,
             oos_label: "oos".into(),
-            thresholds: Thresholds { oos: 0.4, clarify_margin: 0.05, prototype: 0.6, temperature: 1.3 },
+            thresholds: Thresholds {
+                oos: 0.4,
+                clarify_margin: 0.05,
+                prototype: 0.6,
+                temperature: 1.3,
+                neighbours: None,
+            },
         }
     }
 

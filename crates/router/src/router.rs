@@ -1,4 +1,5 @@
-//! The routing ladder over a trained artifact: rules → classifier → out of scope → clarify,
+//! The routing ladder over a trained artifact: rules → classifier (with the neighbour vote) →
+//! out of scope (confidence and neighbour similarity) → clarify,
 //! with run-time prototype intents; training lives in [`crate::train`].
 
 use std::path::Path;
@@ -10,6 +11,7 @@ use crate::encoder::{BertEncoder, Features, Featurizer};
 use crate::error::{Result, RouterError};
 use crate::fetch::resolve_model_dir;
 use crate::head::calibrate::softmax;
+use crate::head::neighbours::mix_votes;
 use crate::rules::Rules;
 
 /// How many candidates a decision records.
@@ -183,7 +185,16 @@ impl Router {
         let labels = &self.artifact.manifest.labels;
         let oos_label = self.artifact.manifest.oos_label.as_deref();
         let logits = self.artifact.head.logits(&f.dense);
-        let probs = softmax(&logits, th.temperature);
+        let mut probs = softmax(&logits, th.temperature);
+        let oos_idx = oos_label.and_then(|l| labels.iter().position(|x| x == l));
+        let near = match (th.neighbours, &self.artifact.neighbours) {
+            (Some(nt), Some(memory)) => {
+                let look = memory.look(&f.proto, nt.vote_k, nt.vote_temperature, nt.sim_k, labels.len(), oos_idx);
+                mix_votes(&mut probs, &look.votes, nt.vote_weight);
+                Some((nt, look.in_scope_sim))
+            }
+            _ => None,
+        };
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let candidates: Vec<Candidate> =
@@ -233,9 +244,22 @@ impl Router {
             reasons.push(format!("classifier's top class is the out-of-scope class ({p1:.3})"));
             return mk(Outcome::OutOfScope, None, p1, Rung::OutOfScope, Vec::new(), reasons);
         }
-        if p1 < th.oos {
-            reasons.push(format!("top confidence {p1:.3} below out-of-scope threshold {:.3}", th.oos));
-            return mk(Outcome::OutOfScope, None, p1, Rung::OutOfScope, Vec::new(), reasons);
+        match near {
+            Some((nt, sim)) => {
+                let score = nt.score(p1, sim);
+                if score < nt.oos_score {
+                    reasons.push(format!(
+                        "out-of-scope score {score:.3} below {:.3} (top confidence {p1:.3}, mean cosine {sim:.3} to the {} nearest in-scope examples)",
+                        nt.oos_score, nt.sim_k
+                    ));
+                    return mk(Outcome::OutOfScope, None, p1, Rung::OutOfScope, Vec::new(), reasons);
+                }
+            }
+            None if p1 < th.oos => {
+                reasons.push(format!("top confidence {p1:.3} below out-of-scope threshold {:.3}", th.oos));
+                return mk(Outcome::OutOfScope, None, p1, Rung::OutOfScope, Vec::new(), reasons);
+            }
+            None => {}
         }
         if let Some(&second) = order.get(1)
             && p1 - p2 < th.clarify_margin
@@ -251,12 +275,26 @@ impl Router {
             let clarify = vec![labels[top].clone(), labels[second].clone()];
             return mk(Outcome::Clarify, Some(labels[top].clone()), p1, Rung::Clarify, clarify, reasons);
         }
-        reasons.push(format!(
-            "classifier: {} at {p1:.3} (threshold {:.3}, margin {:.3})",
-            labels[top],
-            th.oos,
-            p1 - p2
-        ));
+        match near {
+            Some((nt, sim)) => reasons.push(format!(
+                "classifier{}: {} at {p1:.3} (out-of-scope score {:.3} ≥ {:.3}, margin {:.3})",
+                if nt.vote_weight > 0.0 {
+                    format!(" with a {:.2} neighbour vote", nt.vote_weight)
+                } else {
+                    String::new()
+                },
+                labels[top],
+                nt.score(p1, sim),
+                nt.oos_score,
+                p1 - p2
+            )),
+            None => reasons.push(format!(
+                "classifier: {} at {p1:.3} (threshold {:.3}, margin {:.3})",
+                labels[top],
+                th.oos,
+                p1 - p2
+            )),
+        }
         mk(Outcome::Intent, Some(labels[top].clone()), p1, Rung::Classifier, Vec::new(), reasons)
     }
 }

@@ -4,6 +4,11 @@
 //! temperature scaling and thresholds, then the head is refitted on everything with the same
 //! settings (the temperature and thresholds carry over). With a validation file the head is
 //! fitted on the training data and calibrated on the validation data.
+//!
+//! With a sentence encoder the router also keeps the training sentences' embeddings
+//! ([`crate::head::Neighbours`]): on the held-out part it picks the weight of their vote
+//! among [`VOTE_WEIGHTS`] by accuracy, and fits the out-of-scope score (top probability and
+//! similarity to the nearest in-scope examples) for the target rejection rate.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +20,8 @@ use crate::decision::Thresholds;
 use crate::encoder::{BertEncoder, EncoderInfo, Features, Featurizer, LexicalEncoder};
 use crate::error::{Result, RouterError};
 use crate::head::calibrate::{expected_calibration_error, fit_temperature, softmax, threshold_for_rejection_rate};
-use crate::head::{LogReg, LogRegConfig, PrototypeHead};
+use crate::head::neighbours::{Look, mix_votes};
+use crate::head::{LogReg, LogRegConfig, NeighbourThresholds, Neighbours, PrototypeHead};
 use crate::rules::RuleSpec;
 
 /// Settings of a training run.
@@ -43,6 +49,11 @@ pub struct TrainOptions {
     pub rules: Vec<RuleSpec>,
     /// Persistent embedding cache for repeated runs (training only).
     pub embedding_cache: Option<Arc<crate::encoder::EmbeddingCache>>,
+    /// Keep the training sentences' embeddings for the neighbour vote and the out-of-scope
+    /// score (routers with a sentence encoder only).
+    pub neighbours: bool,
+    /// Weight of the neighbour similarity in the out-of-scope score.
+    pub neighbour_oos_weight: f32,
 }
 
 impl Default for TrainOptions {
@@ -59,9 +70,26 @@ impl Default for TrainOptions {
             lexical_weight: 1.0,
             rules: Vec::new(),
             embedding_cache: None,
+            neighbours: true,
+            neighbour_oos_weight: NEIGHBOUR_OOS_WEIGHT,
         }
     }
 }
+
+/// Names what [`train`] builds; caches of trained routers key on it so that a new recipe
+/// retrains instead of serving an artifact the old one made.
+pub const RECIPE: &str = "logreg+temperature+neighbours/1";
+
+/// Nearest examples that vote on the intent.
+pub const VOTE_K: usize = 10;
+/// Temperature of the vote weights (cosine units).
+pub const VOTE_TEMPERATURE: f32 = 0.02;
+/// Vote weights tried on the held-out part; the most accurate wins (ties: the smaller).
+pub const VOTE_WEIGHTS: [f32; 4] = [0.0, 0.2, 0.4, 0.6];
+/// Nearest in-scope examples averaged into the in-scope similarity.
+pub const SIM_K: usize = 5;
+/// Default weight of the in-scope similarity in the out-of-scope score.
+pub const NEIGHBOUR_OOS_WEIGHT: f32 = 2.0;
 
 /// Fraction of held-out in-scope items allowed under the fitted prototype threshold.
 pub const PROTOTYPE_REJECTION: f32 = 0.1;
@@ -91,6 +119,12 @@ pub fn train(
     opts: &TrainOptions,
 ) -> Result<Artifact> {
     let started = Instant::now();
+    if !(opts.neighbour_oos_weight.is_finite() && opts.neighbour_oos_weight >= 0.0) {
+        return Err(RouterError::Training(format!(
+            "the neighbour weight in the out-of-scope score must be a number ≥ 0, not {}",
+            opts.neighbour_oos_weight
+        )));
+    }
     let (fit_part, calib_part, refit) = match val {
         Some(v) => (train.to_vec(), v.to_vec(), false),
         None => {
@@ -151,25 +185,76 @@ pub fn train(
             .unzip()
     };
     let (c1, ok1) = conf_correct(1.0);
-    let (c2, ok2) = conf_correct(temperature);
     let ece_before = expected_calibration_error(&c1, &ok1, 15);
-    let ece_after = expected_calibration_error(&c2, &ok2, 15);
-    let calibration_accuracy =
-        if ok2.is_empty() { 0.0 } else { ok2.iter().filter(|&&b| b).count() as f32 / ok2.len() as f32 };
-
-    // OOS threshold: in-scope held-out items whose top class is not the oos class.
     let oos_idx = opts.oos_label.as_deref().and_then(|l| index.get(l).copied());
-    let in_scope_conf: Vec<f32> = calib_logits
+
+    // Neighbours: the fit part's embeddings vote on each held-out item, and give its
+    // similarity to the nearest in-scope examples.
+    let fit_memory = if opts.neighbours && bert.is_some() {
+        let rows: Vec<&[f32]> = fit_feats.iter().map(|f| f.proto.as_slice()).collect();
+        Some(Neighbours::new(&rows, &fit_y)?)
+    } else {
+        None
+    };
+    let mut probs: Vec<Vec<f32>> = calib_logits.iter().map(|l| softmax(l, temperature)).collect();
+    let looks: Vec<Look> = fit_memory.as_ref().map_or_else(Vec::new, |m| {
+        known.iter().map(|(_, f)| m.look(&f.proto, VOTE_K, VOTE_TEMPERATURE, SIM_K, labels.len(), oos_idx)).collect()
+    });
+    let accuracy_of = |probs: &[Vec<f32>]| -> f32 {
+        let ok = probs.iter().zip(&calib_y).filter(|(p, y)| argmax(p) == **y).count();
+        if probs.is_empty() { 0.0 } else { ok as f32 / probs.len() as f32 }
+    };
+    let mut vote_weight = 0.0;
+    if !looks.is_empty() {
+        let mut best = accuracy_of(&probs);
+        for &w in &VOTE_WEIGHTS[1..] {
+            let mixed: Vec<Vec<f32>> = probs
+                .iter()
+                .zip(&looks)
+                .map(|(p, l)| {
+                    let mut p = p.clone();
+                    mix_votes(&mut p, &l.votes, w);
+                    p
+                })
+                .collect();
+            let acc = accuracy_of(&mixed);
+            if acc > best {
+                (best, vote_weight) = (acc, w);
+            }
+        }
+        for (p, l) in probs.iter_mut().zip(&looks) {
+            mix_votes(p, &l.votes, vote_weight);
+        }
+    }
+    let (c2, ok2): (Vec<f32>, Vec<bool>) = probs
         .iter()
         .zip(&calib_y)
-        .filter(|(_, y)| Some(**y) != oos_idx)
-        .filter_map(|(l, _)| {
-            let p = softmax(l, temperature);
-            let best = argmax(&p);
-            (Some(best) != oos_idx).then_some(p[best])
+        .map(|(p, &y)| {
+            let b = argmax(p);
+            (p[b], b == y)
+        })
+        .unzip();
+    let ece_after = expected_calibration_error(&c2, &ok2, 15);
+    let calibration_accuracy = accuracy_of(&probs);
+
+    // OOS threshold: in-scope held-out items whose top class is not the oos class.
+    let in_scope: Vec<(f32, f32)> = probs
+        .iter()
+        .zip(&calib_y)
+        .enumerate()
+        .filter(|(_, (_, y))| Some(**y) != oos_idx)
+        .filter_map(|(i, (p, _))| {
+            let best = argmax(p);
+            (Some(best) != oos_idx).then(|| (p[best], looks.get(i).map_or(0.0, |l| l.in_scope_sim)))
         })
         .collect();
-    let oos_threshold = threshold_for_rejection_rate(&in_scope_conf, opts.target_rejection);
+    let (oos_threshold, neighbour_thresholds) = if fit_memory.is_some() {
+        let nt = fit_oos_score(&in_scope, vote_weight, opts);
+        (0.0, Some(nt))
+    } else {
+        let conf: Vec<f32> = in_scope.iter().map(|p| p.0).collect();
+        (threshold_for_rejection_rate(&conf, opts.target_rejection), None)
+    };
 
     // Prototype threshold: the cosine to their own intent's centroid (built from the fit part)
     // that all but `PROTOTYPE_REJECTION` of held-out in-scope items reach.
@@ -207,6 +292,16 @@ pub fn train(
     };
     head_seconds += refit_started.elapsed().as_secs_f64();
 
+    let neighbours = match fit_memory {
+        Some(m) if refit => {
+            let rows: Vec<&[f32]> = all_feats.iter().map(|f| f.proto.as_slice()).collect();
+            let y: Vec<usize> = all.iter().map(|e| index[e.intent.as_str()]).collect();
+            drop(m);
+            Some(Neighbours::new(&rows, &y)?)
+        }
+        other => other,
+    };
+
     let mut prototypes = PrototypeHead::default();
     for l in &labels {
         let vecs: Vec<Vec<f32>> =
@@ -236,6 +331,7 @@ pub fn train(
             clarify_margin: opts.clarify_margin,
             prototype: prototype_threshold,
             temperature,
+            neighbours: neighbour_thresholds,
         },
         head: opts.head,
         train_data_hash: hash_examples(train),
@@ -256,7 +352,43 @@ pub fn train(
             fine_tune_seconds: 0.0,
         },
     };
-    Ok(Artifact { manifest, head, lexical, prototypes, rules: opts.rules.clone() })
+    Ok(Artifact { manifest, head, lexical, prototypes, neighbours, rules: opts.rules.clone() })
+}
+
+/// The out-of-scope score's standardisation and threshold from held-out in-scope items
+/// (`(top probability, in-scope similarity)` pairs): the threshold rejects
+/// `opts.target_rejection` of them.
+fn fit_oos_score(in_scope: &[(f32, f32)], vote_weight: f32, opts: &TrainOptions) -> NeighbourThresholds {
+    let mean_std = |v: &[f32]| -> (f32, f32) {
+        if v.is_empty() {
+            return (0.0, 1.0);
+        }
+        let n = v.len() as f32;
+        let m = v.iter().sum::<f32>() / n;
+        let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / n;
+        (m, var.sqrt().max(1e-6))
+    };
+    let conf: Vec<f32> = in_scope.iter().map(|p| p.0.max(1e-12).ln()).collect();
+    let sims: Vec<f32> = in_scope.iter().map(|p| p.1).collect();
+    let (confidence_mean, confidence_std) = mean_std(&conf);
+    let (sim_mean, sim_std) = mean_std(&sims);
+    let mut nt = NeighbourThresholds {
+        vote_k: VOTE_K,
+        vote_temperature: VOTE_TEMPERATURE,
+        vote_weight,
+        sim_k: SIM_K,
+        sim_weight: opts.neighbour_oos_weight,
+        confidence_mean,
+        confidence_std,
+        sim_mean,
+        sim_std,
+        oos_score: f32::MIN,
+    };
+    if opts.target_rejection > 0.0 && !in_scope.is_empty() {
+        let scores: Vec<f32> = in_scope.iter().map(|&(p, s)| nt.score(p, s)).collect();
+        nt.oos_score = threshold_for_rejection_rate(&scores, opts.target_rejection);
+    }
+    nt
 }
 
 pub(crate) fn argmax(p: &[f32]) -> usize {

@@ -248,3 +248,61 @@ fn artifact_load_of_a_non_artifact_is_typed() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(Artifact::load(dir.path()), Err(RouterError::BadArtifact { .. })));
 }
+
+#[test]
+fn neighbours_vote_and_catch_out_of_scope_text_the_classifier_is_sure_of() {
+    let Some(enc) = common::encoder("neighbours_vote_and_catch_out_of_scope_text") else {
+        return;
+    };
+    // 25 CLINC150 intents + its `oos` items; thresholds on half of val, measured on the other
+    // half plus validation items of the other intents (out of scope here, and often close to
+    // the slice's intents, which is what confident mistakes are made of).
+    let (tr, val, others) = common::clinc_slice(25);
+    let (fit_val, test): (Vec<_>, Vec<_>) = val.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let fit_val: Vec<Example> = fit_val.into_iter().map(|p| p.1).collect();
+    let mut test: Vec<Example> = test.into_iter().map(|p| p.1).collect();
+    test.extend(others);
+    assert!(test.iter().filter(|e| e.intent == "oos").count() >= 300);
+    let opts = TrainOptions { oos_label: Some("oos".into()), target_rejection: 0.02, ..TrainOptions::default() };
+    let with = train(&tr, Some(&fit_val), Some(Arc::clone(&enc)), &opts).unwrap();
+    let without =
+        train(&tr, Some(&fit_val), Some(Arc::clone(&enc)), &TrainOptions { neighbours: false, ..opts.clone() })
+            .unwrap();
+    let nt = with.manifest.thresholds.neighbours.expect("a sentence-encoder router keeps its neighbours");
+    assert_eq!(with.neighbours.as_ref().map(|n| n.len()), Some(tr.len()));
+    assert!(without.neighbours.is_none() && without.manifest.thresholds.neighbours.is_none());
+    assert!(nt.oos_score > f32::MIN && nt.sim_std > 0.0 && nt.confidence_std > 0.0, "{nt:?}");
+
+    // Saved and loaded, the router decides exactly as before; without its memory file the
+    // artifact is refused.
+    let dir = tempfile::tempdir().unwrap();
+    with.save(dir.path()).unwrap();
+    let loaded = Router::from_parts(Artifact::load(dir.path()).unwrap(), Some(Arc::clone(&enc))).unwrap();
+    let router = Router::from_parts(with, Some(Arc::clone(&enc))).unwrap();
+    let texts: Vec<&str> = test.iter().take(40).map(|e| e.text.as_str()).collect();
+    assert_eq!(router.route_batch(&texts).unwrap(), loaded.route_batch(&texts).unwrap());
+    // Every decision not made by the `oos` class names the combined score.
+    for d in router.route_batch(&texts).unwrap() {
+        let why = d.reasons.join("; ");
+        assert!(why.contains("out-of-scope score") || why.contains("out-of-scope class"), "{d:?}");
+    }
+    std::fs::remove_file(dir.path().join(switchboard_router::artifact::NEIGHBOURS_FILE)).unwrap();
+    assert!(matches!(Artifact::load(dir.path()), Err(RouterError::BadArtifact { .. })));
+
+    // On held-out items the combined score catches more out-of-scope text than the
+    // confidence alone at the same target rejection, and keeps in-scope accuracy.
+    let a = evaluate(&router, &test, "oos").unwrap();
+    let b = evaluate(&Router::from_parts(without, Some(enc)).unwrap(), &test, "oos").unwrap();
+    eprintln!("with neighbours {a:?}\nwithout {b:?}");
+    assert!(a.oos_recall.unwrap() > b.oos_recall.unwrap(), "with {a:?}\nwithout {b:?}");
+    assert!(a.in_scope_accuracy >= b.in_scope_accuracy - 0.02, "with {a:?}\nwithout {b:?}");
+}
+
+#[test]
+fn a_bad_neighbour_weight_is_a_training_error() {
+    let (tr, _) = common::banking_slice(3, 10, 0);
+    for w in [-1.0, f32::NAN, f32::INFINITY] {
+        let opts = TrainOptions { neighbour_oos_weight: w, ..TrainOptions::default() };
+        assert!(matches!(train(&tr, None, None, &opts), Err(RouterError::Training(_))), "{w}");
+    }
+}

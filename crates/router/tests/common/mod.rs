@@ -87,3 +87,26 @@ pub fn banking_slice(intents: usize, train_n: usize, test_n: usize) -> (Vec<Exam
     }
     (train, test)
 }
+
+/// A deterministic slice of CLINC150: the first `intents` in-scope intents (by name) and the
+/// `oos` items, from `train.jsonl` and `val.jsonl`; then every 8th validation item of the other
+/// intents, relabelled `oos` (out of scope for a router that knows only the slice).
+pub fn clinc_slice(intents: usize) -> (Vec<Example>, Vec<Example>, Vec<Example>) {
+    let load = |f: &str| {
+        let path = data_dir().join("clinc150").join(f);
+        data::load(&path, DataFormat::Jsonl).unwrap_or_else(|e| panic!("CLINC150 must be at {}: {e}", path.display()))
+    };
+    let (train, val) = (load("train.jsonl"), load("val.jsonl"));
+    let mut names: Vec<&str> = train.iter().map(|e| e.intent.as_str()).filter(|i| *i != "oos").collect();
+    names.sort_unstable();
+    names.dedup();
+    let keep: Vec<String> = names.iter().take(intents).map(|s| (*s).to_owned()).chain(["oos".to_owned()]).collect();
+    let others: Vec<Example> = val
+        .iter()
+        .filter(|e| !keep.contains(&e.intent))
+        .step_by(8)
+        .map(|e| Example { text: e.text.clone(), intent: "oos".into() })
+        .collect();
+    let pick = |v: Vec<Example>| -> Vec<Example> { v.into_iter().filter(|e| keep.contains(&e.intent)).collect() };
+    (pick(train), pick(val), others)
+}
