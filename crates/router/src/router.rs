@@ -25,6 +25,8 @@ pub struct Router {
     featurizer: Featurizer,
     rules: Rules,
     runtime_prototypes: RwLock<crate::head::PrototypeHead>,
+    /// Head index of the out-of-scope class, if the artifact has one.
+    oos_index: Option<usize>,
 }
 
 /// Reject empty text before any work is done.
@@ -87,7 +89,15 @@ impl Router {
         }
         let featurizer = Featurizer::new(bert, artifact.lexical.clone(), artifact.manifest.lexical_weight);
         let rules = Rules::new(artifact.rules.clone())?;
-        Ok(Self { runtime_prototypes: RwLock::new(crate::head::PrototypeHead::default()), artifact, featurizer, rules })
+        let m = &artifact.manifest;
+        let oos_index = m.oos_label.as_deref().and_then(|l| m.labels.iter().position(|x| x == l));
+        Ok(Self {
+            runtime_prototypes: RwLock::new(crate::head::PrototypeHead::default()),
+            artifact,
+            featurizer,
+            rules,
+            oos_index,
+        })
     }
 
     /// The artifact this router runs.
@@ -186,10 +196,10 @@ impl Router {
         let oos_label = self.artifact.manifest.oos_label.as_deref();
         let logits = self.artifact.head.logits(&f.dense);
         let mut probs = softmax(&logits, th.temperature);
-        let oos_idx = oos_label.and_then(|l| labels.iter().position(|x| x == l));
         let near = match (th.neighbours, &self.artifact.neighbours) {
             (Some(nt), Some(memory)) => {
-                let look = memory.look(&f.proto, nt.vote_k, nt.vote_temperature, nt.sim_k, labels.len(), oos_idx);
+                let look =
+                    memory.look(&f.proto, nt.vote_k, nt.vote_temperature, nt.sim_k, labels.len(), self.oos_index);
                 mix_votes(&mut probs, &look.votes, nt.vote_weight);
                 Some((nt, look.in_scope_sim))
             }

@@ -173,18 +173,16 @@ pub fn train(
     let calib_logits = head.logits_batch(&calib_rows)?;
     let calib_y: Vec<usize> = known.iter().map(|(i, _)| *i).collect();
     let temperature = fit_temperature(&calib_logits, &calib_y);
-    let conf_correct = |t: f32| -> (Vec<f32>, Vec<bool>) {
-        calib_logits
-            .iter()
-            .zip(&calib_y)
-            .map(|(l, &y)| {
-                let p = softmax(l, t);
-                let best = argmax(&p);
-                (p[best], best == y)
-            })
-            .unzip()
-    };
-    let (c1, ok1) = conf_correct(1.0);
+    // Calibration error of the raw head (temperature 1), for the record.
+    let (c1, ok1): (Vec<f32>, Vec<bool>) = calib_logits
+        .iter()
+        .zip(&calib_y)
+        .map(|(l, &y)| {
+            let p = softmax(l, 1.0);
+            let best = argmax(&p);
+            (p[best], best == y)
+        })
+        .unzip();
     let ece_before = expected_calibration_error(&c1, &ok1, 15);
     let oos_idx = opts.oos_label.as_deref().and_then(|l| index.get(l).copied());
 
@@ -278,7 +276,7 @@ pub fn train(
     // Refit on everything when the calibration part came out of the training data, starting
     // from the first fit (nine tenths of the same data): same optimum, fewer iterations.
     let refit_started = Instant::now();
-    let (head, all, all_feats, final_report) = if refit {
+    let (head, all, all_feats, all_y, final_report) = if refit {
         let mut all = fit_part.clone();
         all.extend(calib_part.iter().cloned());
         let mut feats = fit_feats;
@@ -286,20 +284,18 @@ pub fn train(
         let y: Vec<usize> = all.iter().map(|e| index[e.intent.as_str()]).collect();
         let rows: Vec<&[f32]> = feats.iter().map(|f| f.dense.as_slice()).collect();
         let (h, r) = LogReg::fit_from(&rows, &y, labels.len(), opts.head, Some(&head))?;
-        (h, all, feats, r)
+        (h, all, feats, y, r)
     } else {
-        (head, fit_part.clone(), fit_feats, report)
+        (head, fit_part.clone(), fit_feats, fit_y, report)
     };
     head_seconds += refit_started.elapsed().as_secs_f64();
 
-    let neighbours = match fit_memory {
-        Some(m) if refit => {
-            let rows: Vec<&[f32]> = all_feats.iter().map(|f| f.proto.as_slice()).collect();
-            let y: Vec<usize> = all.iter().map(|e| index[e.intent.as_str()]).collect();
-            drop(m);
-            Some(Neighbours::new(&rows, &y)?)
-        }
-        other => other,
+    // After a refit the memory holds every example, as the head does.
+    let neighbours = if refit && fit_memory.is_some() {
+        let rows: Vec<&[f32]> = all_feats.iter().map(|f| f.proto.as_slice()).collect();
+        Some(Neighbours::new(&rows, &all_y)?)
+    } else {
+        fit_memory
     };
 
     let mut prototypes = PrototypeHead::default();

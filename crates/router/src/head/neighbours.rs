@@ -103,18 +103,29 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// The `k` largest of `(score, index)` pairs, best first.
-fn top_k(mut items: Vec<(f32, usize)>, k: usize) -> Vec<(f32, usize)> {
-    let k = k.min(items.len());
-    if k == 0 {
-        return Vec::new();
+/// The `k` best `(score, row)` pairs seen so far, best first: higher score first, and for equal
+/// scores the earlier row. Rows are offered in order, so an equal score never displaces.
+struct Best {
+    k: usize,
+    items: Vec<(f32, usize)>,
+}
+
+impl Best {
+    fn new(k: usize) -> Self {
+        Self { k, items: Vec::with_capacity(k + 1) }
     }
-    if k < items.len() {
-        items.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
-        items.truncate(k);
+
+    fn offer(&mut self, score: f32, row: usize) {
+        use std::cmp::Ordering::{Greater, Less};
+        if self.k == 0
+            || (self.items.len() == self.k && self.items.last().is_some_and(|l| score.total_cmp(&l.0) != Greater))
+        {
+            return;
+        }
+        let at = self.items.partition_point(|e| e.0.total_cmp(&score) != Less);
+        self.items.insert(at, (score, row));
+        self.items.truncate(self.k);
     }
-    items.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    items
 }
 
 impl Neighbours {
@@ -177,14 +188,20 @@ impl Neighbours {
         if q.len() != self.dim || self.is_empty() {
             return Look { votes, in_scope_sim: 0.0 };
         }
-        let sims: Vec<(f32, usize)> =
-            self.vectors.chunks_exact(self.dim).enumerate().map(|(i, v)| (dot(v, q), i)).collect();
+        // One pass over the stored rows keeps the few best of each kind; nothing of the
+        // memory's size is allocated per text.
         let oos = oos.and_then(|o| u32::try_from(o).ok());
-        let in_scope: Vec<(f32, usize)> = sims.iter().copied().filter(|&(_, i)| Some(self.labels[i]) != oos).collect();
-        let near = top_k(in_scope, sim_k);
+        let (mut voters, mut near) = (Best::new(vote_k), Best::new(sim_k));
+        for (i, v) in self.vectors.chunks_exact(self.dim).enumerate() {
+            let s = dot(v, q);
+            voters.offer(s, i);
+            if Some(self.labels[i]) != oos {
+                near.offer(s, i);
+            }
+        }
+        let (voters, near) = (voters.items, near.items);
         let in_scope_sim =
             if near.is_empty() { 0.0 } else { near.iter().map(|p| p.0).sum::<f32>() / near.len() as f32 };
-        let voters = top_k(sims, vote_k);
         if let Some(&(best, _)) = voters.first() {
             let t = vote_temperature.max(1e-4);
             let mut total = 0f32;
@@ -267,6 +284,27 @@ mod tests {
         assert!(hot.votes.iter().filter(|&&v| v > 0.1).count() >= 2, "{:?}", hot.votes);
         // Wrong width: nothing.
         assert_eq!(m.look(&[1.0, 0.0], 3, 0.05, 1, 3, None).votes, vec![0.0; 3]);
+    }
+
+    /// All scores sorted: what the one-pass selection must agree with.
+    fn brute_force(scores: &[f32], k: usize) -> Vec<(f32, usize)> {
+        let mut all: Vec<(f32, usize)> = scores.iter().copied().enumerate().map(|(i, s)| (s, i)).collect();
+        all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        all.truncate(k);
+        all
+    }
+
+    #[test]
+    fn the_one_pass_selection_equals_a_full_sort_ties_included() {
+        // Scores with many exact ties (a few distinct values), in a scrambled order.
+        let scores: Vec<f32> = (0..500u32).map(|i| ((i * 7919) % 13) as f32 / 13.0 - 0.5).collect();
+        for k in [0, 1, 5, 10, 13, 499, 500, 600] {
+            let mut best = Best::new(k);
+            for (i, &s) in scores.iter().enumerate() {
+                best.offer(s, i);
+            }
+            assert_eq!(best.items, brute_force(&scores, k), "k = {k}");
+        }
     }
 
     #[test]
