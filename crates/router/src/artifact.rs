@@ -76,6 +76,22 @@ pub struct TrainMetrics {
     /// encoder was not fine-tuned.
     #[serde(default)]
     pub fine_tune_seconds: f64,
+    /// The vote weights tried on the held-out part with their log-loss and accuracy there (the
+    /// lowest log-loss was chosen); empty without the neighbour memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vote_weights: Vec<VoteWeightScore>,
+}
+
+/// One vote weight tried at training time and how the mixed probabilities did on the held-out
+/// part.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct VoteWeightScore {
+    /// Weight of the neighbours' vote.
+    pub weight: f32,
+    /// Mean −ln of the true class's probability.
+    pub log_loss: f64,
+    /// Top-1 accuracy.
+    pub accuracy: f32,
 }
 
 /// `router.json`.

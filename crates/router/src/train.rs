@@ -7,14 +7,14 @@
 //!
 //! With a sentence encoder the router also keeps the training sentences' embeddings
 //! ([`crate::head::Neighbours`]): on the held-out part it picks the weight of their vote
-//! among [`VOTE_WEIGHTS`] by accuracy, and fits the out-of-scope score (top probability and
+//! among [`VOTE_WEIGHTS`] by log-loss, and fits the out-of-scope score (top probability and
 //! similarity to the nearest in-scope examples) for the target rejection rate.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::artifact::{ARTIFACT_VERSION, Artifact, Manifest, TrainMetrics};
+use crate::artifact::{ARTIFACT_VERSION, Artifact, Manifest, TrainMetrics, VoteWeightScore};
 use crate::data::{Example, hash_examples, stratified_split};
 use crate::decision::Thresholds;
 use crate::encoder::{BertEncoder, EncoderInfo, Features, Featurizer, LexicalEncoder};
@@ -78,14 +78,19 @@ impl Default for TrainOptions {
 
 /// Names what [`train`] builds; caches of trained routers key on it so that a new recipe
 /// retrains instead of serving an artifact the old one made.
-pub const RECIPE: &str = "logreg+temperature+neighbours/1";
+pub const RECIPE: &str = "logreg+temperature+neighbours/2";
 
 /// Nearest examples that vote on the intent.
 pub const VOTE_K: usize = 10;
 /// Temperature of the vote weights (cosine units).
 pub const VOTE_TEMPERATURE: f32 = 0.02;
-/// Vote weights tried on the held-out part; the most accurate wins (ties: the smaller).
-pub const VOTE_WEIGHTS: [f32; 4] = [0.0, 0.2, 0.4, 0.6];
+/// Vote weights tried on the held-out part: the one with the lowest log-loss (mean −ln of the
+/// true class's probability) wins, ties to the smaller. The log-loss of a mixture is convex in
+/// its weight, so the grid finds one well-defined minimum; accuracy, which the first version
+/// used on a coarser grid, moves by whole items and flipped between two weights on machines
+/// whose embeddings differed in the last bits.
+pub const VOTE_WEIGHTS: [f32; 17] =
+    [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8];
 /// Nearest in-scope examples averaged into the in-scope similarity.
 pub const SIM_K: usize = 5;
 /// Default weight of the in-scope similarity in the out-of-scope score.
@@ -203,9 +208,10 @@ pub fn train(
         if probs.is_empty() { 0.0 } else { ok as f32 / probs.len() as f32 }
     };
     let mut vote_weight = 0.0;
+    let mut vote_weight_scores = Vec::new();
     if !looks.is_empty() {
-        let mut best = accuracy_of(&probs);
-        for &w in &VOTE_WEIGHTS[1..] {
+        let mut best = f64::INFINITY;
+        for &w in &VOTE_WEIGHTS {
             let mixed: Vec<Vec<f32>> = probs
                 .iter()
                 .zip(&looks)
@@ -215,10 +221,12 @@ pub fn train(
                     p
                 })
                 .collect();
-            let acc = accuracy_of(&mixed);
-            if acc > best {
-                (best, vote_weight) = (acc, w);
+            let score =
+                VoteWeightScore { weight: w, log_loss: log_loss(&mixed, &calib_y), accuracy: accuracy_of(&mixed) };
+            if score.log_loss < best {
+                (best, vote_weight) = (score.log_loss, w);
             }
+            vote_weight_scores.push(score);
         }
         for (p, l) in probs.iter_mut().zip(&looks) {
             mix_votes(p, &l.votes, vote_weight);
@@ -346,9 +354,19 @@ pub fn train(
             lbfgs_iterations_first: report.iterations,
             lbfgs_stop: vec![report.stop.as_str().to_owned(), final_report.stop.as_str().to_owned()],
             fine_tune_seconds: 0.0,
+            vote_weights: vote_weight_scores,
         },
     };
     Ok(Artifact { manifest, head, lexical, prototypes, neighbours, rules: opts.rules.clone() })
+}
+
+/// Mean negative log-probability of the true class (probabilities floored at 1e-12).
+fn log_loss(probs: &[Vec<f32>], y: &[usize]) -> f64 {
+    if probs.is_empty() {
+        return 0.0;
+    }
+    let total: f64 = probs.iter().zip(y).map(|(p, &y)| -f64::from(p[y].max(1e-12)).ln()).sum();
+    total / probs.len() as f64
 }
 
 /// The out-of-scope score's standardisation and threshold from held-out in-scope items

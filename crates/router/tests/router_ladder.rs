@@ -272,6 +272,14 @@ fn neighbours_vote_and_catch_out_of_scope_text_the_classifier_is_sure_of() {
     assert_eq!(with.neighbours.as_ref().map(|n| n.len()), Some(tr.len()));
     assert!(without.neighbours.is_none() && without.manifest.thresholds.neighbours.is_none());
     assert!(nt.oos_score > f32::MIN && nt.sim_std > 0.0 && nt.confidence_std > 0.0, "{nt:?}");
+    // Every vote weight of the grid was scored on the held-out part, and the one with the
+    // lowest log-loss was kept; without the memory nothing is scored.
+    let scores = &with.manifest.metrics.vote_weights;
+    assert_eq!(scores.iter().map(|s| s.weight).collect::<Vec<_>>(), switchboard_router::train::VOTE_WEIGHTS);
+    let lowest = scores.iter().min_by(|a, b| a.log_loss.total_cmp(&b.log_loss)).unwrap();
+    assert_eq!(nt.vote_weight, lowest.weight, "{scores:?}");
+    assert!(scores.iter().all(|s| s.log_loss.is_finite() && (0.0..=1.0).contains(&s.accuracy)), "{scores:?}");
+    assert!(without.manifest.metrics.vote_weights.is_empty());
 
     // Saved and loaded, the router decides exactly as before; without its memory file the
     // artifact is refused.
