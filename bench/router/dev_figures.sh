@@ -2,9 +2,11 @@
 # The router's accuracy figures on dev splits carved out of the shared training data, with and
 # without the neighbour memory, one line per trained router (crates/router/README.md).
 # Usage:
-#   SWITCHBOARD_BIN=target/release/switchboard bench/router/dev_figures.sh DATA_DIR WORK_DIR [bank few clinc]
-# DATA_DIR holds banking77/train.csv and clinc150/{train,val}.jsonl; WORK_DIR receives the splits,
-# the routers, their training logs and an embedding cache (reused by later runs).
+#   SWITCHBOARD_BIN=target/release/switchboard bench/router/dev_figures.sh DATA_DIR WORK_DIR [bank few clinc transfer]
+# DATA_DIR holds banking77/train.csv, clinc150/{train,val}.jsonl and (for `transfer`) the bitext
+# sample; WORK_DIR receives the splits, the routers, their training logs and an embedding cache
+# (reused by later runs). The default parts are bank, few and clinc; `transfer` (about ten
+# minutes: it fine-tunes the encoder) is run only when asked for.
 set -uo pipefail
 data=$(cd "$1" && pwd)
 mkdir -p "$2" && cd "$2" || exit 1
@@ -22,7 +24,7 @@ train() {
   "$bin" router train "${cache[@]}" --out "$out" "$@" >/dev/null 2>"$out.log" || { echo "{\"router\": \"$out\", \"error\": \"training failed, see $out.log\"}"; return 1; }
 }
 eval_json() {
-  "$bin" router eval --model "$1" --data "$2" --json 2>/dev/null | python3 -c '
+  "$bin" router eval --model "$1" --data "$2" --json "${@:3}" 2>/dev/null | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
 print(json.dumps({"router": sys.argv[1], "data": sys.argv[2], **{k: r[k] for k in ("n", "accuracy", "top1_accuracy", "in_scope_accuracy", "oos_recall", "in_scope_rejection_rate", "ece", "latency_ms")}}))' "$1" "$2"
@@ -45,6 +47,25 @@ for w in $what; do
           && eval_json "clinc-alone-$rate-$1" "$2.jsonl"
       done
     done ;;
-  *) echo "unknown part $w (bank, few, clinc)" >&2; exit 2 ;;
+  transfer)
+    # Few-shot on an encoder first fine-tuned on other intent data: CLINC150's train set without
+    # its `oos` items and the Bitext sample's instructions, labels prefixed by source.
+    if [[ ! -f other.jsonl ]]; then
+      python3 - "$data" >other.jsonl.part <<'PY' && mv other.jsonl.part other.jsonl
+import csv, json, sys
+root = sys.argv[1]
+for line in open(f"{root}/clinc150/train.jsonl", encoding="utf-8"):
+    r = json.loads(line)
+    if r["intent"] != "oos":
+        print(json.dumps({"text": r["text"], "intent": "clinc_" + r["intent"]}))
+with open(f"{root}/bitext/Bitext_Sample_Customer_Support_Training_Dataset.csv", encoding="utf-8", newline="") as f:
+    for r in csv.DictReader(f):
+        print(json.dumps({"text": r["instruction"], "intent": "bitext_" + r["intent"]}))
+PY
+    fi
+    train transfer-encoder --data other.jsonl --format jsonl --fine-tune --fine-tune-layers 3 --fine-tune-epochs 1 \
+      && train few-transfer --data tr.csv --max-per-intent 10 --model-dir transfer-encoder/encoder \
+      && eval_json few-transfer dev.csv --model-dir transfer-encoder/encoder ;;
+  *) echo "unknown part $w (bank, few, clinc, transfer)" >&2; exit 2 ;;
   esac
 done
