@@ -212,17 +212,7 @@ pub fn train(
     if !looks.is_empty() {
         let mut best = f64::INFINITY;
         for &w in &VOTE_WEIGHTS {
-            let mixed: Vec<Vec<f32>> = probs
-                .iter()
-                .zip(&looks)
-                .map(|(p, l)| {
-                    let mut p = p.clone();
-                    mix_votes(&mut p, &l.votes, w);
-                    p
-                })
-                .collect();
-            let score =
-                VoteWeightScore { weight: w, log_loss: log_loss(&mixed, &calib_y), accuracy: accuracy_of(&mixed) };
+            let score = score_vote_weight(&probs, &looks, &calib_y, w);
             if score.log_loss < best {
                 (best, vote_weight) = (score.log_loss, w);
             }
@@ -360,13 +350,20 @@ pub fn train(
     Ok(Artifact { manifest, head, lexical, prototypes, neighbours, rules: opts.rules.clone() })
 }
 
-/// Mean negative log-probability of the true class (probabilities floored at 1e-12).
-fn log_loss(probs: &[Vec<f32>], y: &[usize]) -> f64 {
-    if probs.is_empty() {
-        return 0.0;
+/// Log-loss (mean −ln of the true class's probability, floored at 1e-12) and accuracy of the
+/// held-out probabilities with the vote mixed in at weight `w`, one item at a time in one
+/// reused buffer.
+fn score_vote_weight(probs: &[Vec<f32>], looks: &[Look], y: &[usize], w: f32) -> VoteWeightScore {
+    let (mut total, mut correct) = (0f64, 0usize);
+    let mut mixed = Vec::new();
+    for ((p, l), &y) in probs.iter().zip(looks).zip(y) {
+        mixed.clone_from(p);
+        mix_votes(&mut mixed, &l.votes, w);
+        total -= f64::from(mixed[y].max(1e-12)).ln();
+        correct += usize::from(argmax(&mixed) == y);
     }
-    let total: f64 = probs.iter().zip(y).map(|(p, &y)| -f64::from(p[y].max(1e-12)).ln()).sum();
-    total / probs.len() as f64
+    let n = probs.len().max(1);
+    VoteWeightScore { weight: w, log_loss: total / n as f64, accuracy: correct as f32 / n as f32 }
 }
 
 /// The out-of-scope score's standardisation and threshold from held-out in-scope items
