@@ -116,6 +116,27 @@ async function newPage(name) {
   return page;
 }
 
+// Starts a conversation with the page's "New conversation" button and returns its id once the
+// page shows it. The page restores the last conversation of this browser profile (another
+// test's) on load, so `#conversation-id` may already hold an old id when the button is clicked:
+// the id is taken from the server's answer to the POST, and the wait is for the page to show it.
+async function startConversation(page) {
+  const created = page.waitForResponse(
+    (r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/v1/conversations',
+    { timeout: 30_000 },
+  );
+  await page.locator('#new-conversation').click();
+  const response = await created;
+  assert.equal(response.status(), 201, `POST /v1/conversations answered ${response.status()}`);
+  const { id } = await response.json();
+  await page.waitForFunction(
+    (want) => document.querySelector('#conversation-id')?.textContent === want,
+    id,
+    { timeout: 30_000, polling: 100 },
+  );
+  return id;
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
 }
@@ -206,9 +227,7 @@ test('chat streams a reply, shows a pending interrupt, and picks up what happens
   await page.locator('#assistant option').first().waitFor({ state: 'attached' });
   const assistant = await page.locator('#assistant').inputValue();
   assert.equal(assistant, wanted);
-  await page.locator('#new-conversation').click();
-  await page.locator('#conversation-id').waitFor();
-  const conv = await page.locator('#conversation-id').textContent();
+  const conv = await startConversation(page);
 
   await page.locator('#message').fill('hello, I have a question about my account');
   await page.locator('#send').click();
@@ -315,9 +334,7 @@ test('story: lost card, human handoff, an agent approves the freeze in the desk 
   const chat = await newPage('story-chat');
   await chat.goto(url('/chat', { assistant: 'exchange-support', customer: 'cust_001' }));
   await chat.locator('#assistant option[value="exchange-support"]').waitFor({ state: 'attached' });
-  await chat.locator('#new-conversation').click();
-  await chat.locator('#conversation-id').waitFor();
-  const conv = await chat.locator('#conversation-id').textContent();
+  const conv = await startConversation(chat);
   const say = async (text) => {
     const before = await chat.locator('.msg.assistant').count();
     await chat.locator('#message').fill(text);
