@@ -43,6 +43,37 @@ def percentile(sorted_values, q):
     return sorted_values[rank - 1]
 
 
+def forward_flop(length, hidden, inter, layers):
+    """Multiply-adds (x2) of one sequence through a BERT encoder's matrix products: the same
+    count as `forward_flop` in src/cmd/bench_router.rs."""
+    return 2.0 * layers * (4 * length * hidden * hidden + 2 * length * hidden * inter + 2 * length * length * hidden)
+
+
+def batch_work(model, texts, batch, model_dir):
+    """The padded shapes sentence-transformers really forwards in one throughput pass (recorded
+    from its preprocessing in an extra, untimed pass) and their floating-point operations."""
+    import os
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    shapes = []
+    original = model.preprocess
+
+    def recording(*a, **kw):
+        features = original(*a, **kw)
+        mask = features["attention_mask"]
+        shapes.append((int(mask.shape[0]), int(mask.shape[1]), int(mask.sum())))
+        return features
+
+    model.preprocess = recording
+    try:
+        model.encode(texts, batch_size=batch, normalize_embeddings=True, show_progress_bar=False)
+    finally:
+        del model.preprocess
+    flop = sum(b * forward_flop(n, cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"])
+               for b, n, _ in shapes)
+    return {"tokens": sum(t for _, _, t in shapes), "padded_tokens": sum(b * n for b, n, _ in shapes), "flop": flop}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir")
@@ -73,6 +104,7 @@ def main():
             model.encode(texts, batch_size=args.batch, normalize_embeddings=True, show_progress_bar=False)
             rates.append(len(texts) / (time.perf_counter() - s))
         rates.sort()
+        work = batch_work(model, texts, args.batch, args.model_dir)
     print(json.dumps({
         "engine": f"pytorch {torch.__version__}",
         "threads": torch.get_num_threads(),
@@ -82,6 +114,10 @@ def main():
         "batch_repeat": len(rates),
         "batch_sentences_per_s": percentile(rates, 0.5),
         "batch_sentences_per_s_best": rates[-1],
+        "batch_tokens": work["tokens"],
+        "batch_padded_tokens": work["padded_tokens"],
+        "batch_gflop": work["flop"] / 1e9,
+        "batch_gflop_per_s": work["flop"] / 1e9 * percentile(rates, 0.5) / len(texts),
     }))
 
 

@@ -110,6 +110,9 @@ pub(crate) fn run(a: BenchRouterArgs) -> anyhow::Result<()> {
         rates.push(refs.len() as f64 / s.elapsed().as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);
+    let work = BatchWork::of(&enc, &refs, a.batch, &loc.dir)?;
+    let median_rate = percentile(&rates, 0.5);
+    let pass_seconds = refs.len() as f64 / median_rate;
     let report = serde_json::json!({
         "engine": match enc.backend() {
             EncoderBackend::Candle => "candle".to_owned(),
@@ -123,8 +126,13 @@ pub(crate) fn run(a: BenchRouterArgs) -> anyhow::Result<()> {
         "single_ms": {"p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99)},
         "batch_size": a.batch,
         "batch_repeat": rates.len(),
-        "batch_sentences_per_s": percentile(&rates, 0.5),
+        "batch_sentences_per_s": median_rate,
         "batch_sentences_per_s_best": rates.last(),
+        "batch_tokens": work.tokens,
+        "batch_padded_tokens": work.padded_tokens,
+        "batch_gflop": work.flop / 1e9,
+        "batch_gflop_per_s": work.flop / 1e9 / pass_seconds,
+        "cpu": cpu_name(),
     });
     if a.json {
         println!("{report}");
@@ -132,4 +140,69 @@ pub(crate) fn run(a: BenchRouterArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+/// The arithmetic of one throughput pass: the batches [`BertEncoder::encode_batched`] makes
+/// (sorted by token count, `batch` per forward pass, padded to the longest in each), and the
+/// floating-point operations of the transformer's matrix products over those padded shapes.
+struct BatchWork {
+    tokens: usize,
+    padded_tokens: usize,
+    flop: f64,
+}
+
+impl BatchWork {
+    fn of(enc: &BertEncoder, texts: &[&str], batch: usize, model_dir: &std::path::Path) -> anyhow::Result<Self> {
+        let config: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(model_dir.join("config.json")).context("reading the model's config.json")?,
+        )?;
+        let dim = |k: &str| config[k].as_u64().map(|v| v as f64).with_context(|| format!("config.json has no {k}"));
+        let (hidden, inter, layers) = (dim("hidden_size")?, dim("intermediate_size")?, dim("num_hidden_layers")?);
+        let mut lens =
+            texts.iter().map(|t| enc.tokenize(t).map(|(ids, _)| ids.len())).collect::<Result<Vec<_>, _>>()?;
+        lens.sort_unstable();
+        let mut work = Self { tokens: lens.iter().sum(), padded_tokens: 0, flop: 0.0 };
+        for chunk in lens.chunks(batch.max(1)) {
+            let len = chunk.iter().copied().max().unwrap_or(0).max(1);
+            work.padded_tokens += chunk.len() * len;
+            work.flop += chunk.len() as f64 * forward_flop(len as f64, hidden, inter, layers);
+        }
+        Ok(work)
+    }
+}
+
+/// Multiply-adds (×2) of one sequence of `len` tokens through a BERT encoder: per layer the
+/// Q, K, V and output projections (4·len·h²), the feed-forward pair (2·len·h·i) and the
+/// attention scores and weighted sum (2·len²·h). Embeddings, layer norms, softmax and GELU are
+/// left out (under 1% here).
+fn forward_flop(len: f64, hidden: f64, inter: f64, layers: f64) -> f64 {
+    2.0 * layers * (4.0 * len * hidden * hidden + 2.0 * len * hidden * inter + 2.0 * len * len * hidden)
+}
+
+/// The CPU's model name (Linux), so that figures from different machines are told apart.
+fn cpu_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |key: &str| {
+        info.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned())
+    };
+    let name = field("model name")?;
+    Some(match (field("cpu family"), field("model\t")) {
+        (Some(f), Some(m)) => format!("{name} (family {f}, model {m})"),
+        _ => name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forward_flop;
+
+    #[test]
+    fn forward_flop_counts_the_matrix_products() {
+        // One layer, hidden 2, intermediate 4, three tokens: projections 4·3·4 = 48, feed-forward
+        // 2·3·2·4 = 48, attention 2·9·2 = 36 multiply-adds; twice that in operations.
+        assert_eq!(forward_flop(3.0, 2.0, 4.0, 1.0), 264.0);
+        // MiniLM-L6 (h 384, i 1536, 6 layers) at 16 tokens: about 0.34 GFLOP.
+        let f = forward_flop(16.0, 384.0, 1536.0, 6.0);
+        assert!((f / 1e9 - 0.3421).abs() < 1e-3, "{f}");
+    }
 }

@@ -137,6 +137,15 @@ def test_compliance_rules_and_bad_input(tmp_path):
 def test_sentence_encoder_router_when_model_present(tmp_path):
     bench = json.loads(require_model().stdout)
     assert bench["single_ms"]["p50"] > 0 and bench["batch_sentences_per_s"] > 0
+    # The pass's arithmetic: the 4 sentences are one forward batch padded to the longest, and its
+    # operations follow from MiniLM-L6's shapes (6 layers, hidden 384, feed-forward 1536).
+    assert bench["n"] == 4 and bench["batch_padded_tokens"] % 4 == 0
+    length = bench["batch_padded_tokens"] // 4
+    assert 4 * 8 <= bench["batch_tokens"] <= bench["batch_padded_tokens"] < 4 * 64
+    per_layer = 4 * length * 384 * 384 + 2 * length * 384 * 1536 + 2 * length * length * 384
+    assert bench["batch_gflop"] == pytest.approx(4 * 2 * 6 * per_layer / 1e9, rel=1e-9)
+    assert bench["batch_gflop_per_s"] == pytest.approx(
+        bench["batch_gflop"] * bench["batch_sentences_per_s"] / bench["n"], rel=1e-6)
     train, test = banking_slice(tmp_path, intents=6, train_n=30, test_n=10)
     out = tmp_path / "router"
     run("router", "train", "--data", train, "--out", out, "--target-rejection", "0")
