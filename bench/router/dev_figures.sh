@@ -2,11 +2,12 @@
 # The router's accuracy figures on dev splits carved out of the shared training data, with and
 # without the neighbour memory, one line per trained router (crates/router/README.md).
 # Usage:
-#   SWITCHBOARD_BIN=target/release/switchboard bench/router/dev_figures.sh DATA_DIR WORK_DIR [bank few clinc transfer]
+#   SWITCHBOARD_BIN=target/release/switchboard bench/router/dev_figures.sh DATA_DIR WORK_DIR [bank few clinc transfer cv]
 # DATA_DIR holds banking77/train.csv, clinc150/{train,val}.jsonl and (for `transfer`) the bitext
 # sample; WORK_DIR receives the splits, the routers, their training logs and an embedding cache
 # (reused by later runs). The default parts are bank, few and clinc; `transfer` (about ten
-# minutes: it fine-tunes the encoder) is run only when asked for.
+# minutes: it fine-tunes the encoder) and `cv` (ten-fold cross-validation on BANKING77, twenty
+# routers) are run only when asked for.
 set -uo pipefail
 data=$(cd "$1" && pwd)
 mkdir -p "$2" && cd "$2" || exit 1
@@ -66,6 +67,56 @@ PY
     train transfer-encoder --data other.jsonl --format jsonl --fine-tune --fine-tune-layers 3 --fine-tune-epochs 1 \
       && train few-transfer --data tr.csv --max-per-intent 10 --model-dir transfer-encoder/encoder \
       && eval_json few-transfer dev.csv --model-dir transfer-encoder/encoder ;;
-  *) echo "unknown part $w (bank, few, clinc, transfer)" >&2; exit 2 ;;
+  cv)
+    # Ten-fold cross-validation over all of BANKING77's train.csv (stratified: each intent's
+    # examples, shuffled with a fixed seed, are dealt to the folds in turn), with and without
+    # the neighbour memory: every text is a dev item once, so the pooled accuracy has about a
+    # third of the standard error of one 1,005-item split. One line per fold, then the pooled figures.
+    if [[ ! -f cv/fold9.dev.csv ]]; then
+      mkdir -p cv
+      python3 - "$data/banking77/train.csv" cv <<'PY'
+import csv, random, sys
+src, out = sys.argv[1], sys.argv[2]
+with open(src, encoding="utf-8", newline="") as f:
+    rows = list(csv.DictReader(f))
+by_intent = {}
+for r in rows:
+    by_intent.setdefault(r["category"], []).append(r)
+fold_of = {}
+rng = random.Random(7)
+for intent in sorted(by_intent):
+    items = by_intent[intent]
+    rng.shuffle(items)
+    for i, r in enumerate(items):
+        fold_of[id(r)] = i % 10
+for k in range(10):
+    for part, keep in (("train", lambda r: fold_of[id(r)] != k), ("dev", lambda r: fold_of[id(r)] == k)):
+        with open(f"{out}/fold{k}.{part}.csv", "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "category"])
+            w.writerows([r["text"], r["category"]] for r in rows if keep(r))
+PY
+    fi
+    for k in 0 1 2 3 4 5 6 7 8 9; do
+      train "cv/neighbours-$k" --data "cv/fold$k.train.csv" && eval_json "cv/neighbours-$k" "cv/fold$k.dev.csv"
+      train "cv/alone-$k" --data "cv/fold$k.train.csv" --no-neighbours && eval_json "cv/alone-$k" "cv/fold$k.dev.csv"
+    done | tee cv/folds.jsonl
+    python3 - cv/folds.jsonl <<'PY'
+import json, sys
+pooled = {}
+for line in open(sys.argv[1], encoding="utf-8"):
+    r = json.loads(line)
+    kind = r["router"].split("/")[1].rsplit("-", 1)[0]
+    p = pooled.setdefault(kind, {"folds": 0, "n": 0, "correct": 0.0, "top1": 0.0})
+    p["folds"] += 1
+    p["n"] += r["n"]
+    p["correct"] += r["accuracy"] * r["n"]
+    p["top1"] += r["top1_accuracy"] * r["n"]
+for kind, p in sorted(pooled.items()):
+    print(json.dumps({"router": f"cv/{kind}", "folds": p["folds"], "n": p["n"],
+                      "accuracy": p["correct"] / p["n"], "top1_accuracy": p["top1"] / p["n"]}))
+PY
+    ;;
+  *) echo "unknown part $w (bank, few, clinc, transfer, cv)" >&2; exit 2 ;;
   esac
 done
