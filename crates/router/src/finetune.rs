@@ -9,7 +9,8 @@
 //! 2. Initialise a class matrix `W` with each intent's mean embedding.
 //! 3. For a few epochs of shuffled mini-batches: top layers (with dropout) → mean pooling →
 //!    L2 normalisation → logits `s · e · normalise(W)ᵀ` → cross-entropy; AdamW on the top
-//!    layers (linear warm-up then linear decay) and on `W` (a larger rate).
+//!    layers (linear warm-up then linear decay; weight decay on their matrices, not on biases
+//!    or layer norms) and on `W` (a larger rate, no decay).
 //! 4. Write `model.safetensors` with the trained layers in place of the originals, next to a
 //!    copy of the folder's tokenizer and configuration files.
 //!
@@ -127,6 +128,12 @@ fn layer_names(i: usize) -> [(String, String); 8] {
         pair("output.dense", "weight", "bias"),
         pair("output.LayerNorm", "weight", "bias"),
     ]
+}
+
+/// Whether AdamW's weight decay applies to a trained tensor: the dense layers' matrices, not
+/// their biases nor the layer norms' scales and shifts.
+fn decays(name: &str) -> bool {
+    name.ends_with(".weight") && !name.contains("LayerNorm")
 }
 
 /// Strip an optional `bert.` prefix so both naming styles of BERT checkpoints are read.
@@ -435,9 +442,16 @@ pub fn fine_tune(
     let steps_per_epoch = examples.len().div_ceil(opts.batch);
     let total = steps_per_epoch * opts.epochs;
     let warmup = (total / 10).max(1);
+    // Weight decay on the projection matrices only, as in BERT's own recipe: biases and layer
+    // norm parameters are not pulled towards zero.
+    let (decayed, kept): (Vec<_>, Vec<_>) = vars.iter().partition(|(name, _)| decays(name));
     let mut enc_opt = AdamW::new(
-        vars.iter().map(|(_, v)| v.clone()).collect(),
+        decayed.into_iter().map(|(_, v)| v.clone()).collect(),
         ParamsAdamW { lr: opts.learning_rate, weight_decay: opts.weight_decay, ..ParamsAdamW::default() },
+    )?;
+    let mut enc_kept_opt = AdamW::new(
+        kept.into_iter().map(|(_, v)| v.clone()).collect(),
+        ParamsAdamW { lr: opts.learning_rate, weight_decay: 0.0, ..ParamsAdamW::default() },
     )?;
     let mut class_opt = AdamW::new(
         vec![class_var.clone()],
@@ -459,6 +473,7 @@ pub fn fine_tune(
                 ((total - step) as f64 / (total - warmup).max(1) as f64).max(0.0)
             };
             enc_opt.set_learning_rate(opts.learning_rate * lr_factor);
+            enc_kept_opt.set_learning_rate(opts.learning_rate * lr_factor);
             class_opt.set_learning_rate(opts.class_learning_rate * lr_factor);
             let items: Vec<&Tensor> = batch.iter().map(|&i| &lower[i]).collect();
             let e = top(&trained, &items, shape, Some(&mut dropout))?;
@@ -470,6 +485,7 @@ pub fn fine_tune(
             let loss = candle_nn::loss::cross_entropy(&logits, &target)?;
             let grads = loss.backward()?;
             enc_opt.step(&grads)?;
+            enc_kept_opt.step(&grads)?;
             class_opt.step(&grads)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?) * batch.len() as f64;
             step += 1;
@@ -574,4 +590,25 @@ fn copy_small_files(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decays, layer_names};
+
+    #[test]
+    fn weight_decay_spares_biases_and_layer_norms() {
+        let decayed: Vec<String> = layer_names(5).into_iter().flat_map(|(w, b)| [w, b]).filter(|n| decays(n)).collect();
+        assert_eq!(
+            decayed,
+            [
+                "encoder.layer.5.attention.self.query.weight",
+                "encoder.layer.5.attention.self.key.weight",
+                "encoder.layer.5.attention.self.value.weight",
+                "encoder.layer.5.attention.output.dense.weight",
+                "encoder.layer.5.intermediate.dense.weight",
+                "encoder.layer.5.output.dense.weight",
+            ]
+        );
+    }
 }
