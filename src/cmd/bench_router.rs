@@ -142,9 +142,9 @@ pub(crate) fn run(a: BenchRouterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The arithmetic of one throughput pass: the batches [`BertEncoder::encode_batched`] makes
-/// (sorted by token count, `batch` per forward pass, padded to the longest in each), and the
-/// floating-point operations of the transformer's matrix products over those padded shapes.
+/// The arithmetic of one throughput pass: the batches [`BertEncoder::encode_batched`] runs
+/// ([`BertEncoder::plan_batches`]), and the floating-point operations of the transformer's
+/// matrix products over their padded shapes.
 struct BatchWork {
     tokens: usize,
     padded_tokens: usize,
@@ -158,12 +158,10 @@ impl BatchWork {
         )?;
         let dim = |k: &str| config[k].as_u64().map(|v| v as f64).with_context(|| format!("config.json has no {k}"));
         let (hidden, inter, layers) = (dim("hidden_size")?, dim("intermediate_size")?, dim("num_hidden_layers")?);
-        let mut lens =
-            texts.iter().map(|t| enc.tokenize(t).map(|(ids, _)| ids.len())).collect::<Result<Vec<_>, _>>()?;
-        lens.sort_unstable();
-        let mut work = Self { tokens: lens.iter().sum(), padded_tokens: 0, flop: 0.0 };
-        for chunk in lens.chunks(batch.max(1)) {
-            let len = chunk.iter().copied().max().unwrap_or(0).max(1);
+        let plan = enc.plan_batches(texts, batch)?;
+        let mut work = Self { tokens: plan.tokenized.iter().map(|t| t.0.len()).sum(), padded_tokens: 0, flop: 0.0 };
+        for chunk in &plan.batches {
+            let len = plan.padded_len(chunk);
             work.padded_tokens += chunk.len() * len;
             work.flop += chunk.len() as f64 * forward_flop(len as f64, hidden, inter, layers);
         }

@@ -131,6 +131,22 @@ enum Engine {
 /// Used when the folder has no `sentence_bert_config.json`.
 const DEFAULT_MAX_SEQ_LEN: usize = 256;
 
+/// Tokenised texts and the forward batches they run in (see [`BertEncoder::plan_batches`]).
+#[derive(Debug, Clone)]
+pub struct BatchPlan {
+    /// Per input text: token ids after truncation, and whether the text was cut.
+    pub tokenized: Vec<(Vec<u32>, bool)>,
+    /// Indices into `tokenized`, one list per forward pass.
+    pub batches: Vec<Vec<usize>>,
+}
+
+impl BatchPlan {
+    /// The length a forward pass pads `batch` to: its longest text (at least 1).
+    pub fn padded_len(&self, batch: &[usize]) -> usize {
+        batch.iter().map(|&i| self.tokenized[i].0.len()).max().unwrap_or(0).max(1)
+    }
+}
+
 /// A loaded sentence encoder (weights in memory, tokenizer configured).
 pub struct BertEncoder {
     engine: Engine,
@@ -303,23 +319,34 @@ impl BertEncoder {
         self.encode_batched(texts, forward_batch)
     }
 
-    /// [`BertEncoder::encode`] with `batch` items per forward pass (texts sorted by length
-    /// first, as sentence-transformers' `encode(texts, batch_size=…)` does).
+    /// Tokenise `texts` and group them as [`BertEncoder::encode_batched`] runs them: sorted by
+    /// token count, `batch` per forward pass (benchmarks count the work of a pass with it).
     ///
     /// # Errors
-    /// As [`BertEncoder::encode`].
-    pub fn encode_batched(&self, texts: &[&str], batch: usize) -> Result<Encoded> {
-        let forward_batch = batch.max(1);
+    /// [`RouterError::Tokenizer`] when the tokenizer fails.
+    pub fn plan_batches(&self, texts: &[&str], batch: usize) -> Result<BatchPlan> {
         let mut tokenized = Vec::with_capacity(texts.len());
         for t in texts {
             tokenized.push(self.tokenize(t)?);
         }
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| tokenized[i].0.len());
+        let batches = order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect();
+        Ok(BatchPlan { tokenized, batches })
+    }
+
+    /// [`BertEncoder::encode`] with `batch` items per forward pass (texts sorted by length
+    /// first, as sentence-transformers' `encode(texts, batch_size=…)` does).
+    ///
+    /// # Errors
+    /// As [`BertEncoder::encode`].
+    pub fn encode_batched(&self, texts: &[&str], batch: usize) -> Result<Encoded> {
+        let plan = self.plan_batches(texts, batch)?;
+        let tokenized = &plan.tokenized;
         let dim = self.info.dim;
         let mut vectors = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(forward_batch) {
-            let max_len = chunk.iter().map(|&i| tokenized[i].0.len()).max().unwrap_or(0).max(1);
+        for chunk in &plan.batches {
+            let max_len = plan.padded_len(chunk);
             let mut ids = Vec::with_capacity(chunk.len() * max_len);
             let mut mask = Vec::with_capacity(chunk.len() * max_len);
             for &i in chunk {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-pub use bert::{BertEncoder, EncoderBackend, EncoderOptions};
+pub use bert::{BatchPlan, BertEncoder, EncoderBackend, EncoderOptions};
 pub use lexical::LexicalEncoder;
 
 use crate::error::{Result, RouterError};
