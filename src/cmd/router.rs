@@ -45,7 +45,8 @@ pub(crate) struct TrainArgs {
     /// Output artifact directory.
     #[arg(long)]
     out: PathBuf,
-    /// Sentence-transformers model folder (default: SWITCHBOARD_MODEL_DIR, then the cache).
+    /// Sentence-transformers model folder (default: SWITCHBOARD_MODEL_DIR, then the cache). A
+    /// folder given here is recorded in the artifact, where `eval` and `predict` look for it.
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// Use the lexical encoder only.
@@ -128,7 +129,8 @@ pub(crate) struct EvalArgs {
     /// Gold label of out-of-scope items.
     #[arg(long, default_value = "oos")]
     oos_label: String,
-    /// Sentence-transformers model folder.
+    /// Sentence-transformers model folder (default: the artifact's own encoder, else the folder
+    /// recorded at training, else SWITCHBOARD_MODEL_DIR, else the models cache).
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// Print one JSON object.
@@ -145,7 +147,8 @@ pub(crate) struct PredictArgs {
     /// Artifact directory.
     #[arg(long)]
     model: PathBuf,
-    /// Sentence-transformers model folder.
+    /// Sentence-transformers model folder (default: the artifact's own encoder, else the folder
+    /// recorded at training, else SWITCHBOARD_MODEL_DIR, else the models cache).
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// The text to route.
@@ -284,6 +287,13 @@ fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
     };
     opts.embedding_cache = cache.clone();
     let mut artifact = train(&examples, val.as_deref(), bert.clone(), &opts)?;
+    if !a.fine_tune
+        && let (Some(_), Some(given)) = (&bert, &a.model_dir)
+    {
+        // Recorded so that `router eval` and `router predict` find this encoder without
+        // `--model-dir` (absolute, so the artifact can be used from another directory).
+        artifact.manifest.encoder_dir = Some(std::path::absolute(given).unwrap_or_else(|_| given.clone()));
+    }
     if let Some(r) = fine_tune_report {
         artifact.manifest.metrics.fine_tune_seconds = r.frozen_seconds + r.train_seconds;
         artifact.manifest.metrics.train_seconds += artifact.manifest.metrics.fine_tune_seconds;

@@ -105,6 +105,12 @@ pub struct Manifest {
     pub oos_label: Option<String>,
     /// The sentence encoder the head was trained on (`None`: lexical features only).
     pub encoder: Option<EncoderInfo>,
+    /// The folder the sentence encoder was loaded from at training time, when it was given
+    /// explicitly (`--model-dir`) rather than found in the models cache: where loading looks
+    /// when no folder is given. A hint only: the encoder found there must still match
+    /// [`Manifest::encoder`], else loading falls back to the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_dir: Option<std::path::PathBuf>,
     /// Identity of the lexical block (`None`: not used).
     pub lexical: Option<EncoderInfo>,
     /// Weight of the lexical block in the features.

@@ -37,10 +37,32 @@ fn check_text(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Load the sentence encoder in `dir` and check that it is `expected`.
+fn load_matching(dir: &Path, pinned: bool, expected: &crate::encoder::EncoderInfo) -> Result<BertEncoder> {
+    let enc = BertEncoder::load(dir, pinned)?;
+    if enc.info().hash != expected.hash || enc.info().dim != expected.dim {
+        return Err(RouterError::EncoderMismatch { expected: expected.to_string(), found: enc.info().to_string() });
+    }
+    Ok(enc)
+}
+
+/// Load `expected` from where [`resolve_model_dir`] finds a model (environment, then cache).
+fn load_resolved(expected: &crate::encoder::EncoderInfo) -> Result<BertEncoder> {
+    let loc = resolve_model_dir(None).ok_or_else(|| RouterError::BadModelDir {
+        dir: std::path::PathBuf::new(),
+        reason: format!(
+            "this router needs the sentence encoder {expected}; run `switchboard models fetch` or pass --model-dir"
+        ),
+    })?;
+    load_matching(&loc.dir, loc.pinned, expected)
+}
+
 impl Router {
     /// Load an artifact directory. The sentence encoder is the artifact's own (fine-tuned) one
-    /// when it has one, else found with [`resolve_model_dir`] (`model_dir` first); it must be
-    /// the one the head was trained on.
+    /// when it has one; else the folder `model_dir` names; else the folder the head was trained
+    /// with (`encoder_dir` in `router.json`, recorded when training was given `--model-dir`),
+    /// when it still exists and holds the same encoder; else the one [`resolve_model_dir`]
+    /// finds (environment, then the models cache). It must be the one the head was trained on.
     ///
     /// # Errors
     /// [`RouterError::BadArtifact`], [`RouterError::BadModelDir`] (model needed but absent),
@@ -50,21 +72,23 @@ impl Router {
         let bert = match &artifact.manifest.encoder {
             None => None,
             Some(expected) => {
-                let own =
-                    crate::artifact::own_encoder_dir(dir).map(|dir| crate::fetch::ModelLocation { dir, pinned: false });
-                let loc = own.or_else(|| resolve_model_dir(model_dir)).ok_or_else(|| RouterError::BadModelDir {
-                    dir: model_dir.map(Path::to_path_buf).unwrap_or_default(),
-                    reason: format!(
-                        "this router needs the sentence encoder {expected}; run `switchboard models fetch` or pass --model-dir"
-                    ),
-                })?;
-                let enc = BertEncoder::load(&loc.dir, loc.pinned)?;
-                if enc.info().hash != expected.hash || enc.info().dim != expected.dim {
-                    return Err(RouterError::EncoderMismatch {
-                        expected: expected.to_string(),
-                        found: enc.info().to_string(),
-                    });
-                }
+                let own = crate::artifact::own_encoder_dir(dir);
+                let recorded = artifact.manifest.encoder_dir.as_deref().filter(|d| d.is_dir());
+                let enc = match (own, model_dir, recorded) {
+                    (Some(own), _, _) => load_matching(&own, false, expected)?,
+                    (None, Some(given), _) => load_matching(given, false, expected)?,
+                    (None, None, Some(recorded)) => match load_matching(recorded, false, expected) {
+                        Ok(enc) => enc,
+                        Err(e) => {
+                            tracing::warn!(
+                                "the encoder folder recorded at training ({}) is unusable ({e}); looking elsewhere",
+                                recorded.display()
+                            );
+                            load_resolved(expected)?
+                        }
+                    },
+                    (None, None, None) => load_resolved(expected)?,
+                };
                 Some(Arc::new(enc))
             }
         };

@@ -318,6 +318,7 @@ pub fn train(
         labels,
         oos_label: opts.oos_label.clone().filter(|_| oos_idx.is_some()),
         encoder: bert.as_ref().map(|b| b.info().clone()),
+        encoder_dir: None,
         lexical: lexical_info,
         lexical_weight: opts.lexical_weight,
         thresholds: Thresholds {

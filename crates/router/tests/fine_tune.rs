@@ -87,6 +87,20 @@ fn fine_tuning_separates_intents_and_the_artifact_carries_its_encoder() {
     let eval = evaluate(&router, &te, "oos").unwrap();
     assert!(eval.accuracy > 0.85, "{eval:?}");
 
+    // A router that records the folder it was trained with (`router train --model-dir`) loads
+    // the encoder from there; a recorded folder holding another encoder is passed over for the
+    // model found the usual way.
+    let recorded_load = |enc: &Arc<BertEncoder>, name: &str| {
+        let opts = TrainOptions { target_rejection: 0.0, ..TrainOptions::default() };
+        let mut art = train(&tr, None, Some(Arc::clone(enc)), &opts).unwrap();
+        art.manifest.encoder_dir = Some(out.clone());
+        let dir = work.path().join(name);
+        art.save(&dir).unwrap();
+        Router::load(&dir, None).unwrap().featurizer().bert().unwrap().info().hash.clone()
+    };
+    assert_eq!(recorded_load(&tuned, "on_tuned"), tuned.info().hash);
+    assert_eq!(recorded_load(&base, "on_base"), base.info().hash);
+
     // Tampered weights are refused.
     let weights = out.join("model.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();

@@ -181,6 +181,21 @@ def test_fine_tuned_encoder_travels_with_the_artifact(tmp_path):
     assert report["accuracy"] > 0.75
     d = json.loads(run("router", "predict", "--model", out, "I still have not received my new card").stdout)
     assert d["candidates"]
+    # Another head on that encoder (`--model-dir`, no fine-tuning) records the folder, so eval
+    # and predict find it without `--model-dir`; once the folder is gone they fall back to the
+    # cached base model and refuse it as the wrong encoder.
+    second = tmp_path / "second"
+    run("router", "train", "--data", train, "--out", second, "--target-rejection", "0", "--model-dir", enc)
+    manifest2 = json.loads((second / "router.json").read_text())
+    assert manifest2["encoder"]["hash"] == manifest["encoder"]["hash"]
+    assert Path(manifest2["encoder_dir"]).resolve() == enc.resolve() and not (second / "encoder").exists()
+    report2 = json.loads(run("router", "eval", "--model", second, "--data", test, "--json").stdout)
+    assert report2["accuracy"] > 0.75
+    enc.rename(tmp_path / "moved")
+    p = run("router", "predict", "--model", second, "where is my card", check=False)
+    assert p.returncode != 0 and "encoder" in p.stderr and "panicked" not in p.stderr
+    p = run("router", "predict", "--model", second, "--model-dir", tmp_path / "moved", "where is my card")
+    assert json.loads(p.stdout)["candidates"]
     # Fine-tuning needs the sentence encoder.
     p = run("router", "train", "--data", train, "--out", tmp_path / "lex", "--lexical-only", "--fine-tune", check=False)
     assert p.returncode != 0 and "sentence encoder" in p.stderr
